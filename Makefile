@@ -1,0 +1,92 @@
+# keymint: see README.md. `make help` lists the targets.
+
+IMG ?= keymint:latest
+LOCALBIN ?= $(shell pwd)/bin
+CONTROLLER_TOOLS_VERSION ?= v0.23.0
+CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen
+CONTROLPLANE_DIR ?= $(LOCALBIN)/k8s
+# envtest and the demo find kube-apiserver, etcd and kubectl here; an
+# already set KUBEBUILDER_ASSETS wins.
+KUBEBUILDER_ASSETS ?= $(CONTROLPLANE_DIR)
+export KUBEBUILDER_ASSETS
+KUBECTL ?= $(shell command -v kubectl 2>/dev/null || echo $(CONTROLPLANE_DIR)/kubectl)
+GOTEST_FLAGS ?= -race
+
+.PHONY: all
+all: build
+
+##@ General
+
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*##"; printf "\nUsage:\n  make \033[36m<target>\033[0m\n"} /^[a-zA-Z_0-9-]+:.*?##/ { printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2 } /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) } ' $(MAKEFILE_LIST)
+
+##@ Development
+
+.PHONY: manifests
+manifests: controller-gen ## Generate the CRD and RBAC manifests.
+	$(CONTROLLER_GEN) rbac:roleName=keymint-manager crd paths="./..." output:crd:artifacts:config=config/crd/bases
+
+.PHONY: generate
+generate: controller-gen ## Generate DeepCopy methods.
+	$(CONTROLLER_GEN) object:headerFile="hack/boilerplate.go.txt" paths="./..."
+
+.PHONY: fmt
+fmt: ## go fmt.
+	go fmt ./...
+
+.PHONY: vet
+vet: ## go vet.
+	go vet ./...
+
+.PHONY: test
+test: manifests generate fmt vet controlplane ## Run every test: unit and envtest (real kube-apiserver and etcd).
+	go test $(GOTEST_FLAGS) ./... -coverprofile cover.out
+
+.PHONY: demo
+demo: manifests controlplane build ## Run the operator on a local control plane and show it working.
+	go run ./hack/demo
+
+##@ Build
+
+.PHONY: build
+build: manifests generate fmt vet ## Build the manager binary.
+	go build -o bin/manager .
+
+.PHONY: run
+run: manifests generate fmt vet ## Run the manager against the current kubeconfig.
+	go run . --slot-namespace=$${SLOT_NAMESPACE:-keymint-system}
+
+.PHONY: docker-build
+docker-build: ## Build the manager image (needs a Docker engine).
+	docker build -t $(IMG) .
+
+##@ Deployment
+
+.PHONY: install
+install: manifests ## Install the CRD into the cluster of the current kubeconfig.
+	$(KUBECTL) apply --server-side -k config/crd
+
+.PHONY: uninstall
+uninstall: manifests ## Remove the CRD (and with it every APIKey).
+	$(KUBECTL) delete --ignore-not-found -k config/crd
+
+.PHONY: deploy
+deploy: manifests ## Deploy the operator with config/default (set IMG).
+	cd config/manager && $(KUBECTL) kustomize . >/dev/null
+	$(KUBECTL) apply --server-side -k config/default
+
+.PHONY: undeploy
+undeploy: ## Remove what deploy created.
+	$(KUBECTL) delete --ignore-not-found -k config/default
+
+##@ Tools
+
+.PHONY: controlplane
+controlplane: ## Build kube-apiserver, etcd and kubectl from Go modules into bin/k8s (cached).
+	@if [ "$(KUBEBUILDER_ASSETS)" = "$(CONTROLPLANE_DIR)" ]; then hack/controlplane.sh "$(CONTROLPLANE_DIR)"; fi
+
+.PHONY: controller-gen
+controller-gen: $(CONTROLLER_GEN)
+$(CONTROLLER_GEN):
+	GOBIN=$(LOCALBIN) go install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS_VERSION)

@@ -1,0 +1,151 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// APIKeySpec is what a user asks for: a key for a user, with an expiration.
+// +kubebuilder:validation:XValidation:rule="(has(self.secretName) ? self.secretName : '') == (has(oldSelf.secretName) ? oldSelf.secretName : '')",message="secretName is immutable",fieldPath=".secretName"
+type APIKeySpec struct {
+	// User is the Kubernetes username that owns the key.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="user is immutable"
+	User string `json:"user"`
+
+	// Expiration says when the key expires: after a number of calendar months,
+	// at a given time, or never.
+	// +required
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="expiration is immutable"
+	Expiration Expiration `json:"expiration"`
+
+	// SecretName is the Secret the key is minted into, in the APIKey's
+	// namespace. Defaults to the APIKey's name.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	SecretName string `json:"secretName,omitempty"`
+
+	// Description is free text for people, such as what the key is for.
+	// +optional
+	// +kubebuilder:validation:MaxLength=256
+	Description string `json:"description,omitempty"`
+}
+
+// Expiration holds exactly one of Months, At or Never.
+// +kubebuilder:validation:XValidation:rule="(has(self.months) ? 1 : 0) + (has(self.at) ? 1 : 0) + (has(self.never) ? 1 : 0) == 1",message="exactly one of months, at or never must be set"
+type Expiration struct {
+	// Months expires the key that many calendar months after issuance, at the
+	// same time of day (UTC); a day missing in the target month clamps to
+	// that month's last day.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=120
+	Months *int32 `json:"months,omitempty"`
+
+	// At expires the key at this time (RFC 3339). It must be after the
+	// APIKey's creation.
+	// +optional
+	At *metav1.Time `json:"at,omitempty"`
+
+	// Never, when true, makes a key that never expires. true is its only
+	// valid value.
+	// +optional
+	// +kubebuilder:validation:Enum=true
+	Never *bool `json:"never,omitempty"`
+}
+
+// Phase is where an APIKey is in its life.
+// +kubebuilder:validation:Enum=Pending;Active;Expired
+type Phase string
+
+const (
+	// PhasePending means no key is issued yet: the key waits for a slot or
+	// for a problem to be fixed.
+	PhasePending Phase = "Pending"
+	// PhaseActive means the key is issued and its Secret exists.
+	PhaseActive Phase = "Active"
+	// PhaseExpired means the key reached its expiration; its Secret is gone.
+	PhaseExpired Phase = "Expired"
+)
+
+// APIKeyStatus is what the controller observed and did. It never holds key
+// material.
+type APIKeyStatus struct {
+	// Phase is Pending, Active or Expired.
+	// +optional
+	Phase Phase `json:"phase,omitempty"`
+
+	// KeyID is a public identifier of the issued key; it reveals no secret bits.
+	// +optional
+	KeyID string `json:"keyID,omitempty"`
+
+	// KeyHash is "sha256:" followed by the lowercase hex SHA-256 of the full
+	// key, so a verifier can check a key without the plaintext.
+	// +optional
+	KeyHash string `json:"keyHash,omitempty"`
+
+	// SecretName is the Secret that holds the key.
+	// +optional
+	SecretName string `json:"secretName,omitempty"`
+
+	// IssuedAt is when the key was first issued.
+	// +optional
+	IssuedAt *metav1.Time `json:"issuedAt,omitempty"`
+
+	// ExpiresAt is when the key expires; absent when it never does.
+	// +optional
+	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`
+
+	// ObservedGeneration is the generation this status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// Conditions are Ready, Reconciling and Stalled, as kstatus reads them.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// APIKey is a user's API key. The key itself lives only in the Secret the
+// controller mints; the APIKey holds its public identity and state.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=ak,categories=keymint
+// +kubebuilder:printcolumn:name="User",type=string,JSONPath=`.spec.user`
+// +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="KeyID",type=string,JSONPath=`.status.keyID`
+// +kubebuilder:printcolumn:name="Expires",type=string,JSONPath=`.status.expiresAt`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 63",message="metadata.name must be at most 63 characters: it is the value of the Secret's keymint.io/apikey label"
+type APIKey struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// +required
+	Spec   APIKeySpec   `json:"spec"`
+	Status APIKeyStatus `json:"status,omitempty"`
+}
+
+// APIKeyList is a list of APIKeys.
+// +kubebuilder:object:root=true
+type APIKeyList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []APIKey `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&APIKey{}, &APIKeyList{})
+}
+
+// SecretNameOrDefault is the Secret this APIKey mints into.
+func (k *APIKey) SecretNameOrDefault() string {
+	if k.Spec.SecretName != "" {
+		return k.Spec.SecretName
+	}
+	return k.Name
+}

@@ -1,0 +1,33 @@
+package v1alpha1
+
+// Condition types, as kstatus (Argo CD, Flux) reads them.
+const (
+	// ConditionReady is True when the key is Active and its Secret exists.
+	ConditionReady = "Ready"
+	// ConditionReconciling is True while the controller works toward Active,
+	// such as while the key waits for a slot (kstatus: InProgress).
+	ConditionReconciling = "Reconciling"
+	// ConditionStalled is True when the key cannot progress without a
+	// change by a person (kstatus: Failed).
+	ConditionStalled = "Stalled"
+)
+
+// Condition reasons. The same words name the Events the controller records.
+const (
+	// ReasonIssued: a key was minted into its Secret.
+	ReasonIssued = "Issued"
+	// ReasonReissued: the Secret was deleted by someone and a fresh key minted.
+	ReasonReissued = "Reissued"
+	// ReasonKeyLimitReached: the user already holds the maximum of Active keys.
+	ReasonKeyLimitReached = "KeyLimitReached"
+	// ReasonExpired: the key reached its expiration and its Secret was deleted.
+	ReasonExpired = "Expired"
+	// ReasonDeleted: the APIKey was deleted and its key revoked.
+	ReasonDeleted = "Deleted"
+	// ReasonInvalidExpiration: spec.expiration.at is not after the APIKey's creation.
+	ReasonInvalidExpiration = "InvalidExpiration"
+	// ReasonSecretConflict: a Secret of that name exists and is not this APIKey's.
+	ReasonSecretConflict = "SecretConflict"
+	// ReasonProgressing: the controller is working on the key (or retrying an error).
+	ReasonProgressing = "Progressing"
+)

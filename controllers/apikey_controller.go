@@ -1,0 +1,172 @@
+// Package controllers holds the APIKey controller: wiring and the thin
+// Reconcile here, the steps it runs in files named for them, and the pure
+// decisions and status setters in decisions.go and status.go.
+package controllers
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+
+	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
+	"github.com/keymint/keymint/internal/keys"
+)
+
+// Finalizer holds an APIKey until its Secret is deleted and its slot freed,
+// so that revocation does not depend on the garbage collector.
+const Finalizer = "keymint.io/revoke"
+
+// DefaultMaxRequeue bounds how long a key waits before its expiry is checked
+// against the clock again.
+const DefaultMaxRequeue = time.Hour
+
+// errCacheStale makes a reconcile wait for the cache to catch up.
+var errCacheStale = errors.New("the cached APIKey is older than the API server's")
+
+// APIKeyReconciler issues, caps, expires and revokes API keys.
+type APIKeyReconciler struct {
+	// Client reads from the cache and writes to the API server.
+	client.Client
+	// APIReader reads from the API server, for decisions a stale cache
+	// must not make: before minting and before deleting.
+	APIReader client.Reader
+	Recorder  events.EventRecorder
+	Clock     clock.PassiveClock
+
+	// MaxKeysPerUser is the number of Active keys a user may hold.
+	MaxKeysPerUser int
+	// SlotNamespace holds the slot Leases that enforce MaxKeysPerUser.
+	SlotNamespace string
+	// MaxRequeue bounds the wait before an expiry is checked again.
+	MaxRequeue time.Duration
+	// MaxConcurrentReconciles is the number of keys reconciled at once.
+	MaxConcurrentReconciles int
+	// Mint draws a key; keys.Mint unless a test says otherwise.
+	Mint func() (keys.Key, error)
+}
+
+// +kubebuilder:rbac:groups=keymint.io,resources=apikeys,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups=keymint.io,resources=apikeys/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=keymint.io,resources=apikeys/finalizers,verbs=update
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;delete
+// +kubebuilder:rbac:groups=coordination.k8s.io,namespace=keymint-system,resources=leases,verbs=get;list;watch;create;delete
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// SetupWithManager registers the controller and its index with mgr.
+func (r *APIKeyReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
+	if r.Mint == nil {
+		r.Mint = keys.Mint
+	}
+	if r.MaxRequeue <= 0 {
+		r.MaxRequeue = DefaultMaxRequeue
+	}
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &keymintv1alpha1.APIKey{}, IndexUser, indexUser); err != nil {
+		return err
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&keymintv1alpha1.APIKey{}).
+		Owns(&corev1.Secret{}).
+		// A slot taken or freed can let a waiting key of its user in.
+		Watches(&coordinationv1.Lease{}, handler.EnqueueRequestsFromMapFunc(r.waitingKeysOfSlot),
+			builder.WithPredicates(slotFreed)).
+		WithOptions(controller.Options{MaxConcurrentReconciles: max(1, r.MaxConcurrentReconciles)}).
+		Complete(r)
+}
+
+// Reconcile brings one APIKey to its desired state: get it, handle its
+// deletion, hold the finalizer, run the steps, and write status once.
+func (r *APIKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
+	key := &keymintv1alpha1.APIKey{}
+	if err := r.Get(ctx, req.NamespacedName, key); err != nil {
+		if apierrors.IsNotFound(err) {
+			return ctrl.Result{}, r.releaseOrphanedSlots(ctx, req.NamespacedName)
+		}
+		return ctrl.Result{}, err
+	}
+	if !key.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, r.finalize(ctx, key)
+	}
+	if !controllerutil.ContainsFinalizer(key, Finalizer) {
+		patch := client.MergeFromWithOptions(key.DeepCopy(), client.MergeFromWithOptimisticLock{})
+		controllerutil.AddFinalizer(key, Finalizer)
+		if err := r.Patch(ctx, key, patch); err != nil {
+			return requeueOnConflict(err)
+		}
+	}
+
+	base := key.DeepCopy()
+	defer func() {
+		if retErr != nil && !errors.Is(retErr, errCacheStale) {
+			setRetrying(key, r.Clock.Now(), retErr.Error())
+		}
+		if err := r.patchStatus(ctx, base, key); err != nil {
+			result, retErr = requeueOnConflict(errors.Join(retErr, err))
+		}
+		if errors.Is(retErr, errCacheStale) {
+			result, retErr = ctrl.Result{RequeueAfter: time.Second}, nil
+		}
+	}()
+	return r.reconcileKey(ctx, key)
+}
+
+// reconcileKey runs the steps in order; the first that settles the key ends it.
+func (r *APIKeyReconciler) reconcileKey(ctx context.Context, key *keymintv1alpha1.APIKey) (ctrl.Result, error) {
+	now := r.Clock.Now()
+	switch {
+	case invalidAt(key):
+		return r.stall(ctx, key, keymintv1alpha1.ReasonInvalidExpiration,
+			"spec.expiration.at "+key.Spec.Expiration.At.UTC().Format(time.RFC3339)+" is not after the APIKey's creation "+
+				key.CreationTimestamp.UTC().Format(time.RFC3339))
+	case key.Status.Phase == keymintv1alpha1.PhaseExpired:
+		return ctrl.Result{}, r.releaseSlots(ctx, key, r.Client)
+	case r.isDue(key, now):
+		return ctrl.Result{}, r.expire(ctx, key)
+	}
+
+	held, holders, err := r.claimSlot(ctx, key)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if !held {
+		return ctrl.Result{}, r.awaitSlot(ctx, key, holders)
+	}
+	return r.issue(ctx, key)
+}
+
+// patchStatus writes the status if it changed, guarded by the
+// resourceVersion read, so a stale copy never overwrites a newer status.
+func (r *APIKeyReconciler) patchStatus(ctx context.Context, base, key *keymintv1alpha1.APIKey) error {
+	key.Status.ObservedGeneration = key.Generation
+	if equality.Semantic.DeepEqual(base.Status, key.Status) {
+		return nil
+	}
+	return r.Status().Patch(ctx, key, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}))
+}
+
+// requeueOnConflict turns a write conflict, the normal result of a stale
+// cache or a concurrent reconcile, into a quiet retry.
+func requeueOnConflict(err error) (ctrl.Result, error) {
+	if apierrors.IsConflict(err) {
+		return ctrl.Result{RequeueAfter: 100 * time.Millisecond}, nil
+	}
+	return ctrl.Result{}, err
+}
+
+// event records an Event about key. Messages name key IDs, users and
+// expiries, never a key.
+func (r *APIKeyReconciler) record(key *keymintv1alpha1.APIKey, eventType, reason, note string, args ...any) {
+	r.Recorder.Eventf(key, nil, eventType, reason, reason, note, args...)
+}

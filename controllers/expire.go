@@ -1,0 +1,33 @@
+package controllers
+
+import (
+	"context"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
+	"github.com/keymint/keymint/internal/expiry"
+)
+
+// isDue reports whether key has reached its expiry at now.
+func (r *APIKeyReconciler) isDue(key *keymintv1alpha1.APIKey, now time.Time) bool {
+	return expiry.Due(now, knownExpiry(key))
+}
+
+// expire deletes the key's Secret, frees its slot and records it Expired.
+// The APIKey stays, as a record, until someone deletes it.
+func (r *APIKeyReconciler) expire(ctx context.Context, key *keymintv1alpha1.APIKey) error {
+	if err := r.deleteOwnedSecret(ctx, key); err != nil {
+		return err
+	}
+	if err := r.releaseSlots(ctx, key, r.APIReader); err != nil {
+		return err
+	}
+	expiresAt := knownExpiry(key)
+	keyID := keyIDText(key)
+	r.record(key, corev1.EventTypeNormal, keymintv1alpha1.ReasonExpired, "key %s of user %s expired at %s",
+		keyID, key.Spec.User, expiresAt.UTC().Format(time.RFC3339))
+	setExpired(key, r.Clock.Now(), expiresAt, "key "+keyID+" expired at "+expiresAt.UTC().Format(time.RFC3339))
+	return nil
+}

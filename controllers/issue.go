@@ -1,0 +1,151 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
+	"github.com/keymint/keymint/internal/expiry"
+	"github.com/keymint/keymint/internal/keysecret"
+)
+
+// conflictRetry is how often a key blocked by someone else's Secret looks
+// again: that Secret is not in the cache, so no event says it went away.
+const conflictRetry = time.Minute
+
+// issue makes sure the key, which holds a slot, has its Secret, and records
+// it Active until it expires.
+func (r *APIKeyReconciler) issue(ctx context.Context, key *keymintv1alpha1.APIKey) (ctrl.Result, error) {
+	name := key.SecretNameOrDefault()
+	secret, err := r.ownedSecret(ctx, key, name)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if secret == nil {
+		if err := r.releaseSlots(ctx, key, r.APIReader); err != nil {
+			return ctrl.Result{}, err
+		}
+		return r.stall(ctx, key, keymintv1alpha1.ReasonSecretConflict,
+			fmt.Sprintf("Secret %s/%s exists and does not belong to this APIKey; delete it or choose another spec.secretName", key.Namespace, name))
+	}
+	in, err := keysecret.Read(secret)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if reason := issueEvent(key.Status.KeyID, in.KeyID); reason != "" {
+		r.record(key, corev1.EventTypeNormal, reason, "key %s issued for user %s in Secret %s, %s",
+			in.KeyID, key.Spec.User, name, expiryText(in.ExpiresAt))
+	}
+	now := r.Clock.Now()
+	setActive(key, now, name, in)
+	return ctrl.Result{RequeueAfter: expiry.RequeueAfter(now, in.ExpiresAt, r.MaxRequeue)}, nil
+}
+
+// ownedSecret returns key's Secret, minting it when there is none, or nil
+// when a Secret of that name belongs to someone else. A Secret is created
+// only if absent and never replaced, so however often this runs, with
+// whatever cache, an APIKey's key changes only when its Secret is deleted.
+func (r *APIKeyReconciler) ownedSecret(ctx context.Context, key *keymintv1alpha1.APIKey, name string) (*corev1.Secret, error) {
+	ref := types.NamespacedName{Namespace: key.Namespace, Name: name}
+	secret := &corev1.Secret{}
+	err := r.Get(ctx, ref, secret)
+	if err == nil {
+		return ownedOrNil(secret, key), nil
+	}
+	if !apierrors.IsNotFound(err) {
+		return nil, err
+	}
+
+	// The status decides whether this is a first issue or a reissue and
+	// what expiry the key gets, so it must not be a stale copy.
+	live := &keymintv1alpha1.APIKey{}
+	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(key), live); err != nil {
+		return nil, err
+	}
+	if live.ResourceVersion != key.ResourceVersion {
+		return nil, errCacheStale
+	}
+	minted, err := r.Mint()
+	if err != nil {
+		return nil, err
+	}
+	issuedAt, expiresAt := issuance(key, r.Clock.Now())
+	secret = keysecret.Build(key, minted, issuedAt, expiresAt)
+	err = r.Create(ctx, secret)
+	if err == nil {
+		return secret, nil
+	}
+	if !apierrors.IsAlreadyExists(err) {
+		return nil, fmt.Errorf("creating Secret %s: %w", ref, apiErrorWithoutObject(err))
+	}
+	// Created by an earlier reconcile the cache has not seen, or by someone else.
+	secret = &corev1.Secret{}
+	if err := r.APIReader.Get(ctx, ref, secret); err != nil {
+		return nil, err
+	}
+	return ownedOrNil(secret, key), nil
+}
+
+func ownedOrNil(secret *corev1.Secret, key *keymintv1alpha1.APIKey) *corev1.Secret {
+	if keysecret.OwnedBy(secret, key) {
+		return secret
+	}
+	return nil
+}
+
+// apiErrorWithoutObject keeps an API error's reason and drops anything else,
+// so no error message can carry the Secret that was sent.
+func apiErrorWithoutObject(err error) error {
+	if status, ok := err.(apierrors.APIStatus); ok {
+		return fmt.Errorf("%s (%d)", apierrors.ReasonForError(err), status.Status().Code)
+	}
+	return err
+}
+
+// deleteOwnedSecret deletes key's Secret if it is key's. It reads the
+// Secret from the API server and deletes that very object (UID
+// precondition), so a stale cache can neither hide a Secret nor make the
+// controller delete someone else's.
+func (r *APIKeyReconciler) deleteOwnedSecret(ctx context.Context, key *keymintv1alpha1.APIKey) error {
+	name := key.Status.SecretName
+	if name == "" {
+		name = key.SecretNameOrDefault()
+	}
+	secret := &corev1.Secret{}
+	if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: key.Namespace, Name: name}, secret); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return err
+	}
+	if !keysecret.OwnedBy(secret, key) {
+		return nil
+	}
+	err := r.Delete(ctx, secret, client.Preconditions{UID: &secret.UID})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	return err
+}
+
+// stall records a key that needs a person's change, and frees its slot.
+func (r *APIKeyReconciler) stall(ctx context.Context, key *keymintv1alpha1.APIKey, reason, msg string) (ctrl.Result, error) {
+	if err := r.releaseSlots(ctx, key, r.Client); err != nil {
+		return ctrl.Result{}, err
+	}
+	if readyReason(key) != reason {
+		r.record(key, corev1.EventTypeWarning, reason, "%s", msg)
+	}
+	setStalled(key, r.Clock.Now(), reason, msg)
+	if reason == keymintv1alpha1.ReasonSecretConflict {
+		return ctrl.Result{RequeueAfter: conflictRetry}, nil
+	}
+	return ctrl.Result{}, nil
+}

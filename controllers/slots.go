@@ -1,0 +1,248 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
+	"github.com/keymint/keymint/internal/keysecret"
+	"github.com/keymint/keymint/internal/slots"
+)
+
+// claimSlot makes sure key holds one of its user's slots. It returns
+// whether it does and, when it does not, the keys that hold them. Only a
+// successful create of a slot Lease takes a slot, so the cap holds however
+// stale the cache; the cache only decides whose turn it is.
+func (r *APIKeyReconciler) claimSlot(ctx context.Context, key *keymintv1alpha1.APIKey) (bool, []string, error) {
+	taken, err := r.userSlots(ctx, key.Spec.User, r.Client)
+	if err != nil {
+		return false, nil, err
+	}
+	if slices.ContainsFunc(taken, func(l coordinationv1.Lease) bool { return holds(&l, key) }) {
+		return true, nil, nil
+	}
+	free := r.MaxKeysPerUser - len(taken)
+	if free <= 0 {
+		freed, err := r.reclaimStaleSlots(ctx, taken)
+		if err != nil || freed == 0 {
+			return false, holderNames(taken), err
+		}
+		free += freed
+	}
+	waiting, err := r.waitingKeys(ctx, key.Spec.User)
+	if err != nil {
+		return false, nil, err
+	}
+	if !slots.Eligible(candidate(key), waiting, free) {
+		return false, holderNames(taken), nil
+	}
+
+	names := map[string]bool{}
+	for _, l := range taken {
+		names[l.Name] = true
+	}
+	for i := range r.MaxKeysPerUser {
+		name := slots.Name(key.Spec.User, i)
+		if names[name] {
+			continue
+		}
+		err := r.Create(ctx, r.slotLease(key, name))
+		if err == nil {
+			return true, nil, nil
+		}
+		if !apierrors.IsAlreadyExists(err) {
+			return false, nil, fmt.Errorf("claiming slot %s: %w", name, err)
+		}
+		// The cache had not seen this slot. It may even be ours, from a
+		// reconcile that stopped before it wrote status.
+		existing := &coordinationv1.Lease{}
+		if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: r.SlotNamespace, Name: name}, existing); err != nil {
+			if apierrors.IsNotFound(err) {
+				return false, nil, errCacheStale
+			}
+			return false, nil, err
+		}
+		if holds(existing, key) {
+			return true, nil, nil
+		}
+		taken = append(taken, *existing)
+	}
+	return false, holderNames(taken), nil
+}
+
+// slotLease is the Lease that makes key the holder of slot name.
+func (r *APIKeyReconciler) slotLease(key *keymintv1alpha1.APIKey, name string) *coordinationv1.Lease {
+	now := metav1.NewMicroTime(r.Clock.Now())
+	return &coordinationv1.Lease{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:      name,
+			Namespace: r.SlotNamespace,
+			Labels: map[string]string{
+				keysecret.LabelManagedBy:   keysecret.ManagedBy,
+				slots.LabelUserHash:        slots.UserHash(key.Spec.User),
+				slots.LabelHolderNamespace: key.Namespace,
+				slots.LabelHolderName:      key.Name,
+			},
+			Annotations: map[string]string{slots.AnnotationUser: key.Spec.User},
+		},
+		Spec: coordinationv1.LeaseSpec{
+			HolderIdentity: ptr.To(string(key.UID)),
+			AcquireTime:    &now,
+		},
+	}
+}
+
+// holds reports whether lease is held by key, by UID: an earlier APIKey of
+// the same name does not count.
+func holds(lease *coordinationv1.Lease, key *keymintv1alpha1.APIKey) bool {
+	return ptr.Deref(lease.Spec.HolderIdentity, "") == string(key.UID)
+}
+
+func holderRef(lease *coordinationv1.Lease) types.NamespacedName {
+	return types.NamespacedName{Namespace: lease.Labels[slots.LabelHolderNamespace], Name: lease.Labels[slots.LabelHolderName]}
+}
+
+func holderNames(leases []coordinationv1.Lease) []string {
+	names := make([]string, 0, len(leases))
+	for i := range leases {
+		names = append(names, holderRef(&leases[i]).String())
+	}
+	slices.Sort(names)
+	return names
+}
+
+// userSlots lists the slots of user.
+func (r *APIKeyReconciler) userSlots(ctx context.Context, user string, reader client.Reader) ([]coordinationv1.Lease, error) {
+	list := &coordinationv1.LeaseList{}
+	err := reader.List(ctx, list, client.InNamespace(r.SlotNamespace),
+		client.MatchingLabels{slots.LabelUserHash: slots.UserHash(user)})
+	return list.Items, err
+}
+
+// waitingKeys lists the keys of user that wait for a slot.
+func (r *APIKeyReconciler) waitingKeys(ctx context.Context, user string) ([]slots.Candidate, error) {
+	list := &keymintv1alpha1.APIKeyList{}
+	if err := r.List(ctx, list, client.MatchingFields{IndexUser: user}); err != nil {
+		return nil, err
+	}
+	var out []slots.Candidate
+	for i := range list.Items {
+		if k := &list.Items[i]; isWaiting(k) {
+			out = append(out, candidate(k))
+		}
+	}
+	return out, nil
+}
+
+// isWaiting reports whether key has no key yet and will get one when a
+// slot frees.
+func isWaiting(key *keymintv1alpha1.APIKey) bool {
+	return key.DeletionTimestamp.IsZero() &&
+		key.Status.Phase != keymintv1alpha1.PhaseActive &&
+		key.Status.Phase != keymintv1alpha1.PhaseExpired &&
+		!apimeta.IsStatusConditionTrue(key.Status.Conditions, keymintv1alpha1.ConditionStalled)
+}
+
+func candidate(key *keymintv1alpha1.APIKey) slots.Candidate {
+	return slots.Candidate{Key: client.ObjectKeyFromObject(key), Created: key.CreationTimestamp.Time}
+}
+
+// reclaimStaleSlots frees slots whose holder no longer exists, such as one
+// whose finalizer was removed by hand, and returns how many it freed. It
+// trusts the cache only to say a holder exists; absence is confirmed with
+// the API server before a slot is deleted.
+func (r *APIKeyReconciler) reclaimStaleSlots(ctx context.Context, leases []coordinationv1.Lease) (int, error) {
+	freed := 0
+	for i := range leases {
+		lease := &leases[i]
+		holder := &keymintv1alpha1.APIKey{}
+		err := r.Get(ctx, holderRef(lease), holder)
+		if err == nil && holds(lease, holder) {
+			continue
+		}
+		if err := r.APIReader.Get(ctx, holderRef(lease), holder); err == nil && holds(lease, holder) {
+			continue
+		} else if err != nil && !apierrors.IsNotFound(err) {
+			return freed, err
+		}
+		if err := r.deleteSlot(ctx, lease); err != nil {
+			return freed, err
+		}
+		freed++
+	}
+	return freed, nil
+}
+
+// releaseSlots frees every slot key holds. Listing through reader lets the
+// callers that must not miss a slot just taken read the API server.
+func (r *APIKeyReconciler) releaseSlots(ctx context.Context, key *keymintv1alpha1.APIKey, reader client.Reader) error {
+	return r.releaseSlotsOf(ctx, client.ObjectKeyFromObject(key), reader, func(l *coordinationv1.Lease) bool { return holds(l, key) })
+}
+
+// releaseOrphanedSlots frees the slots held under a name whose APIKey is
+// gone, so a key deleted without its finalizer does not keep a slot.
+func (r *APIKeyReconciler) releaseOrphanedSlots(ctx context.Context, name types.NamespacedName) error {
+	live := &keymintv1alpha1.APIKey{}
+	err := r.APIReader.Get(ctx, name, live)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return err
+	}
+	// A new APIKey of the same name keeps its own slot.
+	return r.releaseSlotsOf(ctx, name, r.Client, func(l *coordinationv1.Lease) bool { return err != nil || !holds(l, live) })
+}
+
+func (r *APIKeyReconciler) releaseSlotsOf(ctx context.Context, name types.NamespacedName, reader client.Reader, release func(*coordinationv1.Lease) bool) error {
+	list := &coordinationv1.LeaseList{}
+	if err := reader.List(ctx, list, client.InNamespace(r.SlotNamespace), client.MatchingLabels{
+		slots.LabelHolderNamespace: name.Namespace,
+		slots.LabelHolderName:      name.Name,
+	}); err != nil {
+		return err
+	}
+	for i := range list.Items {
+		if release(&list.Items[i]) {
+			if err := r.deleteSlot(ctx, &list.Items[i]); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// deleteSlot deletes lease, and only that Lease: the UID precondition keeps
+// a slot claimed again since it was read.
+func (r *APIKeyReconciler) deleteSlot(ctx context.Context, lease *coordinationv1.Lease) error {
+	err := r.Delete(ctx, lease, client.Preconditions{UID: &lease.UID})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	return err
+}
+
+// awaitSlot records that key waits for a slot. A key that lost its slot
+// also loses its Secret: no key works without a slot.
+func (r *APIKeyReconciler) awaitSlot(ctx context.Context, key *keymintv1alpha1.APIKey, holders []string) error {
+	if key.Status.KeyID != "" {
+		if err := r.deleteOwnedSecret(ctx, key); err != nil {
+			return err
+		}
+	}
+	msg := fmt.Sprintf("user %s already holds %d active keys (%s); this key is issued when one of them is deleted or expires",
+		key.Spec.User, len(holders), strings.Join(holders, ", "))
+	if readyReason(key) != keymintv1alpha1.ReasonKeyLimitReached {
+		r.record(key, corev1.EventTypeWarning, keymintv1alpha1.ReasonKeyLimitReached, "%s", msg)
+	}
+	setWaiting(key, r.Clock.Now(), keymintv1alpha1.ReasonKeyLimitReached, msg)
+	return nil
+}

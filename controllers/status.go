@@ -1,0 +1,102 @@
+package controllers
+
+import (
+	"time"
+
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
+	"github.com/keymint/keymint/internal/keysecret"
+)
+
+// The functions in this file only change an APIKey's status in memory; the
+// reconciler writes it once, at the end. They never see key material.
+
+// ReasonActive is the Ready reason of an Active key.
+const ReasonActive = "Active"
+
+func setCondition(key *keymintv1alpha1.APIKey, now time.Time, typ string, status metav1.ConditionStatus, reason, message string) {
+	apimeta.SetStatusCondition(&key.Status.Conditions, metav1.Condition{
+		Type:               typ,
+		Status:             status,
+		Reason:             reason,
+		Message:            message,
+		ObservedGeneration: key.Generation,
+		LastTransitionTime: metav1.NewTime(now),
+	})
+}
+
+// setActive records an issued key: Ready, neither Reconciling nor Stalled.
+func setActive(key *keymintv1alpha1.APIKey, now time.Time, secretName string, in keysecret.Issue) {
+	key.Status.Phase = keymintv1alpha1.PhaseActive
+	key.Status.KeyID = in.KeyID
+	key.Status.KeyHash = in.KeyHash
+	key.Status.SecretName = secretName
+	key.Status.IssuedAt = ptrTime(&in.IssuedAt)
+	key.Status.ExpiresAt = ptrTime(in.ExpiresAt)
+	setCondition(key, now, keymintv1alpha1.ConditionReady, metav1.ConditionTrue, ReasonActive,
+		"key "+in.KeyID+" is active in Secret "+secretName)
+	apimeta.RemoveStatusCondition(&key.Status.Conditions, keymintv1alpha1.ConditionReconciling)
+	apimeta.RemoveStatusCondition(&key.Status.Conditions, keymintv1alpha1.ConditionStalled)
+}
+
+// setWaiting records a key that has no key yet but will get one without a
+// person's help, such as one waiting for a slot (kstatus: InProgress).
+func setWaiting(key *keymintv1alpha1.APIKey, now time.Time, reason, message string) {
+	key.Status.Phase = keymintv1alpha1.PhasePending
+	setCondition(key, now, keymintv1alpha1.ConditionReady, metav1.ConditionFalse, reason, message)
+	setCondition(key, now, keymintv1alpha1.ConditionReconciling, metav1.ConditionTrue, reason, message)
+	apimeta.RemoveStatusCondition(&key.Status.Conditions, keymintv1alpha1.ConditionStalled)
+}
+
+// setStalled records a key that cannot be issued until a person changes
+// something (kstatus: Failed). It holds no key and no slot.
+func setStalled(key *keymintv1alpha1.APIKey, now time.Time, reason, message string) {
+	key.Status.Phase = keymintv1alpha1.PhasePending
+	setCondition(key, now, keymintv1alpha1.ConditionReady, metav1.ConditionFalse, reason, message)
+	setCondition(key, now, keymintv1alpha1.ConditionStalled, metav1.ConditionTrue, reason, message)
+	apimeta.RemoveStatusCondition(&key.Status.Conditions, keymintv1alpha1.ConditionReconciling)
+}
+
+// setExpired records a key at its end. The controller has nothing left to
+// do, so it is neither Reconciling nor Stalled: kstatus reads it as Current,
+// and a GitOps sync is not held up by a key that expired as planned.
+func setExpired(key *keymintv1alpha1.APIKey, now time.Time, expiresAt *time.Time, message string) {
+	key.Status.Phase = keymintv1alpha1.PhaseExpired
+	key.Status.ExpiresAt = ptrTime(expiresAt)
+	setCondition(key, now, keymintv1alpha1.ConditionReady, metav1.ConditionFalse, keymintv1alpha1.ReasonExpired, message)
+	apimeta.RemoveStatusCondition(&key.Status.Conditions, keymintv1alpha1.ConditionReconciling)
+	apimeta.RemoveStatusCondition(&key.Status.Conditions, keymintv1alpha1.ConditionStalled)
+}
+
+// setRetrying records an error the controller will retry. An Active key
+// keeps Ready: its Secret still works while, say, the API server is away.
+func setRetrying(key *keymintv1alpha1.APIKey, now time.Time, message string) {
+	if key.Status.Phase == keymintv1alpha1.PhaseActive {
+		return
+	}
+	if key.Status.Phase == "" {
+		key.Status.Phase = keymintv1alpha1.PhasePending
+	}
+	setCondition(key, now, keymintv1alpha1.ConditionReconciling, metav1.ConditionTrue, keymintv1alpha1.ReasonProgressing, message)
+	if !apimeta.IsStatusConditionPresentAndEqual(key.Status.Conditions, keymintv1alpha1.ConditionReady, metav1.ConditionFalse) {
+		setCondition(key, now, keymintv1alpha1.ConditionReady, metav1.ConditionFalse, keymintv1alpha1.ReasonProgressing, message)
+	}
+}
+
+// readyReason is the reason of the Ready condition, or "".
+func readyReason(key *keymintv1alpha1.APIKey) string {
+	if c := apimeta.FindStatusCondition(key.Status.Conditions, keymintv1alpha1.ConditionReady); c != nil {
+		return c.Reason
+	}
+	return ""
+}
+
+func ptrTime(t *time.Time) *metav1.Time {
+	if t == nil {
+		return nil
+	}
+	mt := metav1.NewTime(t.UTC())
+	return &mt
+}

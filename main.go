@@ -1,0 +1,133 @@
+// Command manager runs the keymint operator.
+package main
+
+import (
+	"crypto/tls"
+	"flag"
+	"os"
+	"time"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
+	"github.com/keymint/keymint/controllers"
+)
+
+var scheme = runtime.NewScheme()
+
+func init() {
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(keymintv1alpha1.AddToScheme(scheme))
+}
+
+// Leader election rides out an API server outage of 30 s and more: the
+// leader keeps trying to renew for 40 s before it gives up its lease.
+const (
+	leaseDuration = 60 * time.Second
+	renewDeadline = 40 * time.Second
+	retryPeriod   = 5 * time.Second
+)
+
+func main() {
+	var (
+		metricsAddr, probeAddr, slotNamespace string
+		secureMetrics, enableLeaderElection   bool
+		maxKeysPerUser, concurrency           int
+		qps                                   float64
+		burst                                 int
+	)
+	flag.StringVar(&metricsAddr, "metrics-bind-address", "0", "The address the metrics endpoint binds to. Use :8443 for HTTPS or :8080 for HTTP, or leave as 0 to disable the metrics service.")
+	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "The address the probe endpoint binds to.")
+	flag.BoolVar(&enableLeaderElection, "leader-elect", false, "Enable leader election, so that only one manager is active at a time.")
+	flag.BoolVar(&secureMetrics, "metrics-secure", true, "Serve metrics over HTTPS, for callers authorised through the API server.")
+	flag.IntVar(&maxKeysPerUser, "max-keys-per-user", 2, "The number of Active keys a user may hold, across all namespaces.")
+	flag.StringVar(&slotNamespace, "slot-namespace", envOr("POD_NAMESPACE", "keymint-system"), "The namespace of the Leases that enforce --max-keys-per-user.")
+	flag.IntVar(&concurrency, "max-concurrent-reconciles", 8, "The number of APIKeys reconciled at once.")
+	flag.Float64Var(&qps, "kube-api-qps", 100, "Queries per second the manager may send to the API server.")
+	flag.IntVar(&burst, "kube-api-burst", 200, "Burst of queries the manager may send to the API server.")
+	opts := zap.Options{Development: false}
+	opts.BindFlags(flag.CommandLine)
+	flag.Parse()
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
+	log := ctrl.Log.WithName("setup")
+
+	if maxKeysPerUser < 1 {
+		log.Error(nil, "--max-keys-per-user must be at least 1")
+		os.Exit(2)
+	}
+
+	cfg := ctrl.GetConfigOrDie()
+	cfg.QPS, cfg.Burst = float32(qps), burst
+
+	metricsOptions := metricsserver.Options{
+		BindAddress:   metricsAddr,
+		SecureServing: secureMetrics,
+		// HTTP/2 is off: it is open to the Rapid Reset and Stream
+		// Cancellation attacks, and metrics do not need it.
+		TLSOpts: []func(*tls.Config){func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} }},
+	}
+	if secureMetrics {
+		metricsOptions.FilterProvider = filters.WithAuthenticationAndAuthorization
+	}
+
+	lease, renew, retry := leaseDuration, renewDeadline, retryPeriod
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                  scheme,
+		Metrics:                 metricsOptions,
+		HealthProbeBindAddress:  probeAddr,
+		LeaderElection:          enableLeaderElection,
+		LeaderElectionID:        "keymint.io",
+		LeaderElectionNamespace: slotNamespace,
+		LeaseDuration:           &lease,
+		RenewDeadline:           &renew,
+		RetryPeriod:             &retry,
+		Cache:                   controllers.CacheOptions(slotNamespace),
+	})
+	if err != nil {
+		log.Error(err, "unable to create the manager")
+		os.Exit(1)
+	}
+
+	ctx := ctrl.SetupSignalHandler()
+	if err := (&controllers.APIKeyReconciler{
+		Client:                  mgr.GetClient(),
+		APIReader:               mgr.GetAPIReader(),
+		Recorder:                mgr.GetEventRecorder("keymint"),
+		Clock:                   clock.RealClock{},
+		MaxKeysPerUser:          maxKeysPerUser,
+		SlotNamespace:           slotNamespace,
+		MaxConcurrentReconciles: concurrency,
+	}).SetupWithManager(ctx, mgr); err != nil {
+		log.Error(err, "unable to set up the APIKey controller")
+		os.Exit(1)
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		log.Error(err, "unable to set up the health check")
+		os.Exit(1)
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		log.Error(err, "unable to set up the ready check")
+		os.Exit(1)
+	}
+
+	log.Info("starting manager", "maxKeysPerUser", maxKeysPerUser, "slotNamespace", slotNamespace)
+	if err := mgr.Start(ctx); err != nil {
+		log.Error(err, "problem running manager")
+		os.Exit(1)
+	}
+}
+
+func envOr(name, fallback string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return fallback
+}
