@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
+	"github.com/keymint/keymint/internal/expiry"
 	"github.com/keymint/keymint/internal/keys"
 )
 
@@ -79,9 +80,9 @@ func (r *APIKeyReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manage
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&keymintv1alpha1.APIKey{}).
 		Owns(&corev1.Secret{}).
-		// A slot taken or freed can let a waiting key of its user in.
+		// A slot freed lets a waiting key of its user in.
 		Watches(&coordinationv1.Lease{}, handler.EnqueueRequestsFromMapFunc(r.waitingKeysOfSlot),
-			builder.WithPredicates(slotFreed)).
+			builder.WithPredicates(slotChanged)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(1, r.MaxConcurrentReconciles)}).
 		Complete(r)
 }
@@ -136,12 +137,19 @@ func (r *APIKeyReconciler) reconcileKey(ctx context.Context, key *keymintv1alpha
 		return ctrl.Result{}, r.expire(ctx, key)
 	}
 
+	if readyReason(key) == keymintv1alpha1.ReasonSecretConflict {
+		// Someone else's Secret is not in the cache; look before claiming a slot.
+		if conflict, err := r.secretConflict(ctx, key); err != nil || conflict {
+			return r.stallOnConflict(ctx, key, err)
+		}
+	}
 	held, holders, err := r.claimSlot(ctx, key)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
 	if !held {
-		return ctrl.Result{}, r.awaitSlot(ctx, key, holders)
+		// A key can expire while it waits, without ever being issued.
+		return ctrl.Result{RequeueAfter: expiry.RequeueAfter(now, knownExpiry(key), r.MaxRequeue)}, r.awaitSlot(ctx, key, holders)
 	}
 	return r.issue(ctx, key)
 }

@@ -1,6 +1,8 @@
 package controllers
 
 import (
+	"fmt"
+	"strings"
 	"time"
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
@@ -76,4 +78,14 @@ func keyIDText(key *keymintv1alpha1.APIKey) string {
 		return "(never issued)"
 	}
 	return key.Status.KeyID
+}
+
+// waitMessage says why a key of user waits for a slot.
+func waitMessage(user string, holders []string, maxKeys int) string {
+	list := strings.Join(holders, ", ")
+	if len(holders) >= maxKeys {
+		return fmt.Sprintf("user %s already holds %d active keys (%s); this key is issued when one of them is deleted or expires",
+			user, len(holders), list)
+	}
+	return fmt.Sprintf("user %s holds %d of %d active keys (%s); older keys of the user wait ahead of this one", user, len(holders), maxKeys, list)
 }

@@ -20,16 +20,15 @@ func indexUser(obj client.Object) []string {
 	return []string{obj.(*keymintv1alpha1.APIKey).Spec.User}
 }
 
-// slotFreed passes only deletions of slot Leases: taking a slot lets no
-// other key in.
-var slotFreed = predicate.Funcs{
-	CreateFunc:  func(event.CreateEvent) bool { return false },
+// slotChanged passes the creation and deletion of slot Leases: a slot
+// freed lets a waiting key in, and a slot taken changes what the waiting
+// keys report.
+var slotChanged = predicate.Funcs{
 	UpdateFunc:  func(event.UpdateEvent) bool { return false },
-	DeleteFunc:  func(event.DeleteEvent) bool { return true },
 	GenericFunc: func(event.GenericEvent) bool { return false },
 }
 
-// waitingKeysOfSlot maps a freed slot to the keys of its user that have no
+// waitingKeysOfSlot maps a slot to the keys of its user that have no
 // key yet.
 func (r *APIKeyReconciler) waitingKeysOfSlot(ctx context.Context, lease client.Object) []reconcile.Request {
 	user, ok := lease.GetAnnotations()[slots.AnnotationUser]

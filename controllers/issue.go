@@ -29,11 +29,7 @@ func (r *APIKeyReconciler) issue(ctx context.Context, key *keymintv1alpha1.APIKe
 		return ctrl.Result{}, err
 	}
 	if secret == nil {
-		if err := r.releaseSlots(ctx, key, r.APIReader); err != nil {
-			return ctrl.Result{}, err
-		}
-		return r.stall(ctx, key, keymintv1alpha1.ReasonSecretConflict,
-			fmt.Sprintf("Secret %s/%s exists and does not belong to this APIKey; delete it or choose another spec.secretName", key.Namespace, name))
+		return r.stallOnConflict(ctx, key, nil)
 	}
 	in, err := keysecret.Read(secret)
 	if err != nil {
@@ -46,6 +42,28 @@ func (r *APIKeyReconciler) issue(ctx context.Context, key *keymintv1alpha1.APIKe
 	now := r.Clock.Now()
 	setActive(key, now, name, in)
 	return ctrl.Result{RequeueAfter: expiry.RequeueAfter(now, in.ExpiresAt, r.MaxRequeue)}, nil
+}
+
+// secretConflict reports whether key's Secret exists on the API server and
+// belongs to someone else.
+func (r *APIKeyReconciler) secretConflict(ctx context.Context, key *keymintv1alpha1.APIKey) (bool, error) {
+	secret := &corev1.Secret{}
+	err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: key.Namespace, Name: key.SecretNameOrDefault()}, secret)
+	if apierrors.IsNotFound(err) {
+		return false, nil
+	}
+	return err == nil && !keysecret.OwnedBy(secret, key), err
+}
+
+// stallOnConflict records that someone else's Secret blocks key; it holds
+// no slot while it waits.
+func (r *APIKeyReconciler) stallOnConflict(ctx context.Context, key *keymintv1alpha1.APIKey, err error) (ctrl.Result, error) {
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	return r.stall(ctx, key, keymintv1alpha1.ReasonSecretConflict,
+		fmt.Sprintf("Secret %s/%s exists and does not belong to this APIKey; delete it or choose another spec.secretName",
+			key.Namespace, key.SecretNameOrDefault()))
 }
 
 // ownedSecret returns key's Secret, minting it when there is none, or nil
@@ -137,7 +155,7 @@ func (r *APIKeyReconciler) deleteOwnedSecret(ctx context.Context, key *keymintv1
 
 // stall records a key that needs a person's change, and frees its slot.
 func (r *APIKeyReconciler) stall(ctx context.Context, key *keymintv1alpha1.APIKey, reason, msg string) (ctrl.Result, error) {
-	if err := r.releaseSlots(ctx, key, r.Client); err != nil {
+	if err := r.releaseSlots(ctx, key, r.APIReader); err != nil {
 		return ctrl.Result{}, err
 	}
 	if readyReason(key) != reason {

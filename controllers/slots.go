@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"strings"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -238,8 +237,7 @@ func (r *APIKeyReconciler) awaitSlot(ctx context.Context, key *keymintv1alpha1.A
 			return err
 		}
 	}
-	msg := fmt.Sprintf("user %s already holds %d active keys (%s); this key is issued when one of them is deleted or expires",
-		key.Spec.User, len(holders), strings.Join(holders, ", "))
+	msg := waitMessage(key.Spec.User, holders, r.MaxKeysPerUser)
 	if readyReason(key) != keymintv1alpha1.ReasonKeyLimitReached {
 		r.record(key, corev1.EventTypeWarning, keymintv1alpha1.ReasonKeyLimitReached, "%s", msg)
 	}

@@ -59,15 +59,15 @@ func setStalled(key *keymintv1alpha1.APIKey, now time.Time, reason, message stri
 	apimeta.RemoveStatusCondition(&key.Status.Conditions, keymintv1alpha1.ConditionReconciling)
 }
 
-// setExpired records a key at its end. The controller has nothing left to
-// do, so it is neither Reconciling nor Stalled: kstatus reads it as Current,
-// and a GitOps sync is not held up by a key that expired as planned.
+// setExpired records a key at its end. The key will never work again and
+// the controller can do nothing about it, so it is Stalled (kstatus:
+// Failed): a GitOps tool shows it until someone removes or replaces it.
 func setExpired(key *keymintv1alpha1.APIKey, now time.Time, expiresAt *time.Time, message string) {
 	key.Status.Phase = keymintv1alpha1.PhaseExpired
 	key.Status.ExpiresAt = ptrTime(expiresAt)
 	setCondition(key, now, keymintv1alpha1.ConditionReady, metav1.ConditionFalse, keymintv1alpha1.ReasonExpired, message)
+	setCondition(key, now, keymintv1alpha1.ConditionStalled, metav1.ConditionTrue, keymintv1alpha1.ReasonExpired, message)
 	apimeta.RemoveStatusCondition(&key.Status.Conditions, keymintv1alpha1.ConditionReconciling)
-	apimeta.RemoveStatusCondition(&key.Status.Conditions, keymintv1alpha1.ConditionStalled)
 }
 
 // setRetrying records an error the controller will retry. An Active key

@@ -1,0 +1,116 @@
+package controllers
+
+import (
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	clocktesting "k8s.io/utils/clock/testing"
+	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
+)
+
+// TestExpiryAt lets a key reach its spec.expiration.at on the real clock:
+// its Secret lives until then and is gone about a second after, and its
+// slot goes to the key that waited for it.
+func TestExpiryAt(t *testing.T) {
+	g := NewWithT(t)
+	startManager(t, managerOptions{maxKeys: 1})
+	ns := newNamespace(t)
+	expiresAt := time.Now().Add(4 * time.Second).Truncate(time.Second)
+	short := newKey(ns, "short-lived", "ivan", at(expiresAt))
+	g.Expect(k8sClient.Create(ctx, short)).To(Succeed())
+	active := waitForPhase(t, short, keymintv1alpha1.PhaseActive)
+	g.Expect(active.Status.ExpiresAt.Time).To(BeTemporally("==", expiresAt))
+	g.Expect(string(secretOf(g, short).Data["expires-at"])).To(Equal(expiresAt.UTC().Format(time.RFC3339)))
+
+	next := newKey(ns, "next", "ivan", never())
+	g.Expect(k8sClient.Create(ctx, next)).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		g.Expect(readyReason(getKey(g, next))).To(Equal(keymintv1alpha1.ReasonKeyLimitReached))
+	}).Should(Succeed())
+
+	// Never before expiresAt.
+	g.Consistently(func(g Gomega) {
+		secretOf(g, short)
+		g.Expect(getKey(g, short).Status.Phase).To(Equal(keymintv1alpha1.PhaseActive))
+	}).WithTimeout(time.Until(expiresAt) - 300*time.Millisecond).WithPolling(100 * time.Millisecond).Should(Succeed())
+
+	// Within about a second after.
+	g.Eventually(func(g Gomega) {
+		err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "short-lived"}, &corev1.Secret{})
+		g.Expect(apierrors.IsNotFound(err)).To(BeTrue())
+	}).WithTimeout(time.Until(expiresAt) + 1500*time.Millisecond).WithPolling(50 * time.Millisecond).Should(Succeed())
+	g.Expect(time.Now()).To(BeTemporally(">=", expiresAt))
+
+	expired := waitForPhase(t, short, keymintv1alpha1.PhaseExpired)
+	ready := findCondition(expired, keymintv1alpha1.ConditionReady)
+	g.Expect(ready.Status).To(Equal(metav1.ConditionFalse))
+	g.Expect(ready.Reason).To(Equal(keymintv1alpha1.ReasonExpired))
+	g.Expect(kstatusOf(g, expired)).To(Equal(status.FailedStatus), "an expired key needs a person: remove or replace it")
+	g.Eventually(func(g Gomega) {
+		e := eventWith(g, ns, "short-lived", keymintv1alpha1.ReasonExpired)
+		g.Expect(e).NotTo(BeNil())
+		g.Expect(e.Note).To(Equal("key " + active.Status.KeyID + " of user ivan expired at " + expiresAt.UTC().Format(time.RFC3339)))
+	}).Should(Succeed())
+
+	// The freed slot goes to the waiting key; the expired one stays as a record.
+	waitForPhase(t, next, keymintv1alpha1.PhaseActive)
+	g.Consistently(func(g Gomega) {
+		g.Expect(getKey(g, short).Status.Phase).To(Equal(keymintv1alpha1.PhaseExpired))
+		g.Expect(userSlotCount(g, "ivan")).To(Equal(1))
+	}).WithTimeout(time.Second).Should(Succeed())
+}
+
+// TestExpiryMonthsWithInjectedClock issues a key on a fake clock, shows it
+// alive one second before its calendar-month expiry, then lets the clock
+// pass the expiry while no manager runs: the next manager expires it as it
+// starts.
+func TestExpiryMonthsWithInjectedClock(t *testing.T) {
+	g := NewWithT(t)
+	clk := clocktesting.NewFakeClock(time.Date(2028, 1, 31, 10, 0, 0, 0, time.UTC))
+	stop := startManager(t, managerOptions{clock: clk})
+	ns := newNamespace(t)
+	key := newKey(ns, "leap", "judy", months(1))
+	g.Expect(k8sClient.Create(ctx, key)).To(Succeed())
+	active := waitForPhase(t, key, keymintv1alpha1.PhaseActive)
+	wantExpiry := time.Date(2028, 2, 29, 10, 0, 0, 0, time.UTC)
+	g.Expect(active.Status.ExpiresAt.Time).To(BeTemporally("==", wantExpiry))
+
+	clk.SetTime(wantExpiry.Add(-time.Second))
+	poke(g, key)
+	g.Consistently(func(g Gomega) {
+		g.Expect(getKey(g, key).Status.Phase).To(Equal(keymintv1alpha1.PhaseActive))
+		secretOf(g, key)
+	}).WithTimeout(2 * time.Second).Should(Succeed())
+
+	stop()
+	clk.SetTime(wantExpiry.Add(72 * time.Hour))
+	startManager(t, managerOptions{clock: clk})
+	expired := waitForPhase(t, key, keymintv1alpha1.PhaseExpired)
+	g.Expect(expired.Status.ExpiresAt.Time).To(BeTemporally("==", wantExpiry))
+	err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "leap"}, &corev1.Secret{})
+	g.Expect(apierrors.IsNotFound(err)).To(BeTrue())
+	g.Expect(userSlotCount(g, "judy")).To(BeZero())
+}
+
+// TestKeyWaitingPastItsAtExpiresUnissued: a key whose at passes while it
+// waits for a slot is never issued.
+func TestKeyWaitingPastItsAtExpiresUnissued(t *testing.T) {
+	g := NewWithT(t)
+	startManager(t, managerOptions{maxKeys: 1})
+	ns := newNamespace(t)
+	g.Expect(k8sClient.Create(ctx, newKey(ns, "holder", "kim", never()))).To(Succeed())
+	waitForPhase(t, newKey(ns, "holder", "kim", never()), keymintv1alpha1.PhaseActive)
+	waiting := newKey(ns, "waiting", "kim", at(time.Now().Add(2*time.Second)))
+	g.Expect(k8sClient.Create(ctx, waiting)).To(Succeed())
+	expired := waitForPhase(t, waiting, keymintv1alpha1.PhaseExpired)
+	g.Expect(expired.Status.KeyID).To(BeEmpty())
+	err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "waiting"}, &corev1.Secret{})
+	g.Expect(apierrors.IsNotFound(err)).To(BeTrue())
+}

@@ -1,0 +1,277 @@
+package controllers
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	"go.uber.org/zap/zapcore"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
+	"github.com/keymint/keymint/internal/keysecret"
+)
+
+const slotNamespace = "keymint-system"
+
+var (
+	testScheme = runtime.NewScheme()
+	restConfig *rest.Config
+	k8sClient  client.WithWatch
+	// managerLogs holds every line the managers log, so tests can prove
+	// that no key reaches a log.
+	managerLogs = &syncBuffer{}
+)
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func TestMain(m *testing.M) {
+	os.Exit(runSuite(m))
+}
+
+func runSuite(m *testing.M) int {
+	utilruntime.Must(clientgoscheme.AddToScheme(testScheme))
+	utilruntime.Must(keymintv1alpha1.AddToScheme(testScheme))
+	logf.SetLogger(zap.New(zap.WriteTo(managerLogs), zap.Level(zapcore.Level(-5))))
+
+	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
+		fmt.Fprintln(os.Stderr, "KUBEBUILDER_ASSETS is not set: run `make test`, which builds kube-apiserver and etcd into bin/k8s and sets it")
+		return 1
+	}
+	env := &envtest.Environment{
+		CRDDirectoryPaths:     []string{filepath.Join("..", "config", "crd", "bases")},
+		ErrorIfCRDPathMissing: true,
+	}
+	var err error
+	if restConfig, err = env.Start(); err != nil {
+		fmt.Fprintln(os.Stderr, "starting envtest:", err)
+		return 1
+	}
+	defer func() {
+		if err := env.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "stopping envtest:", err)
+		}
+	}()
+	if k8sClient, err = client.NewWithWatch(restConfig, client.Options{Scheme: testScheme}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: slotNamespace}}
+	if err := k8sClient.Create(context.Background(), ns); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return m.Run()
+}
+
+// managerOptions configure one test manager.
+type managerOptions struct {
+	clock   clock.PassiveClock
+	maxKeys int
+	// intercept, when set, wraps the manager's client, for failure injection.
+	intercept *interceptor.Funcs
+}
+
+// startManager runs a keymint manager until the test ends or stop is called.
+// Each test runs its own, so that it chooses its clock and cap.
+func startManager(t *testing.T, o managerOptions) (stop func()) {
+	t.Helper()
+	if o.clock == nil {
+		o.clock = clock.RealClock{}
+	}
+	if o.maxKeys == 0 {
+		o.maxKeys = 2
+	}
+	opts := ctrl.Options{
+		Scheme:                 testScheme,
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		Cache:                  CacheOptions(slotNamespace),
+		// Several managers run in one test process; their controllers share a name.
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+	}
+	if o.intercept != nil {
+		funcs := *o.intercept
+		opts.NewClient = func(cfg *rest.Config, options client.Options) (client.Client, error) {
+			c, err := client.NewWithWatch(cfg, options)
+			if err != nil {
+				return nil, err
+			}
+			return interceptor.NewClient(c, funcs), nil
+		}
+	}
+	mgr, err := ctrl.NewManager(restConfig, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &APIKeyReconciler{
+		Client:                  mgr.GetClient(),
+		APIReader:               mgr.GetAPIReader(),
+		Recorder:                mgr.GetEventRecorder("keymint"),
+		Clock:                   o.clock,
+		MaxKeysPerUser:          o.maxKeys,
+		SlotNamespace:           slotNamespace,
+		MaxConcurrentReconciles: 4,
+	}
+	if err := r.SetupWithManager(ctx, mgr); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	stop = sync.OnceFunc(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("manager: %v", err)
+		}
+	})
+	t.Cleanup(stop)
+	return stop
+}
+
+// newNamespace creates a namespace of the test's own.
+func newNamespace(t *testing.T) string {
+	t.Helper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "test-"}}
+	if err := k8sClient.Create(context.Background(), ns); err != nil {
+		t.Fatal(err)
+	}
+	return ns.Name
+}
+
+// newKey returns an APIKey for user that expires as exp says.
+func newKey(ns, name, user string, exp keymintv1alpha1.Expiration) *keymintv1alpha1.APIKey {
+	return &keymintv1alpha1.APIKey{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec:       keymintv1alpha1.APIKeySpec{User: user, Expiration: exp},
+	}
+}
+
+func months(n int32) keymintv1alpha1.Expiration {
+	return keymintv1alpha1.Expiration{Months: &n}
+}
+
+func never() keymintv1alpha1.Expiration {
+	return keymintv1alpha1.Expiration{Never: ptr.To(true)}
+}
+
+func at(t time.Time) keymintv1alpha1.Expiration {
+	mt := metav1.NewTime(t)
+	return keymintv1alpha1.Expiration{At: &mt}
+}
+
+// getKey reads an APIKey from the API server.
+func getKey(g Gomega, key *keymintv1alpha1.APIKey) *keymintv1alpha1.APIKey {
+	out := &keymintv1alpha1.APIKey{}
+	g.Expect(k8sClient.Get(context.Background(), client.ObjectKeyFromObject(key), out)).To(Succeed())
+	return out
+}
+
+// waitForPhase waits until key reaches phase and returns it.
+func waitForPhase(t *testing.T, key *keymintv1alpha1.APIKey, phase keymintv1alpha1.Phase) *keymintv1alpha1.APIKey {
+	t.Helper()
+	var out *keymintv1alpha1.APIKey
+	NewWithT(t).Eventually(func(g Gomega) {
+		out = getKey(g, key)
+		g.Expect(out.Status.Phase).To(Equal(phase))
+		g.Expect(out.Status.ObservedGeneration).To(Equal(out.Generation))
+	}).WithTimeout(20 * time.Second).WithPolling(50 * time.Millisecond).Should(Succeed())
+	return out
+}
+
+// secretOf reads the Secret of key, which must exist.
+func secretOf(g Gomega, key *keymintv1alpha1.APIKey) *corev1.Secret {
+	s := &corev1.Secret{}
+	g.Expect(k8sClient.Get(context.Background(), client.ObjectKey{Namespace: key.Namespace, Name: key.SecretNameOrDefault()}, s)).To(Succeed())
+	return s
+}
+
+// eventsOf lists the Events about the object named name in ns.
+func eventsOf(g Gomega, ns, name string) []eventsv1.Event {
+	list := &eventsv1.EventList{}
+	g.Expect(k8sClient.List(context.Background(), list, client.InNamespace(ns))).To(Succeed())
+	var out []eventsv1.Event
+	for _, e := range list.Items {
+		if e.Regarding.Name == name {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// eventReasons are the reasons of the Events about name, with their notes.
+func eventWith(g Gomega, ns, name, reason string) *eventsv1.Event {
+	for _, e := range eventsOf(g, ns, name) {
+		if e.Reason == reason {
+			return &e
+		}
+	}
+	return nil
+}
+
+// kstatusOf computes what kstatus (Argo CD, Flux) reads of key.
+func kstatusOf(g Gomega, key *keymintv1alpha1.APIKey) status.Status {
+	raw, err := runtime.DefaultUnstructuredConverter.ToUnstructured(key)
+	g.Expect(err).NotTo(HaveOccurred())
+	res, err := status.Compute(&unstructured.Unstructured{Object: raw})
+	g.Expect(err).NotTo(HaveOccurred())
+	return res.Status
+}
+
+// expectNoPlaintext fails if the key value appears in the APIKey, its
+// Events or the managers' logs.
+func expectNoPlaintext(g Gomega, key *keymintv1alpha1.APIKey, value string) {
+	g.Expect(value).NotTo(BeEmpty())
+	apiKeyJSON, err := json.Marshal(getKey(g, key))
+	g.Expect(err).NotTo(HaveOccurred())
+	eventsJSON, err := json.Marshal(eventsOf(g, key.Namespace, key.Name))
+	g.Expect(err).NotTo(HaveOccurred())
+	// Printed as booleans so that a failure never prints the key.
+	g.Expect(strings.Contains(string(apiKeyJSON), value)).To(BeFalse(), "the key appears in the APIKey")
+	g.Expect(strings.Contains(string(eventsJSON), value)).To(BeFalse(), "the key appears in its Events")
+	g.Expect(strings.Contains(managerLogs.String(), value)).To(BeFalse(), "the key appears in the manager's logs")
+}
+
+func keyValue(s *corev1.Secret) string { return string(s.Data[keysecret.DataKey]) }
