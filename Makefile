@@ -45,7 +45,8 @@ test: manifests generate fmt vet controlplane ## Run every test: unit and envtes
 
 .PHONY: demo
 demo: manifests controlplane build ## Run the operator on a local control plane and show it working.
-	go run ./hack/demo
+	go build -o bin/demo ./hack/demo
+	bin/demo
 
 ##@ Build
 

@@ -39,7 +39,7 @@ func (r *APIKeyReconciler) claimSlot(ctx context.Context, key *keymintv1alpha1.A
 		}
 		free += freed
 	}
-	waiting, err := r.waitingKeys(ctx, key.Spec.User)
+	waiting, err := r.waitingKeys(ctx, key.Spec.User, taken)
 	if err != nil {
 		return false, nil, err
 	}
@@ -129,15 +129,17 @@ func (r *APIKeyReconciler) userSlots(ctx context.Context, user string, reader cl
 	return list.Items, err
 }
 
-// waitingKeys lists the keys of user that wait for a slot.
-func (r *APIKeyReconciler) waitingKeys(ctx context.Context, user string) ([]slots.Candidate, error) {
+// waitingKeys lists the keys of user that wait for a slot. A key that
+// holds one of the taken slots does not wait, whatever its cached status says.
+func (r *APIKeyReconciler) waitingKeys(ctx context.Context, user string, taken []coordinationv1.Lease) ([]slots.Candidate, error) {
 	list := &keymintv1alpha1.APIKeyList{}
 	if err := r.List(ctx, list, client.MatchingFields{IndexUser: user}); err != nil {
 		return nil, err
 	}
 	var out []slots.Candidate
 	for i := range list.Items {
-		if k := &list.Items[i]; isWaiting(k) {
+		k := &list.Items[i]
+		if isWaiting(k) && !slices.ContainsFunc(taken, func(l coordinationv1.Lease) bool { return holds(&l, k) }) {
 			out = append(out, candidate(k))
 		}
 	}

@@ -5,7 +5,7 @@ import (
 )
 
 // APIKeySpec is what a user asks for: a key for a user, with an expiration.
-// +kubebuilder:validation:XValidation:rule="(has(self.secretName) ? self.secretName : ”) == (has(oldSelf.secretName) ? oldSelf.secretName : ”)",message="secretName is immutable",fieldPath=".secretName"
+// +kubebuilder:validation:XValidation:rule="has(self.secretName) == has(oldSelf.secretName) && (!has(self.secretName) || self.secretName == oldSelf.secretName)",message="secretName is immutable",fieldPath=".secretName"
 type APIKeySpec struct {
 	// User is the Kubernetes username that owns the key.
 	// +required

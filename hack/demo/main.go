@@ -1,0 +1,142 @@
+// Command demo runs keymint on a local control plane (kube-apiserver and
+// etcd from bin/k8s, started by envtest), applies config/samples and shows
+// what happens, then keeps running until interrupted. `make demo` runs it.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "demo:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	root, err := os.Getwd()
+	if err != nil {
+		return err
+	}
+	assets := os.Getenv("KUBEBUILDER_ASSETS")
+	if assets == "" {
+		assets = filepath.Join(root, "bin", "k8s")
+	}
+	dir := filepath.Join(root, ".demo")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+
+	step("starting kube-apiserver and etcd from " + assets)
+	env := &envtest.Environment{
+		BinaryAssetsDirectory: assets,
+		CRDDirectoryPaths:     []string{filepath.Join(root, "config", "crd", "bases")},
+		ErrorIfCRDPathMissing: true,
+	}
+	if _, err := env.Start(); err != nil {
+		return fmt.Errorf("starting the control plane: %w", err)
+	}
+	defer func() { _ = env.Stop() }()
+
+	admin, err := env.AddUser(envtest.User{Name: "demo-admin", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return err
+	}
+	kubeconfigBytes, err := admin.KubeConfig()
+	if err != nil {
+		return err
+	}
+	kubeconfig := filepath.Join(dir, "kubeconfig")
+	if err := os.WriteFile(kubeconfig, kubeconfigBytes, 0o600); err != nil {
+		return err
+	}
+	kubectl := func(args ...string) error {
+		fmt.Printf("\n$ kubectl %s\n", strings.Join(args, " "))
+		cmd := exec.Command(filepath.Join(assets, "kubectl"), args...)
+		cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		return cmd.Run()
+	}
+	quiet := func(args ...string) error {
+		cmd := exec.Command(filepath.Join(assets, "kubectl"), args...)
+		cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
+		return cmd.Run()
+	}
+	if err := kubectl("create", "namespace", "keymint-system"); err != nil {
+		return err
+	}
+
+	step("starting the keymint manager (logs in .demo/manager.log)")
+	logFile, err := os.Create(filepath.Join(dir, "manager.log"))
+	if err != nil {
+		return err
+	}
+	defer logFile.Close()
+	manager := exec.Command(filepath.Join(root, "bin", "manager"),
+		"--slot-namespace=keymint-system", "--health-probe-bind-address=0", "--metrics-bind-address=0")
+	manager.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
+	manager.Stdout, manager.Stderr = logFile, logFile
+	if err := manager.Start(); err != nil {
+		return fmt.Errorf("starting bin/manager (run `make build`): %w", err)
+	}
+	defer func() {
+		_ = manager.Process.Signal(syscall.SIGTERM)
+		_ = manager.Wait()
+	}()
+
+	step("applying config/samples: two keys for alice, a third that must wait, one for bob")
+	if err := kubectl("apply", "-k", filepath.Join(root, "config", "samples")); err != nil {
+		return err
+	}
+	waitFor := func(what string, args ...string) {
+		deadline := time.Now().Add(30 * time.Second)
+		for time.Now().Before(deadline) && quiet(args...) != nil {
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	waitFor("alice's keys", "wait", "--for=jsonpath={.status.phase}=Active", "--timeout=1s", "-n", "default", "apikey/alice-ci", "apikey/alice-ci-next", "apikey/bob-reporting")
+	waitFor("alice-extra waits", "wait", "--for=jsonpath={.status.conditions[?(@.type==\"Ready\")].reason}=KeyLimitReached", "--timeout=1s", "-n", "default", "apikey/alice-extra")
+	_ = kubectl("get", "apikeys", "-A")
+	_ = kubectl("get", "secrets", "-n", "default", "-l", "app.kubernetes.io/managed-by=keymint")
+
+	step("revoking alice-ci: its Secret goes and alice-extra, which waited, is issued")
+	_ = kubectl("delete", "apikey", "-n", "default", "alice-ci")
+	waitFor("alice-extra issued", "wait", "--for=jsonpath={.status.phase}=Active", "--timeout=1s", "-n", "default", "apikey/alice-extra")
+	_ = kubectl("get", "apikeys", "-A")
+	_ = kubectl("get", "events", "-n", "default", "--sort-by=.lastTimestamp", "--field-selector=involvedObject.kind=APIKey")
+
+	step("the control plane and the operator keep running")
+	fmt.Printf(`
+  export KUBECONFIG=%s
+  kubectl get apikeys -A
+  kubectl describe apikey -n default alice-extra
+  kubectl apply -f config/samples/keymint_v1alpha1_apikey.yaml
+
+Stop with Ctrl-C (the control plane and its data go away with it).
+`, kubeconfig)
+
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	exited := make(chan struct{})
+	go func() { _ = manager.Wait(); close(exited) }()
+	select {
+	case <-ctx.Done():
+		step("stopping")
+	case <-exited:
+		return fmt.Errorf("the manager exited; see .demo/manager.log")
+	}
+	return nil
+}
+
+func step(s string) { fmt.Printf("\n==> %s\n", s) }
