@@ -83,12 +83,8 @@ func (r *APIKeyReconciler) ownedSecret(ctx context.Context, key *keymintv1alpha1
 
 	// The status decides whether this is a first issue or a reissue and
 	// what expiry the key gets, so it must not be a stale copy.
-	live := &keymintv1alpha1.APIKey{}
-	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(key), live); err != nil {
+	if err := r.confirmFresh(ctx, key); err != nil {
 		return nil, err
-	}
-	if live.ResourceVersion != key.ResourceVersion {
-		return nil, errCacheStale
 	}
 	minted, err := r.Mint()
 	if err != nil {
@@ -109,6 +105,20 @@ func (r *APIKeyReconciler) ownedSecret(ctx context.Context, key *keymintv1alpha1
 		return nil, err
 	}
 	return ownedOrNil(secret, key), nil
+}
+
+// confirmFresh fails with errCacheStale when the API server holds a newer
+// APIKey than the cached key: a decision that takes a slot or mints a key
+// waits for the cache to catch up.
+func (r *APIKeyReconciler) confirmFresh(ctx context.Context, key *keymintv1alpha1.APIKey) error {
+	live := &keymintv1alpha1.APIKey{}
+	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(key), live); err != nil {
+		return err
+	}
+	if live.ResourceVersion != key.ResourceVersion {
+		return errCacheStale
+	}
+	return nil
 }
 
 func ownedOrNil(secret *corev1.Secret, key *keymintv1alpha1.APIKey) *corev1.Secret {

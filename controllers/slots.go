@@ -47,6 +47,10 @@ func (r *APIKeyReconciler) claimSlot(ctx context.Context, key *keymintv1alpha1.A
 		return false, holderNames(taken), nil
 	}
 
+	// What the key did last (a conflict, an expiry) must not be a stale copy.
+	if err := r.confirmFresh(ctx, key); err != nil {
+		return false, nil, err
+	}
 	names := map[string]bool{}
 	for _, l := range taken {
 		names[l.Name] = true
