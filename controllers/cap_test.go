@@ -96,7 +96,7 @@ func TestCapHoldsUnderConcurrentCreates(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range 10 {
 		wg.Go(func() {
-			g.Expect(k8sClient.Create(ctx, newKey(ns, fmt.Sprintf("key-%d", i), "mallory", never()))).To(Succeed())
+			g.Expect(k8sClient.Create(ctx, newKey(ns, fmt.Sprintf("key-%d", i), userIn(ns, "mallory"), never()))).To(Succeed())
 		})
 	}
 	wg.Wait()
@@ -124,7 +124,7 @@ func TestCapHoldsUnderConcurrentCreates(t *testing.T) {
 		g.Expect(e).NotTo(BeNil())
 		g.Expect(e.Type).To(Equal(corev1.EventTypeWarning))
 	}).Should(Succeed())
-	g.Expect(userSlotCount(g, "mallory")).To(Equal(2))
+	g.Expect(userSlotCount(g, userIn(ns, "mallory"))).To(Equal(2))
 
 	// Release: each deleted Active key hands its slot to the oldest waiting one.
 	for range 3 {
@@ -170,23 +170,24 @@ func TestCapCountsAcrossNamespaces(t *testing.T) {
 	g := NewWithT(t)
 	startManager(t, managerOptions{})
 	nsA, nsB, nsC := newNamespace(t), newNamespace(t), newNamespace(t)
-	a := newKey(nsA, "a", "niaj", never())
+	niaj := userIn(nsA, "niaj")
+	a := newKey(nsA, "a", niaj, never())
 	g.Expect(k8sClient.Create(ctx, a)).To(Succeed())
 	waitForPhase(t, a, keymintv1alpha1.PhaseActive)
-	b := newKey(nsB, "b", "niaj", never())
+	b := newKey(nsB, "b", niaj, never())
 	g.Expect(k8sClient.Create(ctx, b)).To(Succeed())
 	waitForPhase(t, b, keymintv1alpha1.PhaseActive)
-	c := newKey(nsC, "c", "niaj", never())
+	c := newKey(nsC, "c", niaj, never())
 	g.Expect(k8sClient.Create(ctx, c)).To(Succeed())
 	g.Eventually(func(g Gomega) {
 		got := getKey(g, c)
 		g.Expect(readyReason(got)).To(Equal(keymintv1alpha1.ReasonKeyLimitReached))
 		g.Expect(findCondition(got, keymintv1alpha1.ConditionReady).Message).To(
-			Equal(fmt.Sprintf("user niaj already holds 2 active keys (%s); this key is issued when one of them is deleted or expires",
+			Equal(fmt.Sprintf("user %s already holds 2 active keys (%s); this key is issued when one of them is deleted or expires", niaj,
 				strings.Join(slices.Sorted(slices.Values([]string{nsA + "/a", nsB + "/b"})), ", "))))
 	}).Should(Succeed())
 	// Another user is not affected.
-	other := newKey(nsC, "other", "olivia", never())
+	other := newKey(nsC, "other", userIn(nsC, "olivia"), never())
 	g.Expect(k8sClient.Create(ctx, other)).To(Succeed())
 	waitForPhase(t, other, keymintv1alpha1.PhaseActive)
 }

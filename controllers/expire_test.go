@@ -23,13 +23,13 @@ func TestExpiryAt(t *testing.T) {
 	startManager(t, managerOptions{maxKeys: 1})
 	ns := newNamespace(t)
 	expiresAt := time.Now().Add(4 * time.Second).Truncate(time.Second)
-	short := newKey(ns, "short-lived", "ivan", at(expiresAt))
+	short := newKey(ns, "short-lived", userIn(ns, "ivan"), at(expiresAt))
 	g.Expect(k8sClient.Create(ctx, short)).To(Succeed())
 	active := waitForPhase(t, short, keymintv1alpha1.PhaseActive)
 	g.Expect(active.Status.ExpiresAt.Time).To(BeTemporally("==", expiresAt))
 	g.Expect(string(secretOf(g, short).Data["expires-at"])).To(Equal(expiresAt.UTC().Format(time.RFC3339)))
 
-	next := newKey(ns, "next", "ivan", never())
+	next := newKey(ns, "next", userIn(ns, "ivan"), never())
 	g.Expect(k8sClient.Create(ctx, next)).To(Succeed())
 	g.Eventually(func(g Gomega) {
 		g.Expect(readyReason(getKey(g, next))).To(Equal(keymintv1alpha1.ReasonKeyLimitReached))
@@ -56,14 +56,14 @@ func TestExpiryAt(t *testing.T) {
 	g.Eventually(func(g Gomega) {
 		e := eventWith(g, ns, "short-lived", keymintv1alpha1.ReasonExpired)
 		g.Expect(e).NotTo(BeNil())
-		g.Expect(e.Note).To(Equal("key " + active.Status.KeyID + " of user ivan expired at " + expiresAt.UTC().Format(time.RFC3339)))
+		g.Expect(e.Note).To(Equal("key " + active.Status.KeyID + " of user " + userIn(ns, "ivan") + " expired at " + expiresAt.UTC().Format(time.RFC3339)))
 	}).Should(Succeed())
 
 	// The freed slot goes to the waiting key; the expired one stays as a record.
 	waitForPhase(t, next, keymintv1alpha1.PhaseActive)
 	g.Consistently(func(g Gomega) {
 		g.Expect(getKey(g, short).Status.Phase).To(Equal(keymintv1alpha1.PhaseExpired))
-		g.Expect(userSlotCount(g, "ivan")).To(Equal(1))
+		g.Expect(userSlotCount(g, userIn(ns, "ivan"))).To(Equal(1))
 	}).WithTimeout(time.Second).Should(Succeed())
 }
 
@@ -76,7 +76,7 @@ func TestExpiryMonthsWithInjectedClock(t *testing.T) {
 	clk := clocktesting.NewFakeClock(time.Date(2028, 1, 31, 10, 0, 0, 0, time.UTC))
 	stop := startManager(t, managerOptions{clock: clk})
 	ns := newNamespace(t)
-	key := newKey(ns, "leap", "judy", months(1))
+	key := newKey(ns, "leap", userIn(ns, "judy"), months(1))
 	g.Expect(k8sClient.Create(ctx, key)).To(Succeed())
 	active := waitForPhase(t, key, keymintv1alpha1.PhaseActive)
 	wantExpiry := time.Date(2028, 2, 29, 10, 0, 0, 0, time.UTC)
@@ -96,7 +96,7 @@ func TestExpiryMonthsWithInjectedClock(t *testing.T) {
 	g.Expect(expired.Status.ExpiresAt.Time).To(BeTemporally("==", wantExpiry))
 	err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "leap"}, &corev1.Secret{})
 	g.Expect(apierrors.IsNotFound(err)).To(BeTrue())
-	g.Expect(userSlotCount(g, "judy")).To(BeZero())
+	g.Expect(userSlotCount(g, userIn(ns, "judy"))).To(BeZero())
 }
 
 // TestKeyWaitingPastItsAtExpiresUnissued: a key whose at passes while it
@@ -105,9 +105,9 @@ func TestKeyWaitingPastItsAtExpiresUnissued(t *testing.T) {
 	g := NewWithT(t)
 	startManager(t, managerOptions{maxKeys: 1})
 	ns := newNamespace(t)
-	g.Expect(k8sClient.Create(ctx, newKey(ns, "holder", "kim", never()))).To(Succeed())
-	waitForPhase(t, newKey(ns, "holder", "kim", never()), keymintv1alpha1.PhaseActive)
-	waiting := newKey(ns, "waiting", "kim", at(time.Now().Add(2*time.Second)))
+	g.Expect(k8sClient.Create(ctx, newKey(ns, "holder", userIn(ns, "kim"), never()))).To(Succeed())
+	waitForPhase(t, newKey(ns, "holder", userIn(ns, "kim"), never()), keymintv1alpha1.PhaseActive)
+	waiting := newKey(ns, "waiting", userIn(ns, "kim"), at(time.Now().Add(2*time.Second)))
 	g.Expect(k8sClient.Create(ctx, waiting)).To(Succeed())
 	expired := waitForPhase(t, waiting, keymintv1alpha1.PhaseExpired)
 	g.Expect(expired.Status.KeyID).To(BeEmpty())

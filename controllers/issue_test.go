@@ -28,7 +28,7 @@ func TestIssue(t *testing.T) {
 	startManager(t, managerOptions{clock: clocktesting.NewFakeClock(now)})
 	ns := newNamespace(t)
 
-	key := newKey(ns, "ci-key", "alice", months(1))
+	key := newKey(ns, "ci-key", userIn(ns, "alice"), months(1))
 	key.Spec.Description = "for the CI pipeline"
 	g.Expect(k8sClient.Create(ctx, key)).To(Succeed())
 	got := waitForPhase(t, key, keymintv1alpha1.PhaseActive)
@@ -54,7 +54,7 @@ func TestIssue(t *testing.T) {
 	g.Expect(secret.Labels).To(HaveKeyWithValue("app.kubernetes.io/managed-by", "keymint"))
 	g.Expect(secret.Labels).To(HaveKeyWithValue("keymint.io/apikey", "ci-key"))
 	g.Expect(string(secret.Data["key-id"])).To(Equal(got.Status.KeyID))
-	g.Expect(string(secret.Data["user"])).To(Equal("alice"))
+	g.Expect(string(secret.Data["user"])).To(Equal(userIn(ns, "alice")))
 	g.Expect(string(secret.Data["expires-at"])).To(Equal("2026-02-28T10:20:30Z"))
 	g.Expect(secret.Data).To(HaveLen(4))
 	owner := metav1.GetControllerOf(secret)
@@ -67,7 +67,7 @@ func TestIssue(t *testing.T) {
 		e := eventWith(g, ns, "ci-key", keymintv1alpha1.ReasonIssued)
 		g.Expect(e).NotTo(BeNil())
 		g.Expect(e.Type).To(Equal(corev1.EventTypeNormal))
-		g.Expect(e.Note).To(Equal("key " + got.Status.KeyID + " issued for user alice in Secret ci-key, expires 2026-02-28T10:20:30Z"))
+		g.Expect(e.Note).To(Equal("key " + got.Status.KeyID + " issued for user " + userIn(ns, "alice") + " in Secret ci-key, expires 2026-02-28T10:20:30Z"))
 	}).Should(Succeed())
 	expectNoPlaintext(g, key, value)
 
@@ -86,7 +86,7 @@ func TestNeverExpiringKeyAndCustomSecretName(t *testing.T) {
 	g := NewWithT(t)
 	startManager(t, managerOptions{})
 	ns := newNamespace(t)
-	key := newKey(ns, "forever", "bob", never())
+	key := newKey(ns, "forever", userIn(ns, "bob"), never())
 	key.Spec.SecretName = "bob-api-key"
 	g.Expect(k8sClient.Create(ctx, key)).To(Succeed())
 	got := waitForPhase(t, key, keymintv1alpha1.PhaseActive)
@@ -101,7 +101,7 @@ func TestInvalidExpirationIssuesNothing(t *testing.T) {
 	g := NewWithT(t)
 	startManager(t, managerOptions{})
 	ns := newNamespace(t)
-	key := newKey(ns, "backdated", "carol", at(time.Now().Add(-time.Hour)))
+	key := newKey(ns, "backdated", userIn(ns, "carol"), at(time.Now().Add(-time.Hour)))
 	g.Expect(k8sClient.Create(ctx, key)).To(Succeed())
 
 	g.Eventually(func(g Gomega) {
@@ -119,7 +119,7 @@ func TestInvalidExpirationIssuesNothing(t *testing.T) {
 	}).Should(Succeed())
 	err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "backdated"}, &corev1.Secret{})
 	g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "no Secret is minted")
-	g.Expect(userSlotCount(g, "carol")).To(BeZero(), "no slot is held")
+	g.Expect(userSlotCount(g, userIn(ns, "carol"))).To(BeZero(), "no slot is held")
 }
 
 func TestSecretConflictLeavesTheSecretAlone(t *testing.T) {
@@ -131,7 +131,7 @@ func TestSecretConflictLeavesTheSecretAlone(t *testing.T) {
 		StringData: map[string]string{"password": "hunter2"},
 	}
 	g.Expect(k8sClient.Create(ctx, theirs)).To(Succeed())
-	key := newKey(ns, "wants-taken", "dave", never())
+	key := newKey(ns, "wants-taken", userIn(ns, "dave"), never())
 	key.Spec.SecretName = "taken"
 	g.Expect(k8sClient.Create(ctx, key)).To(Succeed())
 
@@ -142,7 +142,7 @@ func TestSecretConflictLeavesTheSecretAlone(t *testing.T) {
 		g.Expect(got.Status.KeyID).To(BeEmpty())
 	}).Should(Succeed())
 	g.Consistently(func(g Gomega) {
-		g.Expect(userSlotCount(g, "dave")).To(BeZero(), "a conflicting key holds no slot")
+		g.Expect(userSlotCount(g, userIn(ns, "dave"))).To(BeZero(), "a conflicting key holds no slot")
 	}).WithTimeout(time.Second).Should(Succeed())
 	after := &corev1.Secret{}
 	g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(theirs), after)).To(Succeed())
@@ -161,10 +161,10 @@ func TestDeleteRevokes(t *testing.T) {
 	g := NewWithT(t)
 	startManager(t, managerOptions{})
 	ns := newNamespace(t)
-	key := newKey(ns, "leaked", "erin", months(5))
+	key := newKey(ns, "leaked", userIn(ns, "erin"), months(5))
 	g.Expect(k8sClient.Create(ctx, key)).To(Succeed())
 	got := waitForPhase(t, key, keymintv1alpha1.PhaseActive)
-	g.Expect(userSlotCount(g, "erin")).To(Equal(1))
+	g.Expect(userSlotCount(g, userIn(ns, "erin"))).To(Equal(1))
 
 	g.Expect(k8sClient.Delete(ctx, key)).To(Succeed())
 	g.Eventually(func(g Gomega) {
@@ -172,10 +172,10 @@ func TestDeleteRevokes(t *testing.T) {
 		g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "the APIKey is gone")
 		err = k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "leaked"}, &corev1.Secret{})
 		g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "the Secret is gone without a garbage collector")
-		g.Expect(userSlotCount(g, "erin")).To(BeZero(), "the slot is free")
+		g.Expect(userSlotCount(g, userIn(ns, "erin"))).To(BeZero(), "the slot is free")
 		e := eventWith(g, ns, "leaked", keymintv1alpha1.ReasonDeleted)
 		g.Expect(e).NotTo(BeNil())
-		g.Expect(e.Note).To(Equal("key " + got.Status.KeyID + " of user erin revoked: APIKey deleted"))
+		g.Expect(e.Note).To(Equal("key " + got.Status.KeyID + " of user " + userIn(ns, "erin") + " revoked: APIKey deleted"))
 	}).Should(Succeed())
 }
 
@@ -183,7 +183,7 @@ func TestDeleteNeverHangsWhenTheSecretIsGone(t *testing.T) {
 	g := NewWithT(t)
 	stop := startManager(t, managerOptions{})
 	ns := newNamespace(t)
-	key := newKey(ns, "orphan", "frank", never())
+	key := newKey(ns, "orphan", userIn(ns, "frank"), never())
 	g.Expect(k8sClient.Create(ctx, key)).To(Succeed())
 	waitForPhase(t, key, keymintv1alpha1.PhaseActive)
 	// With no manager running, the Secret goes and the namespace starts terminating.
@@ -196,7 +196,7 @@ func TestDeleteNeverHangsWhenTheSecretIsGone(t *testing.T) {
 	g.Eventually(func() bool {
 		return apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(key), &keymintv1alpha1.APIKey{}))
 	}).WithTimeout(20 * time.Second).Should(BeTrue())
-	g.Eventually(func(g Gomega) { g.Expect(userSlotCount(g, "frank")).To(BeZero()) }).Should(Succeed())
+	g.Eventually(func(g Gomega) { g.Expect(userSlotCount(g, userIn(ns, "frank"))).To(BeZero()) }).Should(Succeed())
 }
 
 func TestSecretDeletedIsReissued(t *testing.T) {
@@ -204,7 +204,7 @@ func TestSecretDeletedIsReissued(t *testing.T) {
 	clk := clocktesting.NewFakeClock(time.Date(2026, 3, 31, 12, 0, 0, 0, time.UTC))
 	startManager(t, managerOptions{clock: clk})
 	ns := newNamespace(t)
-	key := newKey(ns, "rotated-by-force", "grace", months(1))
+	key := newKey(ns, "rotated-by-force", userIn(ns, "grace"), months(1))
 	g.Expect(k8sClient.Create(ctx, key)).To(Succeed())
 	first := waitForPhase(t, key, keymintv1alpha1.PhaseActive)
 	firstSecret := secretOf(g, key)
@@ -242,7 +242,7 @@ func TestRestartMidIssue(t *testing.T) {
 	failStatus := &interceptorFuncs{failStatusWrites: true}
 	stop := startManager(t, managerOptions{intercept: failStatus.funcs()})
 	ns := newNamespace(t)
-	key := newKey(ns, "interrupted", "heidi", months(18))
+	key := newKey(ns, "interrupted", userIn(ns, "heidi"), months(18))
 	g.Expect(k8sClient.Create(ctx, key)).To(Succeed())
 
 	var minted *corev1.Secret
@@ -259,7 +259,7 @@ func TestRestartMidIssue(t *testing.T) {
 	g.Expect(after.UID).To(Equal(minted.UID), "the Secret was not replaced")
 	g.Expect(got.Status.KeyID).To(Equal(string(minted.Data["key-id"])))
 	g.Expect(got.Status.KeyHash).To(Equal(keys.Hash(keyValue(minted))))
-	g.Expect(userSlotCount(g, "heidi")).To(Equal(1))
+	g.Expect(userSlotCount(g, userIn(ns, "heidi"))).To(Equal(1))
 	secrets := &corev1.SecretList{}
 	g.Expect(k8sClient.List(ctx, secrets, client.InNamespace(ns), client.MatchingLabels{keysecret.LabelManagedBy: keysecret.ManagedBy})).To(Succeed())
 	g.Expect(secrets.Items).To(HaveLen(1))

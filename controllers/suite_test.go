@@ -71,6 +71,8 @@ func TestMain(m *testing.M) {
 }
 
 func runSuite(m *testing.M) int {
+	SetDefaultEventuallyTimeout(20 * time.Second)
+	SetDefaultEventuallyPollingInterval(50 * time.Millisecond)
 	utilruntime.Must(clientgoscheme.AddToScheme(testScheme))
 	utilruntime.Must(keymintv1alpha1.AddToScheme(testScheme))
 	logf.SetLogger(zap.New(zap.WriteTo(managerLogs), zap.Level(zapcore.Level(-5))))
@@ -180,6 +182,11 @@ func newNamespace(t *testing.T) string {
 	}
 	return ns.Name
 }
+
+// userIn makes a user name unique to a test namespace: the cap counts a
+// user's keys across namespaces, and tests (or -count=N runs) must not
+// share users.
+func userIn(ns, user string) string { return user + "@" + ns }
 
 // newKey returns an APIKey for user that expires as exp says.
 func newKey(ns, name, user string, exp keymintv1alpha1.Expiration) *keymintv1alpha1.APIKey {
