@@ -191,3 +191,29 @@ func TestCapCountsAcrossNamespaces(t *testing.T) {
 	g.Expect(k8sClient.Create(ctx, other)).To(Succeed())
 	waitForPhase(t, other, keymintv1alpha1.PhaseActive)
 }
+
+// TestStaleSlotIsReclaimed: an APIKey force-deleted (finalizer removed by
+// hand) while no manager runs leaves its slot Lease behind; the next key of
+// the user finds the holder gone and takes the slot.
+func TestStaleSlotIsReclaimed(t *testing.T) {
+	g := NewWithT(t)
+	stop := startManager(t, managerOptions{maxKeys: 1})
+	ns := newNamespace(t)
+	user := userIn(ns, "peggy")
+	gone := newKey(ns, "force-deleted", user, never())
+	g.Expect(k8sClient.Create(ctx, gone)).To(Succeed())
+	waitForPhase(t, gone, keymintv1alpha1.PhaseActive)
+	stop()
+
+	g.Expect(k8sClient.Delete(ctx, gone)).To(Succeed())
+	latest := getKey(g, gone)
+	latest.Finalizers = nil
+	g.Expect(k8sClient.Update(ctx, latest)).To(Succeed())
+	g.Expect(userSlotCount(g, user)).To(Equal(1), "the slot outlived its APIKey")
+
+	startManager(t, managerOptions{maxKeys: 1})
+	next := newKey(ns, "next", user, never())
+	g.Expect(k8sClient.Create(ctx, next)).To(Succeed())
+	waitForPhase(t, next, keymintv1alpha1.PhaseActive)
+	g.Expect(userSlotCount(g, user)).To(Equal(1))
+}

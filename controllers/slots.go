@@ -31,14 +31,12 @@ func (r *APIKeyReconciler) claimSlot(ctx context.Context, key *keymintv1alpha1.A
 	if slices.ContainsFunc(taken, func(l coordinationv1.Lease) bool { return holds(&l, key) }) {
 		return true, nil, nil
 	}
-	free := r.MaxKeysPerUser - len(taken)
-	if free <= 0 {
-		freed, err := r.reclaimStaleSlots(ctx, taken)
-		if err != nil || freed == 0 {
+	if len(taken) >= r.MaxKeysPerUser {
+		if taken, err = r.reclaimStaleSlots(ctx, taken); err != nil || len(taken) >= r.MaxKeysPerUser {
 			return false, holderNames(taken), err
 		}
-		free += freed
 	}
+	free := r.MaxKeysPerUser - len(taken)
 	waiting, err := r.waitingKeys(ctx, key.Spec.User, taken)
 	if err != nil {
 		return false, nil, err
@@ -164,29 +162,31 @@ func candidate(key *keymintv1alpha1.APIKey) slots.Candidate {
 }
 
 // reclaimStaleSlots frees slots whose holder no longer exists, such as one
-// whose finalizer was removed by hand, and returns how many it freed. It
+// whose finalizer was removed by hand, and returns the slots still held. It
 // trusts the cache only to say a holder exists; absence is confirmed with
 // the API server before a slot is deleted.
-func (r *APIKeyReconciler) reclaimStaleSlots(ctx context.Context, leases []coordinationv1.Lease) (int, error) {
-	freed := 0
+func (r *APIKeyReconciler) reclaimStaleSlots(ctx context.Context, leases []coordinationv1.Lease) ([]coordinationv1.Lease, error) {
+	var held []coordinationv1.Lease
 	for i := range leases {
 		lease := &leases[i]
 		holder := &keymintv1alpha1.APIKey{}
-		err := r.Get(ctx, holderRef(lease), holder)
-		if err == nil && holds(lease, holder) {
+		if err := r.Get(ctx, holderRef(lease), holder); err == nil && holds(lease, holder) {
+			held = append(held, *lease)
 			continue
 		}
-		if err := r.APIReader.Get(ctx, holderRef(lease), holder); err == nil && holds(lease, holder) {
+		err := r.APIReader.Get(ctx, holderRef(lease), holder)
+		if err == nil && holds(lease, holder) {
+			held = append(held, *lease)
 			continue
-		} else if err != nil && !apierrors.IsNotFound(err) {
-			return freed, err
+		}
+		if err != nil && !apierrors.IsNotFound(err) {
+			return leases, err
 		}
 		if err := r.deleteSlot(ctx, lease); err != nil {
-			return freed, err
+			return leases, err
 		}
-		freed++
 	}
-	return freed, nil
+	return held, nil
 }
 
 // releaseSlots frees every slot key holds. Listing through reader lets the
