@@ -128,6 +128,7 @@ func (r *APIKeyReconciler) reconcileKey(ctx context.Context, key *keymintv1alpha
 	now := r.Clock.Now()
 	switch {
 	case invalidAt(key):
+		// spec.expiration.at is immutable, so such a key never held a slot.
 		return r.stall(ctx, key, keymintv1alpha1.ReasonInvalidExpiration,
 			"spec.expiration.at "+key.Spec.Expiration.At.UTC().Format(time.RFC3339)+" is not after the APIKey's creation "+
 				key.CreationTimestamp.UTC().Format(time.RFC3339))
@@ -143,15 +144,15 @@ func (r *APIKeyReconciler) reconcileKey(ctx context.Context, key *keymintv1alpha
 			return r.stallOnConflict(ctx, key, err)
 		}
 	}
-	held, holders, err := r.claimSlot(ctx, key)
+	claim, err := r.claimSlot(ctx, key)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	if !held {
+	if !claim.held {
 		// A key can expire while it waits, without ever being issued.
-		return ctrl.Result{RequeueAfter: expiry.RequeueAfter(now, knownExpiry(key), r.MaxRequeue)}, r.awaitSlot(ctx, key, holders)
+		return ctrl.Result{RequeueAfter: expiry.RequeueAfter(now, knownExpiry(key), r.MaxRequeue)}, r.awaitSlot(ctx, key, claim.holders)
 	}
-	return r.issue(ctx, key)
+	return r.issue(ctx, key, claim.fresh)
 }
 
 // patchStatus writes the status if it changed, guarded by the

@@ -21,10 +21,11 @@ import (
 const conflictRetry = time.Minute
 
 // issue makes sure the key, which holds a slot, has its Secret, and records
-// it Active until it expires.
-func (r *APIKeyReconciler) issue(ctx context.Context, key *keymintv1alpha1.APIKey) (ctrl.Result, error) {
+// it Active until it expires. fresh says the cached key was already
+// confirmed current in this reconcile.
+func (r *APIKeyReconciler) issue(ctx context.Context, key *keymintv1alpha1.APIKey, fresh bool) (ctrl.Result, error) {
 	name := key.SecretNameOrDefault()
-	secret, err := r.ownedSecret(ctx, key, name)
+	secret, err := r.ownedSecret(ctx, key, name, fresh)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -55,10 +56,14 @@ func (r *APIKeyReconciler) secretConflict(ctx context.Context, key *keymintv1alp
 	return err == nil && !keysecret.OwnedBy(secret, key), err
 }
 
-// stallOnConflict records that someone else's Secret blocks key; it holds
-// no slot while it waits.
+// stallOnConflict records that someone else's Secret blocks key, and frees
+// its slot: it holds none while it waits. The slot may have been taken in
+// this very reconcile, so the API server, not the cache, lists it.
 func (r *APIKeyReconciler) stallOnConflict(ctx context.Context, key *keymintv1alpha1.APIKey, err error) (ctrl.Result, error) {
 	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if err := r.releaseSlots(ctx, key, r.APIReader); err != nil {
 		return ctrl.Result{}, err
 	}
 	return r.stall(ctx, key, keymintv1alpha1.ReasonSecretConflict,
@@ -70,7 +75,7 @@ func (r *APIKeyReconciler) stallOnConflict(ctx context.Context, key *keymintv1al
 // when a Secret of that name belongs to someone else. A Secret is created
 // only if absent and never replaced, so however often this runs, with
 // whatever cache, an APIKey's key changes only when its Secret is deleted.
-func (r *APIKeyReconciler) ownedSecret(ctx context.Context, key *keymintv1alpha1.APIKey, name string) (*corev1.Secret, error) {
+func (r *APIKeyReconciler) ownedSecret(ctx context.Context, key *keymintv1alpha1.APIKey, name string, fresh bool) (*corev1.Secret, error) {
 	ref := types.NamespacedName{Namespace: key.Namespace, Name: name}
 	secret := &corev1.Secret{}
 	err := r.Get(ctx, ref, secret)
@@ -83,8 +88,10 @@ func (r *APIKeyReconciler) ownedSecret(ctx context.Context, key *keymintv1alpha1
 
 	// The status decides whether this is a first issue or a reissue and
 	// what expiry the key gets, so it must not be a stale copy.
-	if err := r.confirmFresh(ctx, key); err != nil {
-		return nil, err
+	if !fresh {
+		if err := r.confirmFresh(ctx, key); err != nil {
+			return nil, err
+		}
 	}
 	minted, err := r.Mint()
 	if err != nil {
@@ -163,11 +170,8 @@ func (r *APIKeyReconciler) deleteOwnedSecret(ctx context.Context, key *keymintv1
 	return err
 }
 
-// stall records a key that needs a person's change, and frees its slot.
+// stall records a key that needs a person's change.
 func (r *APIKeyReconciler) stall(ctx context.Context, key *keymintv1alpha1.APIKey, reason, msg string) (ctrl.Result, error) {
-	if err := r.releaseSlots(ctx, key, r.APIReader); err != nil {
-		return ctrl.Result{}, err
-	}
 	if readyReason(key) != reason {
 		r.record(key, corev1.EventTypeWarning, reason, "%s", msg)
 	}

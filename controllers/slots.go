@@ -19,35 +19,45 @@ import (
 	"github.com/keymint/keymint/internal/slots"
 )
 
-// claimSlot makes sure key holds one of its user's slots. It returns
-// whether it does and, when it does not, the keys that hold them. Only a
-// successful create of a slot Lease takes a slot, so the cap holds however
-// stale the cache; the cache only decides whose turn it is.
-func (r *APIKeyReconciler) claimSlot(ctx context.Context, key *keymintv1alpha1.APIKey) (bool, []string, error) {
+// slotClaim is what claimSlot found.
+type slotClaim struct {
+	// held: the key holds a slot.
+	held bool
+	// fresh: this reconcile confirmed with the API server that the cached
+	// APIKey is current, so a later step need not ask again.
+	fresh bool
+	// holders names the keys holding the user's slots when key holds none.
+	holders []string
+}
+
+// claimSlot makes sure key holds one of its user's slots. Only a successful
+// create of a slot Lease takes a slot, so the cap holds however stale the
+// cache; the cache only decides whose turn it is.
+func (r *APIKeyReconciler) claimSlot(ctx context.Context, key *keymintv1alpha1.APIKey) (slotClaim, error) {
 	taken, err := r.userSlots(ctx, key.Spec.User, r.Client)
 	if err != nil {
-		return false, nil, err
+		return slotClaim{}, err
 	}
 	if slices.ContainsFunc(taken, func(l coordinationv1.Lease) bool { return holds(&l, key) }) {
-		return true, nil, nil
+		return slotClaim{held: true}, nil
 	}
 	if len(taken) >= r.MaxKeysPerUser {
 		if taken, err = r.reclaimStaleSlots(ctx, taken); err != nil || len(taken) >= r.MaxKeysPerUser {
-			return false, holderNames(taken), err
+			return slotClaim{holders: holderNames(taken)}, err
 		}
 	}
 	free := r.MaxKeysPerUser - len(taken)
 	waiting, err := r.waitingKeys(ctx, key.Spec.User, taken)
 	if err != nil {
-		return false, nil, err
+		return slotClaim{}, err
 	}
 	if !slots.Eligible(candidate(key), waiting, free) {
-		return false, holderNames(taken), nil
+		return slotClaim{holders: holderNames(taken)}, nil
 	}
 
 	// What the key did last (a conflict, an expiry) must not be a stale copy.
 	if err := r.confirmFresh(ctx, key); err != nil {
-		return false, nil, err
+		return slotClaim{}, err
 	}
 	names := map[string]bool{}
 	for _, l := range taken {
@@ -60,26 +70,26 @@ func (r *APIKeyReconciler) claimSlot(ctx context.Context, key *keymintv1alpha1.A
 		}
 		err := r.Create(ctx, r.slotLease(key, name))
 		if err == nil {
-			return true, nil, nil
+			return slotClaim{held: true, fresh: true}, nil
 		}
 		if !apierrors.IsAlreadyExists(err) {
-			return false, nil, fmt.Errorf("claiming slot %s: %w", name, err)
+			return slotClaim{}, fmt.Errorf("claiming slot %s: %w", name, err)
 		}
 		// The cache had not seen this slot. It may even be ours, from a
 		// reconcile that stopped before it wrote status.
 		existing := &coordinationv1.Lease{}
 		if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: r.SlotNamespace, Name: name}, existing); err != nil {
 			if apierrors.IsNotFound(err) {
-				return false, nil, errCacheStale
+				return slotClaim{}, errCacheStale
 			}
-			return false, nil, err
+			return slotClaim{}, err
 		}
 		if holds(existing, key) {
-			return true, nil, nil
+			return slotClaim{held: true, fresh: true}, nil
 		}
 		taken = append(taken, *existing)
 	}
-	return false, holderNames(taken), nil
+	return slotClaim{fresh: true, holders: holderNames(taken)}, nil
 }
 
 // slotLease is the Lease that makes key the holder of slot name.

@@ -99,20 +99,20 @@ func run() error {
 	if err := kubectl("apply", "-k", filepath.Join(root, "config", "samples")); err != nil {
 		return err
 	}
-	waitFor := func(what string, args ...string) {
+	waitFor := func(args ...string) {
 		deadline := time.Now().Add(30 * time.Second)
 		for time.Now().Before(deadline) && quiet(args...) != nil {
 			time.Sleep(200 * time.Millisecond)
 		}
 	}
-	waitFor("alice's keys", "wait", "--for=jsonpath={.status.phase}=Active", "--timeout=1s", "-n", "default", "apikey/alice-ci", "apikey/alice-ci-next", "apikey/bob-reporting")
-	waitFor("alice-extra waits", "wait", "--for=jsonpath={.status.conditions[?(@.type==\"Ready\")].reason}=KeyLimitReached", "--timeout=1s", "-n", "default", "apikey/alice-extra")
+	waitFor("wait", "--for=jsonpath={.status.phase}=Active", "--timeout=1s", "-n", "default", "apikey/alice-ci", "apikey/alice-ci-next", "apikey/bob-reporting")
+	waitFor("wait", "--for=jsonpath={.status.conditions[?(@.type==\"Ready\")].reason}=KeyLimitReached", "--timeout=1s", "-n", "default", "apikey/alice-extra")
 	_ = kubectl("get", "apikeys", "-A")
 	_ = kubectl("get", "secrets", "-n", "default", "-l", "app.kubernetes.io/managed-by=keymint")
 
 	step("revoking alice-ci: its Secret goes and alice-extra, which waited, is issued")
 	_ = kubectl("delete", "apikey", "-n", "default", "alice-ci")
-	waitFor("alice-extra issued", "wait", "--for=jsonpath={.status.phase}=Active", "--timeout=1s", "-n", "default", "apikey/alice-extra")
+	waitFor("wait", "--for=jsonpath={.status.phase}=Active", "--timeout=1s", "-n", "default", "apikey/alice-extra")
 	_ = kubectl("get", "apikeys", "-A")
 	_ = kubectl("get", "events", "-n", "default", "--sort-by=.lastTimestamp", "--field-selector=involvedObject.kind=APIKey")
 

@@ -1,0 +1,58 @@
+package controllers
+
+import (
+	"context"
+	"testing"
+
+	. "github.com/onsi/gomega"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/keymint/keymint/internal/keysecret"
+)
+
+// TestCacheHoldsOnlyWhatKeymintOwns starts a cache with the manager's
+// options against the API server: unrelated Secrets and Leases never enter
+// it, and what does enter it has no managedFields.
+func TestCacheHoldsOnlyWhatKeymintOwns(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	owned := map[string]string{keysecret.LabelManagedBy: keysecret.ManagedBy}
+	mine := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "mine", Labels: owned}}
+	unrelated := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "unrelated"}}
+	elsewhere := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "elsewhere", Labels: owned}}
+	for _, obj := range []client.Object{mine, unrelated, elsewhere} {
+		g.Expect(k8sClient.Create(ctx, obj)).To(Succeed())
+	}
+
+	opts := CacheOptions(slotNamespace)
+	opts.Scheme = testScheme
+	c, err := cache.New(restConfig, opts)
+	g.Expect(err).NotTo(HaveOccurred())
+	cctx, cancel := context.WithCancel(ctx)
+	t.Cleanup(cancel)
+	go func() { _ = c.Start(cctx) }()
+	g.Expect(c.WaitForCacheSync(cctx)).To(BeTrue())
+
+	g.Eventually(func(g Gomega) {
+		got := &corev1.Secret{}
+		g.Expect(c.Get(ctx, client.ObjectKeyFromObject(mine), got)).To(Succeed())
+		g.Expect(got.ManagedFields).To(BeEmpty())
+	}).Should(Succeed())
+	err = c.Get(ctx, client.ObjectKeyFromObject(unrelated), &corev1.Secret{})
+	g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "an unlabelled Secret is not cached: %v", err)
+	secrets := &corev1.SecretList{}
+	g.Expect(c.List(ctx, secrets, client.InNamespace(ns))).To(Succeed())
+	g.Expect(secrets.Items).To(HaveLen(1))
+	g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(unrelated), &corev1.Secret{})).To(Succeed(), "it exists on the API server")
+
+	// Leases are cached only in the slot namespace.
+	leases := &coordinationv1.LeaseList{}
+	g.Expect(c.List(ctx, leases, client.InNamespace(slotNamespace))).To(Succeed())
+	err = c.Get(ctx, client.ObjectKeyFromObject(elsewhere), &coordinationv1.Lease{})
+	g.Expect(err).To(HaveOccurred(), "a Lease outside the slot namespace is not cached")
+}
