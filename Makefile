@@ -66,11 +66,15 @@ docker-build: ## Build the manager image (needs a Docker engine).
 ##@ Deployment
 
 .PHONY: install
-install: manifests ## Install the CRD into the cluster of the current kubeconfig.
+install: manifests ## Install the CRD, the access roles and the admission policies into the current cluster.
 	$(KUBECTL) apply --server-side -k config/crd
+	$(KUBECTL) apply --server-side -k config/access
+	$(KUBECTL) apply --server-side -k config/admission
 
 .PHONY: uninstall
-uninstall: manifests ## Remove the CRD (and with it every APIKey).
+uninstall: manifests ## Remove the CRD (and with it every APIKey), the roles and the policies.
+	$(KUBECTL) delete --ignore-not-found -k config/admission
+	$(KUBECTL) delete --ignore-not-found -k config/access
 	$(KUBECTL) delete --ignore-not-found -k config/crd
 
 .PHONY: deploy

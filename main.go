@@ -41,6 +41,7 @@ func main() {
 		metricsAddr, probeAddr, slotNamespace string
 		secureMetrics, enableLeaderElection   bool
 		maxKeysPerUser, concurrency           int
+		accessRecheck                         time.Duration
 		qps                                   float64
 		burst                                 int
 	)
@@ -51,6 +52,7 @@ func main() {
 	flag.IntVar(&maxKeysPerUser, "max-keys-per-user", 2, "The number of Active keys a user may hold, across all namespaces.")
 	flag.StringVar(&slotNamespace, "slot-namespace", envOr("POD_NAMESPACE", "keymint-system"), "The namespace of the Leases that enforce --max-keys-per-user.")
 	flag.IntVar(&concurrency, "max-concurrent-reconciles", 8, "The number of APIKeys reconciled at once.")
+	flag.DurationVar(&accessRecheck, "access-recheck-interval", controllers.DefaultAccessRecheck, "How often a key's access is checked again besides on RoleBinding and ClusterRoleBinding changes.")
 	flag.Float64Var(&qps, "kube-api-qps", 100, "Queries per second the manager may send to the API server.")
 	flag.IntVar(&burst, "kube-api-burst", 200, "Burst of queries the manager may send to the API server.")
 	opts := zap.Options{Development: false}
@@ -105,6 +107,7 @@ func main() {
 		MaxKeysPerUser:          maxKeysPerUser,
 		SlotNamespace:           slotNamespace,
 		MaxConcurrentReconciles: concurrency,
+		AccessRecheck:           accessRecheck,
 	}).SetupWithManager(ctx, mgr); err != nil {
 		log.Error(err, "unable to set up the APIKey controller")
 		os.Exit(1)

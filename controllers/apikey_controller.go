@@ -10,6 +10,7 @@ import (
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/tools/events"
@@ -53,18 +54,22 @@ type APIKeyReconciler struct {
 	SlotNamespace string
 	// MaxRequeue bounds the wait before an expiry is checked again.
 	MaxRequeue time.Duration
+	// AccessRecheck bounds the wait before a key's access is checked again.
+	AccessRecheck time.Duration
 	// MaxConcurrentReconciles is the number of keys reconciled at once.
 	MaxConcurrentReconciles int
 	// Mint draws a key; keys.Mint unless a test says otherwise.
 	Mint func() (keys.Key, error)
 }
 
-// +kubebuilder:rbac:groups=keymint.io,resources=apikeys,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups=keymint.io,resources=apikeys,verbs=get;list;watch;update;patch;delegate
 // +kubebuilder:rbac:groups=keymint.io,resources=apikeys/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=keymint.io,resources=apikeys/finalizers,verbs=update
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;delete
 // +kubebuilder:rbac:groups=coordination.k8s.io,namespace=keymint-system,resources=leases,verbs=get;list;watch;create;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
+// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=rolebindings;clusterrolebindings,verbs=list;watch
 
 // SetupWithManager registers the controller and its index with mgr.
 func (r *APIKeyReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
@@ -73,6 +78,9 @@ func (r *APIKeyReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manage
 	}
 	if r.MaxRequeue <= 0 {
 		r.MaxRequeue = DefaultMaxRequeue
+	}
+	if r.AccessRecheck <= 0 {
+		r.AccessRecheck = DefaultAccessRecheck
 	}
 	if err := mgr.GetFieldIndexer().IndexField(ctx, &keymintv1alpha1.APIKey{}, IndexUser, indexUser); err != nil {
 		return err
@@ -83,6 +91,9 @@ func (r *APIKeyReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manage
 		// A slot freed lets a waiting key of its user in.
 		Watches(&coordinationv1.Lease{}, handler.EnqueueRequestsFromMapFunc(r.waitingKeysOfSlot),
 			builder.WithPredicates(slotChanged)).
+		// Access granted or removed changes which keys may be Active.
+		Watches(&rbacv1.RoleBinding{}, r.bindingChanged(), builder.OnlyMetadata).
+		Watches(&rbacv1.ClusterRoleBinding{}, r.bindingChanged(), builder.OnlyMetadata).
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(1, r.MaxConcurrentReconciles)}).
 		Complete(r)
 }
@@ -138,6 +149,14 @@ func (r *APIKeyReconciler) reconcileKey(ctx context.Context, key *keymintv1alpha
 		return ctrl.Result{}, r.expire(ctx, key)
 	}
 
+	allowed, err := r.hasAccess(ctx, key)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if !allowed {
+		return ctrl.Result{RequeueAfter: r.nextCheck(now, knownExpiry(key))}, r.denyAccess(ctx, key)
+	}
+
 	if readyReason(key) == keymintv1alpha1.ReasonSecretConflict {
 		// Someone else's Secret is not in the cache; look before claiming a slot.
 		if conflict, err := r.secretConflict(ctx, key); err != nil || conflict {
@@ -150,9 +169,19 @@ func (r *APIKeyReconciler) reconcileKey(ctx context.Context, key *keymintv1alpha
 	}
 	if !claim.held {
 		// A key can expire while it waits, without ever being issued.
-		return ctrl.Result{RequeueAfter: expiry.RequeueAfter(now, knownExpiry(key), r.MaxRequeue)}, r.awaitSlot(ctx, key, claim.holders)
+		return ctrl.Result{RequeueAfter: r.nextCheck(now, knownExpiry(key))}, r.awaitSlot(ctx, key, claim.holders)
 	}
 	return r.issue(ctx, key, claim.fresh)
+}
+
+// nextCheck is when to look at a key again: at its expiry, but no later
+// than the next access check.
+func (r *APIKeyReconciler) nextCheck(now time.Time, expiresAt *time.Time) time.Duration {
+	limit := min(r.MaxRequeue, r.AccessRecheck)
+	if d := expiry.RequeueAfter(now, expiresAt, limit); d > 0 {
+		return d
+	}
+	return limit
 }
 
 // patchStatus writes the status if it changed, guarded by the

@@ -12,7 +12,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
-	"github.com/keymint/keymint/internal/expiry"
 	"github.com/keymint/keymint/internal/keysecret"
 )
 
@@ -42,7 +41,7 @@ func (r *APIKeyReconciler) issue(ctx context.Context, key *keymintv1alpha1.APIKe
 	}
 	now := r.Clock.Now()
 	setActive(key, now, name, in)
-	return ctrl.Result{RequeueAfter: expiry.RequeueAfter(now, in.ExpiresAt, r.MaxRequeue)}, nil
+	return ctrl.Result{RequeueAfter: r.nextCheck(now, in.ExpiresAt)}, nil
 }
 
 // secretConflict reports whether key's Secret exists on the API server and

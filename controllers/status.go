@@ -70,6 +70,15 @@ func setExpired(key *keymintv1alpha1.APIKey, now time.Time, expiresAt *time.Time
 	apimeta.RemoveStatusCondition(&key.Status.Conditions, keymintv1alpha1.ConditionReconciling)
 }
 
+// setSuspended records an issued key whose user lost access: no Secret, no
+// slot, until an administrator grants access again (kstatus: Failed).
+func setSuspended(key *keymintv1alpha1.APIKey, now time.Time, message string) {
+	key.Status.Phase = keymintv1alpha1.PhaseSuspended
+	setCondition(key, now, keymintv1alpha1.ConditionReady, metav1.ConditionFalse, keymintv1alpha1.ReasonAccessRemoved, message)
+	setCondition(key, now, keymintv1alpha1.ConditionStalled, metav1.ConditionTrue, keymintv1alpha1.ReasonAccessRemoved, message)
+	apimeta.RemoveStatusCondition(&key.Status.Conditions, keymintv1alpha1.ConditionReconciling)
+}
+
 // setRetrying records an error the controller will retry. An Active key
 // keeps Ready: its Secret still works while, say, the API server is away.
 func setRetrying(key *keymintv1alpha1.APIKey, now time.Time, message string) {

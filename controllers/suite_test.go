@@ -15,6 +15,7 @@ import (
 	. "github.com/onsi/gomega"
 	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -43,6 +44,7 @@ const slotNamespace = "keymint-system"
 var (
 	testScheme = runtime.NewScheme()
 	restConfig *rest.Config
+	testEnv    *envtest.Environment
 	k8sClient  client.WithWatch
 	// managerLogs holds every line the managers log, so tests can prove
 	// that no key reaches a log.
@@ -85,6 +87,7 @@ func runSuite(m *testing.M) int {
 		CRDDirectoryPaths:     []string{filepath.Join("..", "config", "crd", "bases")},
 		ErrorIfCRDPathMissing: true,
 	}
+	testEnv = env
 	var err error
 	if restConfig, err = env.Start(); err != nil {
 		fmt.Fprintln(os.Stderr, "starting envtest:", err)
@@ -101,6 +104,17 @@ func runSuite(m *testing.M) int {
 	}
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: slotNamespace}}
 	if err := k8sClient.Create(context.Background(), ns); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	// The access roles and admission policies, as `make install` applies them.
+	for _, dir := range []string{"access", "admission"} {
+		if err := applyManifests(context.Background(), filepath.Join("..", "config", dir)); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+	}
+	if err := waitForPolicies(context.Background()); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
@@ -173,14 +187,40 @@ func startManager(t *testing.T, o managerOptions) (stop func()) {
 	return stop
 }
 
-// newNamespace creates a namespace of the test's own.
+// newNamespace creates a namespace of the test's own in which every
+// authenticated user may hold API keys (keymint-user bound to
+// system:authenticated), so tests of other behaviour need no grants.
 func newNamespace(t *testing.T) string {
+	t.Helper()
+	ns := newRestrictedNamespace(t)
+	bind(t, ns, "everyone", "keymint-user", rbacv1.Subject{Kind: rbacv1.GroupKind, APIGroup: rbacv1.GroupName, Name: "system:authenticated"})
+	return ns
+}
+
+// newRestrictedNamespace creates a namespace in which nobody has access to
+// API keys until a test grants it.
+func newRestrictedNamespace(t *testing.T) string {
 	t.Helper()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "test-"}}
 	if err := k8sClient.Create(context.Background(), ns); err != nil {
 		t.Fatal(err)
 	}
 	return ns.Name
+}
+
+// bind binds ClusterRole role to subject in ns, as an administrator grants
+// access.
+func bind(t *testing.T, ns, name, role string, subject rbacv1.Subject) *rbacv1.RoleBinding {
+	t.Helper()
+	rb := &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role},
+		Subjects:   []rbacv1.Subject{subject},
+	}
+	if err := k8sClient.Create(context.Background(), rb); err != nil {
+		t.Fatal(err)
+	}
+	return rb
 }
 
 // userIn makes a user name unique to a test namespace: the cap counts a

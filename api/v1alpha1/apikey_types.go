@@ -5,6 +5,7 @@ import (
 )
 
 // APIKeySpec is what a user asks for: a key for a user, with an expiration.
+// +kubebuilder:validation:XValidation:rule="has(self.requester) == has(oldSelf.requester)",message="requester is immutable",fieldPath=".requester"
 // +kubebuilder:validation:XValidation:rule="has(self.secretName) == has(oldSelf.secretName) && (!has(self.secretName) || self.secretName == oldSelf.secretName)",message="secretName is immutable",fieldPath=".secretName"
 type APIKeySpec struct {
 	// User is the Kubernetes username that owns the key.
@@ -32,6 +33,27 @@ type APIKeySpec struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=256
 	Description string `json:"description,omitempty"`
+
+	// Requester is who created the APIKey, as the API server saw it. The
+	// keymint-requester MutatingAdmissionPolicy sets it on creation and the
+	// keymint-self-service ValidatingAdmissionPolicy refuses any other
+	// value, as CertificateSigningRequest does with spec.username.
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="requester is immutable"
+	Requester *Requester `json:"requester,omitempty"`
+}
+
+// Requester is the identity that created an APIKey.
+type Requester struct {
+	// Username of the requester.
+	// +kubebuilder:validation:MaxLength=253
+	Username string `json:"username"`
+	// Groups of the requester.
+	// +optional
+	// +kubebuilder:validation:MaxItems=256
+	// +kubebuilder:validation:items:MaxLength=253
+	// +listType=atomic
+	Groups []string `json:"groups,omitempty"`
 }
 
 // Expiration holds exactly one of Months, At or Never.
@@ -58,7 +80,7 @@ type Expiration struct {
 }
 
 // Phase is where an APIKey is in its life.
-// +kubebuilder:validation:Enum=Pending;Active;Expired
+// +kubebuilder:validation:Enum=Pending;Active;Suspended;Expired
 type Phase string
 
 const (
@@ -67,6 +89,10 @@ const (
 	PhasePending Phase = "Pending"
 	// PhaseActive means the key is issued and its Secret exists.
 	PhaseActive Phase = "Active"
+	// PhaseSuspended means the key was issued but its user lost access to
+	// API keys: its Secret is gone until access is granted again, when a
+	// fresh key is issued.
+	PhaseSuspended Phase = "Suspended"
 	// PhaseExpired means the key reached its expiration; its Secret is gone.
 	PhaseExpired Phase = "Expired"
 )

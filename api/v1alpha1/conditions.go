@@ -28,6 +28,14 @@ const (
 	ReasonInvalidExpiration = "InvalidExpiration"
 	// ReasonSecretConflict: a Secret of that name exists and is not this APIKey's.
 	ReasonSecretConflict = "SecretConflict"
+	// ReasonAccessDenied: the user is not authorised for "use" on apikeys in
+	// the namespace, so no key is issued.
+	ReasonAccessDenied = "AccessDenied"
+	// ReasonAccessRemoved: the user of an issued key lost access; the key is
+	// Suspended and its Secret deleted.
+	ReasonAccessRemoved = "AccessRemoved"
+	// ReasonSuspended names the Event of a key suspended for lost access.
+	ReasonSuspended = "Suspended"
 	// ReasonProgressing: the controller is working on the key (or retrying an error).
 	ReasonProgressing = "Progressing"
 )

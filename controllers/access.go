@@ -1,0 +1,133 @@
+package controllers
+
+import (
+	"context"
+	"slices"
+	"time"
+
+	authorizationv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/util/workqueue"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
+)
+
+// VerbUse on apikeys is what "has access to API keys" means: a key is
+// issued, and stays Active, only while its user holds it.
+const VerbUse = "use"
+
+// DefaultAccessRecheck is how often a key's access is checked again
+// without a RoleBinding or ClusterRoleBinding event, to catch changes to
+// Roles themselves.
+const DefaultAccessRecheck = 5 * time.Minute
+
+// bindingSettle is how long after a binding event keys are checked a second
+// time, in case the API server's authorizer had not seen the change yet.
+const bindingSettle = 2 * time.Second
+
+// accessGroups are the groups the access check presents for key's user:
+// those the API server recorded when the user created the key, or none
+// beyond system:authenticated when someone else created it.
+func accessGroups(key *keymintv1alpha1.APIKey) []string {
+	groups := []string{"system:authenticated"}
+	if req := key.Spec.Requester; req != nil && req.Username == key.Spec.User {
+		for _, g := range req.Groups {
+			if !slices.Contains(groups, g) {
+				groups = append(groups, g)
+			}
+		}
+	}
+	return groups
+}
+
+// hasAccess asks the API server whether key's user may "use" apikeys in
+// key's namespace.
+func (r *APIKeyReconciler) hasAccess(ctx context.Context, key *keymintv1alpha1.APIKey) (bool, error) {
+	review := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+		User:   key.Spec.User,
+		Groups: accessGroups(key),
+		ResourceAttributes: &authorizationv1.ResourceAttributes{
+			Namespace: key.Namespace,
+			Verb:      VerbUse,
+			Group:     keymintv1alpha1.GroupVersion.Group,
+			Resource:  "apikeys",
+		},
+	}}
+	if err := r.Create(ctx, review); err != nil {
+		return false, err
+	}
+	return review.Status.Allowed, nil
+}
+
+// denyAccess takes away what a user without access holds: an issued key is
+// Suspended (Secret deleted, slot freed); a key never issued stays Pending.
+// Both wait for an administrator to grant access again.
+func (r *APIKeyReconciler) denyAccess(ctx context.Context, key *keymintv1alpha1.APIKey) error {
+	if err := r.deleteOwnedSecret(ctx, key); err != nil {
+		return err
+	}
+	if err := r.releaseSlots(ctx, key, r.APIReader); err != nil {
+		return err
+	}
+	now := r.Clock.Now()
+	if key.Status.KeyID == "" {
+		msg := "user " + key.Spec.User + ` is not authorised for "use" on apikeys in namespace ` + key.Namespace +
+			"; an administrator grants it by binding the keymint-user ClusterRole"
+		if readyReason(key) != keymintv1alpha1.ReasonAccessDenied {
+			r.record(key, corev1.EventTypeWarning, keymintv1alpha1.ReasonAccessDenied, "%s", msg)
+		}
+		setStalled(key, now, keymintv1alpha1.ReasonAccessDenied, msg)
+		return nil
+	}
+	if key.Status.Phase != keymintv1alpha1.PhaseSuspended {
+		r.record(key, corev1.EventTypeWarning, keymintv1alpha1.ReasonSuspended,
+			"key %s of user %s suspended: the user lost access to API keys; its Secret is deleted", key.Status.KeyID, key.Spec.User)
+	}
+	setSuspended(key, now, "key "+key.Status.KeyID+" is suspended: user "+key.Spec.User+
+		` is no longer authorised for "use" on apikeys; a fresh key is issued when access is granted again`)
+	return nil
+}
+
+// bindingChanged re-checks the keys a RoleBinding or ClusterRoleBinding
+// change may affect: a new binding may grant access to keys that lack it, a
+// removed one may take it from keys that have it. Each key is checked now
+// and once more shortly after.
+func (r *APIKeyReconciler) bindingChanged() handler.Funcs {
+	enqueue := func(ctx context.Context, obj client.Object, q workqueue.TypedRateLimitingInterface[reconcile.Request], want func(*keymintv1alpha1.APIKey) bool) {
+		list := &keymintv1alpha1.APIKeyList{}
+		if err := r.List(ctx, list, client.InNamespace(obj.GetNamespace())); err != nil {
+			return
+		}
+		for i := range list.Items {
+			if k := &list.Items[i]; want(k) {
+				req := reconcile.Request{NamespacedName: client.ObjectKeyFromObject(k)}
+				q.Add(req)
+				q.AddAfter(req, bindingSettle)
+			}
+		}
+	}
+	lacksAccess := func(k *keymintv1alpha1.APIKey) bool { return isAccessDenied(k) }
+	mayHaveAccess := func(k *keymintv1alpha1.APIKey) bool { return !isAccessDenied(k) && k.Status.Phase != keymintv1alpha1.PhaseExpired }
+	anyKey := func(*keymintv1alpha1.APIKey) bool { return true }
+	return handler.Funcs{
+		CreateFunc: func(ctx context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			enqueue(ctx, e.Object, q, lacksAccess)
+		},
+		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			enqueue(ctx, e.ObjectNew, q, anyKey)
+		},
+		DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			enqueue(ctx, e.Object, q, mayHaveAccess)
+		},
+	}
+}
+
+// isAccessDenied reports whether key waits for its user to be granted access.
+func isAccessDenied(key *keymintv1alpha1.APIKey) bool {
+	reason := readyReason(key)
+	return reason == keymintv1alpha1.ReasonAccessDenied || reason == keymintv1alpha1.ReasonAccessRemoved
+}
