@@ -111,7 +111,9 @@ func (r *APIKeyReconciler) bindingChanged() handler.Funcs {
 		}
 	}
 	lacksAccess := func(k *keymintv1alpha1.APIKey) bool { return isAccessDenied(k) }
-	mayHaveAccess := func(k *keymintv1alpha1.APIKey) bool { return !isAccessDenied(k) && k.Status.Phase != keymintv1alpha1.PhaseExpired }
+	mayHaveAccess := func(k *keymintv1alpha1.APIKey) bool {
+		return !isAccessDenied(k) && k.Status.Phase != keymintv1alpha1.PhaseExpired
+	}
 	anyKey := func(*keymintv1alpha1.APIKey) bool { return true }
 	return handler.Funcs{
 		CreateFunc: func(ctx context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
