@@ -210,4 +210,3 @@ func TestUserWithoutUseGetsNoKey(t *testing.T) {
 	g.Expect(apierrors.IsNotFound(err)).To(BeTrue())
 	g.Expect(userSlotCount(g, userIn(ns, "carol"))).To(BeZero())
 }
-

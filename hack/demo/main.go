@@ -77,6 +77,18 @@ func run() error {
 		return err
 	}
 
+	step("installing the access roles and the self-service admission policies (make install)")
+	for _, dir := range []string{"access", "admission"} {
+		if err := kubectl("apply", "-k", filepath.Join(root, "config", dir)); err != nil {
+			return err
+		}
+	}
+	step("granting alice and bob access to API keys in namespace default")
+	if err := kubectl("create", "rolebinding", "api-key-users", "-n", "default",
+		"--clusterrole=keymint-user", "--user=alice", "--user=bob"); err != nil {
+		return err
+	}
+
 	step("starting the keymint manager (logs in .demo/manager.log)")
 	logFile, err := os.Create(filepath.Join(dir, "manager.log"))
 	if err != nil {
