@@ -128,6 +128,8 @@ func TestStatusSettersAsKstatusReadsThem(t *testing.T) {
 		{"invalid expiration", func(k *keymintv1alpha1.APIKey) { setStalled(k, now, keymintv1alpha1.ReasonInvalidExpiration, "m") }, status.FailedStatus},
 		{"secret conflict", func(k *keymintv1alpha1.APIKey) { setStalled(k, now, keymintv1alpha1.ReasonSecretConflict, "m") }, status.FailedStatus},
 		{"expired", func(k *keymintv1alpha1.APIKey) { setExpired(k, now, &exp, "m") }, status.FailedStatus},
+		{"suspended", func(k *keymintv1alpha1.APIKey) { setSuspended(k, now, "m") }, status.FailedStatus},
+		{"access denied", func(k *keymintv1alpha1.APIKey) { setStalled(k, now, keymintv1alpha1.ReasonAccessDenied, "m") }, status.FailedStatus},
 		{"retrying before issue", func(k *keymintv1alpha1.APIKey) { setRetrying(k, now, "timeout") }, status.InProgressStatus},
 		{"waiting, then active", func(k *keymintv1alpha1.APIKey) {
 			setWaiting(k, now, keymintv1alpha1.ReasonKeyLimitReached, "m")
@@ -155,3 +157,5 @@ func TestStatusSettersAsKstatusReadsThem(t *testing.T) {
 		}
 	}
 }
+
+func issueOf(id string) keysecret.Issue { return keysecret.Issue{KeyID: id, IssuedAt: created} }
