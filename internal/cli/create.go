@@ -1,0 +1,152 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/utils/ptr"
+
+	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
+)
+
+type createOptions struct {
+	*Options
+	months      int32
+	never       bool
+	expiresAt   string
+	user        string
+	secretName  string
+	description string
+	wait        bool
+	timeout     time.Duration
+	dryRun      string
+	print       *genericclioptions.PrintFlags
+}
+
+func newCreateCommand(o *Options) *cobra.Command {
+	c := &createOptions{Options: o, print: genericclioptions.NewPrintFlags("created").WithTypeSetter(Scheme)}
+	cmd := &cobra.Command{
+		Use:   "create NAME (--months N | --never | --expires-at TIME)",
+		Short: "Generate an API key",
+		Example: `  kubectl apikey create ci --months 12 --wait
+  kubectl apikey create reporting --expires-at 2027-06-30T00:00:00Z
+  kubectl apikey create ci --never --dry-run=client -o yaml > apikey.yaml   # for a GitOps repository`,
+		Args: exactlyOneName,
+		RunE: func(cmd *cobra.Command, args []string) error { return c.run(cmd.Context(), args[0]) },
+	}
+	f := cmd.Flags()
+	f.Int32Var(&c.months, "months", 0, "expire this many calendar months after issuance (1-120)")
+	f.BoolVar(&c.never, "never", false, "never expire")
+	f.StringVar(&c.expiresAt, "expires-at", "", "expire at this time (RFC 3339)")
+	f.StringVar(&c.user, "user", "", "the user who owns the key (default: you; another user needs the delegate verb)")
+	f.StringVar(&c.secretName, "secret-name", "", "the Secret to mint the key into (default: NAME)")
+	f.StringVar(&c.description, "description", "", "what the key is for")
+	f.BoolVar(&c.wait, "wait", false, "wait until the key is Active")
+	f.DurationVar(&c.timeout, "timeout", time.Minute, "how long --wait waits")
+	f.StringVar(&c.dryRun, "dry-run", "none", `"client" prints the APIKey without creating it`)
+	c.print.AddFlags(cmd)
+	return cmd
+}
+
+func (c *createOptions) expiration() (keymintv1alpha1.Expiration, error) {
+	chosen := 0
+	var exp keymintv1alpha1.Expiration
+	if c.months != 0 {
+		chosen++
+		exp.Months = ptr.To(c.months)
+	}
+	if c.never {
+		chosen++
+		exp.Never = ptr.To(true)
+	}
+	if c.expiresAt != "" {
+		chosen++
+		t, err := time.Parse(time.RFC3339, c.expiresAt)
+		if err != nil {
+			return exp, usageErrorf("--expires-at %q is not an RFC 3339 time such as 2027-06-30T00:00:00Z", c.expiresAt)
+		}
+		exp.At = &metav1.Time{Time: t}
+	}
+	if chosen != 1 {
+		return exp, usageErrorf("give exactly one of --months N, --never or --expires-at TIME")
+	}
+	return exp, nil
+}
+
+func (c *createOptions) run(ctx context.Context, name string) error {
+	exp, err := c.expiration()
+	if err != nil {
+		return err
+	}
+	if c.dryRun != "none" && c.dryRun != "client" {
+		return usageErrorf(`--dry-run must be "none" or "client"`)
+	}
+	ns, err := c.Namespace()
+	if err != nil {
+		return err
+	}
+	key := &keymintv1alpha1.APIKey{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: keymintv1alpha1.APIKeySpec{
+			User:        c.user,
+			Expiration:  exp,
+			SecretName:  c.secretName,
+			Description: c.description,
+		},
+	}
+	if key.Spec.User == "" {
+		if key.Spec.User, err = c.whoAmI(ctx); err != nil {
+			return err
+		}
+	}
+	if c.dryRun == "client" {
+		return c.printObject(key)
+	}
+	cl, err := c.Client()
+	if err != nil {
+		return err
+	}
+	if err := cl.Create(ctx, key); err != nil {
+		return err
+	}
+	if c.wait {
+		if key, err = waitActive(ctx, c.Options, key, c.timeout); err != nil {
+			return err
+		}
+	}
+	return c.printObject(key)
+}
+
+func (c *createOptions) printObject(key *keymintv1alpha1.APIKey) error {
+	if ptr.Deref(c.print.OutputFormat, "") == "" {
+		fmt.Fprintf(c.Streams.Out, "apikey/%s created for user %s%s\n", key.Name, key.Spec.User, phaseNote(key))
+		return nil
+	}
+	p, err := c.print.ToPrinter()
+	if err != nil {
+		return err
+	}
+	return p.PrintObj(key, c.Streams.Out)
+}
+
+// phaseNote says what the key is doing, when it is known.
+func phaseNote(key *keymintv1alpha1.APIKey) string {
+	switch key.Status.Phase {
+	case keymintv1alpha1.PhaseActive:
+		return fmt.Sprintf(": Active as %s in Secret %s", key.Status.KeyID, key.Status.SecretName)
+	case "":
+		return ""
+	}
+	return ": " + string(key.Status.Phase) + " (" + waitingReason(key) + ")"
+}
+
+func exactlyOneName(_ *cobra.Command, args []string) error {
+	if len(args) != 1 {
+		return usageErrorf("give the API key's NAME")
+	}
+	return nil
+}

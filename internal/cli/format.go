@@ -1,0 +1,85 @@
+package cli
+
+import (
+	"fmt"
+	"time"
+
+	"k8s.io/apimachinery/pkg/util/duration"
+
+	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
+	"github.com/keymint/keymint/internal/expiry"
+)
+
+// expiresText is the EXPIRES column: a date and how far it is from now.
+func expiresText(key *keymintv1alpha1.APIKey, now time.Time) string {
+	switch {
+	case key.Status.ExpiresAt != nil:
+		t := key.Status.ExpiresAt.Time
+		return t.UTC().Format("2006-01-02") + " (" + relative(now, t) + ")"
+	case key.Spec.Expiration.Never != nil:
+		return "never"
+	case key.Spec.Expiration.At != nil:
+		t := key.Spec.Expiration.At.Time
+		return t.UTC().Format("2006-01-02") + " (" + relative(now, t) + ")"
+	case key.Spec.Expiration.Months != nil:
+		return plural(int(*key.Spec.Expiration.Months), "month") + " after issue"
+	}
+	return "-"
+}
+
+// relative is "in 3 months" or "expired 2 days ago".
+func relative(now, t time.Time) string {
+	if t.After(now) {
+		return "in " + span(now, t)
+	}
+	return "expired " + span(t, now) + " ago"
+}
+
+// span is the calendar distance from from to to, in its largest whole unit.
+func span(from, to time.Time) string {
+	months := 0
+	for !expiry.AddMonths(from, months+1).After(to) {
+		months++
+	}
+	d := to.Sub(from)
+	switch {
+	case months >= 24:
+		return plural(months/12, "year")
+	case months >= 1:
+		return plural(months, "month")
+	case d >= 24*time.Hour:
+		return plural(int(d/(24*time.Hour)), "day")
+	case d >= time.Hour:
+		return plural(int(d/time.Hour), "hour")
+	case d >= time.Minute:
+		return plural(int(d/time.Minute), "minute")
+	}
+	return "less than a minute"
+}
+
+func plural(n int, unit string) string {
+	if n == 1 {
+		return "1 " + unit
+	}
+	return fmt.Sprintf("%d %ss", n, unit)
+}
+
+// age is kubectl's AGE column.
+func age(key *keymintv1alpha1.APIKey, now time.Time) string {
+	return ageOf(key.CreationTimestamp.Time, now)
+}
+
+func ageOf(t, now time.Time) string {
+	if t.IsZero() {
+		return "<unknown>"
+	}
+	return duration.HumanDuration(now.Sub(t))
+}
+
+// orDash shows an empty value as "-", as kubectl does.
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

@@ -1,0 +1,89 @@
+package cli
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"io"
+	"slices"
+
+	"github.com/spf13/cobra"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/printers"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
+)
+
+type listOptions struct {
+	*Options
+	allNamespaces bool
+	print         *genericclioptions.PrintFlags
+}
+
+func newListCommand(o *Options) *cobra.Command {
+	l := &listOptions{Options: o, print: genericclioptions.NewPrintFlags("").WithTypeSetter(Scheme)}
+	cmd := &cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List API keys (key IDs only, never the keys)",
+		Args:    cobra.NoArgs,
+		RunE:    func(cmd *cobra.Command, _ []string) error { return l.run(cmd.Context()) },
+	}
+	cmd.Flags().BoolVarP(&l.allNamespaces, "all-namespaces", "A", false, "list the keys of every namespace")
+	l.print.AddFlags(cmd)
+	return cmd
+}
+
+func (l *listOptions) run(ctx context.Context) error {
+	cl, err := l.Client()
+	if err != nil {
+		return err
+	}
+	var opts []client.ListOption
+	if !l.allNamespaces {
+		ns, err := l.Namespace()
+		if err != nil {
+			return err
+		}
+		opts = append(opts, client.InNamespace(ns))
+	}
+	list := &keymintv1alpha1.APIKeyList{}
+	if err := cl.List(ctx, list, opts...); err != nil {
+		return err
+	}
+	slices.SortFunc(list.Items, func(a, b keymintv1alpha1.APIKey) int {
+		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+	})
+	if ptr.Deref(l.print.OutputFormat, "") != "" {
+		p, err := l.print.ToPrinter()
+		if err != nil {
+			return err
+		}
+		return p.PrintObj(list, l.Streams.Out)
+	}
+	if len(list.Items) == 0 {
+		fmt.Fprintln(l.Streams.ErrOut, "No API keys found; `kubectl apikey create NAME --months 12` makes one.")
+		return nil
+	}
+	return l.table(l.Streams.Out, list.Items)
+}
+
+func (l *listOptions) table(out io.Writer, items []keymintv1alpha1.APIKey) error {
+	w := printers.GetNewTabWriter(out)
+	now := l.Clock.Now()
+	if l.allNamespaces {
+		fmt.Fprint(w, "NAMESPACE\t")
+	}
+	fmt.Fprintln(w, "NAME\tUSER\tPHASE\tKEY\tEXPIRES\tAGE")
+	for i := range items {
+		k := &items[i]
+		if l.allNamespaces {
+			fmt.Fprintf(w, "%s\t", k.Namespace)
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", k.Name, k.Spec.User, orDash(string(k.Status.Phase)),
+			orDash(k.Status.KeyID), expiresText(k, now), age(k, now))
+	}
+	return w.Flush()
+}

@@ -1,0 +1,62 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
+	"github.com/keymint/keymint/internal/keysecret"
+)
+
+func newRevealCommand(o *Options) *cobra.Command {
+	return &cobra.Command{
+		Use:   "reveal NAME",
+		Short: "Print an API key (the read is audited)",
+		Long: `reveal prints the key of an Active API key on standard output, alone on its
+line, so that scripts can capture it. Keys are hidden everywhere else. Reading
+the key's Secret is recorded by the API server's audit log.`,
+		Example: `  export API_KEY=$(kubectl apikey reveal ci)`,
+		Args:    exactlyOneName,
+		RunE:    func(cmd *cobra.Command, args []string) error { return reveal(cmd.Context(), o, args[0]) },
+	}
+}
+
+func reveal(ctx context.Context, o *Options, name string) error {
+	key, err := getKey(ctx, o, name)
+	if err != nil {
+		return err
+	}
+	if key.Status.Phase != keymintv1alpha1.PhaseActive {
+		return fmt.Errorf("apikey/%s is %s, not Active: %s", name, orDash(string(key.Status.Phase)), waitingReason(key))
+	}
+	cl, _ := o.Client()
+	secret := &corev1.Secret{}
+	if err := cl.Get(ctx, client.ObjectKey{Namespace: key.Namespace, Name: key.Status.SecretName}, secret); err != nil {
+		return err
+	}
+	if !keysecret.OwnedBy(secret, key) {
+		return fmt.Errorf("Secret %s does not belong to apikey/%s; not revealing it", secret.Name, name)
+	}
+	fmt.Fprintf(o.Streams.ErrOut, "Revealing key %s of apikey/%s; this read of Secret %s/%s is audited.\n",
+		key.Status.KeyID, name, secret.Namespace, secret.Name)
+	fmt.Fprintln(o.Streams.Out, string(secret.Data[keysecret.DataKey]))
+	return nil
+}
+
+// getKey reads the APIKey name in the namespace of the flags.
+func getKey(ctx context.Context, o *Options, name string) (*keymintv1alpha1.APIKey, error) {
+	cl, err := o.Client()
+	if err != nil {
+		return nil, err
+	}
+	ns, err := o.Namespace()
+	if err != nil {
+		return nil, err
+	}
+	key := &keymintv1alpha1.APIKey{}
+	return key, cl.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, key)
+}

@@ -1,0 +1,167 @@
+// Package cli is the kubectl apikey plugin: generate, list, reveal, rotate
+// and delete API keys with kubectl's own flags (cli-runtime) and cobra.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/spf13/cobra"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/utils/clock"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
+)
+
+// Exit codes of kubectl-apikey.
+const (
+	// ExitOK: the command did what was asked.
+	ExitOK = 0
+	// ExitError: the command failed; the one-line message says what to do.
+	ExitError = 1
+	// ExitUsage: the command line was wrong.
+	ExitUsage = 2
+)
+
+// Scheme knows the types the plugin reads and writes.
+var Scheme = runtime.NewScheme()
+
+func init() {
+	utilruntime.Must(clientgoscheme.AddToScheme(Scheme))
+	utilruntime.Must(keymintv1alpha1.AddToScheme(Scheme))
+}
+
+// Options are what every command shares: kubectl's connection flags, the
+// streams, and a clock for relative times.
+type Options struct {
+	ConfigFlags *genericclioptions.ConfigFlags
+	Streams     genericiooptions.IOStreams
+	Clock       clock.PassiveClock
+
+	client client.WithWatch
+}
+
+// Client returns a client for the cluster the flags point at.
+func (o *Options) Client() (client.WithWatch, error) {
+	if o.client != nil {
+		return o.client, nil
+	}
+	cfg, err := o.ConfigFlags.ToRESTConfig()
+	if err != nil {
+		return nil, err
+	}
+	c, err := client.NewWithWatch(cfg, client.Options{Scheme: Scheme})
+	if err != nil {
+		return nil, err
+	}
+	o.client = c
+	return c, nil
+}
+
+// Namespace is the namespace of -n, or the kubeconfig context's.
+func (o *Options) Namespace() (string, error) {
+	ns, _, err := o.ConfigFlags.ToRawKubeConfigLoader().Namespace()
+	return ns, err
+}
+
+// whoAmI is the caller's username, as the API server authenticates it.
+func (o *Options) whoAmI(ctx context.Context) (string, error) {
+	c, err := o.Client()
+	if err != nil {
+		return "", err
+	}
+	review := &authenticationv1.SelfSubjectReview{}
+	if err := c.Create(ctx, review); err != nil {
+		return "", fmt.Errorf("finding out who you are (pass --user): %w", err)
+	}
+	return review.Status.UserInfo.Username, nil
+}
+
+// UsageError marks a wrong command line (exit code 2).
+type UsageError struct{ msg string }
+
+func (e UsageError) Error() string { return e.msg }
+
+func usageErrorf(format string, args ...any) error { return UsageError{fmt.Sprintf(format, args...)} }
+
+// NewCommand is the kubectl-apikey root command.
+func NewCommand(o *Options) *cobra.Command {
+	if o.ConfigFlags == nil {
+		o.ConfigFlags = genericclioptions.NewConfigFlags(true)
+		// --user names the key's owner here; pick a kubeconfig user with --context.
+		o.ConfigFlags.AuthInfoName = nil
+	}
+	if o.Clock == nil {
+		o.Clock = clock.RealClock{}
+	}
+	cmd := &cobra.Command{
+		Use:   "kubectl-apikey",
+		Short: "Generate, list, reveal, rotate and delete your API keys",
+		Long: `kubectl apikey manages keymint API keys: APIKey resources whose keys the
+keymint operator mints into Secrets. A user holds up to two active keys; the
+second is for rollover without downtime.
+
+Exit codes: 0 success, 1 error (the message says what to do next),
+2 wrong command line.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	cmd.SetIn(o.Streams.In)
+	cmd.SetOut(o.Streams.Out)
+	cmd.SetErr(o.Streams.ErrOut)
+	o.ConfigFlags.AddFlags(cmd.PersistentFlags())
+	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return UsageError{err.Error()} })
+	cmd.AddCommand(
+		newCreateCommand(o),
+		newListCommand(o),
+		newRevealCommand(o),
+		newRotateCommand(o),
+		newDeleteCommand(o),
+		newStatusCommand(o),
+	)
+	return cmd
+}
+
+// Execute runs the command line args and returns the exit code, printing a
+// failure as one line on stderr.
+func Execute(o *Options, args []string) int {
+	cmd := NewCommand(o)
+	cmd.SetArgs(args)
+	err := cmd.Execute()
+	if err == nil {
+		return ExitOK
+	}
+	fmt.Fprintln(o.Streams.ErrOut, "error: "+explain(err))
+	if errors.As(err, new(UsageError)) {
+		return ExitUsage
+	}
+	return ExitError
+}
+
+// explain turns an error into one line that says what to do next.
+func explain(err error) string {
+	var status apierrors.APIStatus
+	if errors.As(err, &status) {
+		details := status.Status().Details
+		switch {
+		case apierrors.IsNotFound(err) && details != nil && details.Kind == "apikeys":
+			return fmt.Sprintf("API key %q not found; `kubectl apikey list` shows your keys", details.Name)
+		case apierrors.IsForbidden(err):
+			return status.Status().Message + " (ask an administrator for the keymint-user role)"
+		}
+		return status.Status().Message
+	}
+	var usage UsageError
+	if errors.As(err, &usage) {
+		return usage.msg + " (see --help)"
+	}
+	return err.Error()
+}

@@ -1,0 +1,124 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
+)
+
+// maxActiveKeys is the operator's default cap; rotate needs a free slot.
+const maxActiveKeys = 2
+
+type rotateOptions struct {
+	*Options
+	successor string
+	wait      bool
+	deleteOld bool
+	timeout   time.Duration
+}
+
+func newRotateCommand(o *Options) *cobra.Command {
+	r := &rotateOptions{Options: o}
+	cmd := &cobra.Command{
+		Use:   "rotate NAME",
+		Short: "Create a successor key with the same user and expiration, for a rollover without downtime",
+		Long: `rotate creates a successor of an API key (same user, same expiration choice),
+waits until it is Active, and prints how to switch workloads to it. The old
+key keeps working until you delete it, or until --delete-old deletes it once
+the successor is Active.`,
+		Example: `  kubectl apikey rotate ci
+  kubectl apikey rotate ci --successor ci-2027 --delete-old`,
+		Args: exactlyOneName,
+		RunE: func(cmd *cobra.Command, args []string) error { return r.run(cmd.Context(), args[0]) },
+	}
+	f := cmd.Flags()
+	f.StringVar(&r.successor, "successor", "", "name of the new APIKey (default: NAME-YYYYMMDDhhmmss)")
+	f.BoolVar(&r.wait, "wait", true, "wait until the successor is Active")
+	f.BoolVar(&r.deleteOld, "delete-old", false, "delete the old key once the successor is Active")
+	f.DurationVar(&r.timeout, "timeout", time.Minute, "how long to wait for the successor")
+	return cmd
+}
+
+func (r *rotateOptions) run(ctx context.Context, name string) error {
+	old, err := getKey(ctx, r.Options, name)
+	if err != nil {
+		return err
+	}
+	if r.deleteOld && !r.wait {
+		return usageErrorf("--delete-old needs --wait: the old key goes only once its successor works")
+	}
+	if active, err := r.activeKeysOf(ctx, old); err != nil {
+		return err
+	} else if len(active) >= maxActiveKeys {
+		return fmt.Errorf("user %s already holds %d active keys (%s): a rollover needs a free slot; delete a key you no longer use first",
+			old.Spec.User, len(active), strings.Join(active, ", "))
+	}
+	succ := &keymintv1alpha1.APIKey{
+		ObjectMeta: metav1.ObjectMeta{Namespace: old.Namespace, Name: r.successorName(name)},
+		Spec: keymintv1alpha1.APIKeySpec{
+			User:        old.Spec.User,
+			Expiration:  old.Spec.Expiration,
+			Description: "successor of " + name,
+		},
+	}
+	cl, _ := r.Client()
+	if err := cl.Create(ctx, succ); err != nil {
+		return err
+	}
+	fmt.Fprintf(r.Streams.Out, "apikey/%s created as the successor of apikey/%s\n", succ.Name, name)
+	if !r.wait {
+		return nil
+	}
+	if succ, err = waitActive(ctx, r.Options, succ, r.timeout); err != nil {
+		return err
+	}
+	fmt.Fprintf(r.Streams.Out, `apikey/%s is Active as %s in Secret %s.
+Next:
+  1. Point your workloads at Secret %s (key "api-key") and roll them out.
+  2. When they run with the new key, delete the old one: kubectl apikey delete %s -n %s
+`, succ.Name, succ.Status.KeyID, succ.Status.SecretName, succ.Status.SecretName, name, old.Namespace)
+	if r.deleteOld {
+		return deleteKey(ctx, r.Options, name)
+	}
+	return nil
+}
+
+// activeKeysOf lists the Active keys of old's user: in every namespace when
+// the caller may list them there, else in old's namespace.
+func (r *rotateOptions) activeKeysOf(ctx context.Context, old *keymintv1alpha1.APIKey) ([]string, error) {
+	cl, _ := r.Client()
+	list := &keymintv1alpha1.APIKeyList{}
+	err := cl.List(ctx, list)
+	if apierrors.IsForbidden(err) {
+		err = cl.List(ctx, list, client.InNamespace(old.Namespace))
+	}
+	if err != nil {
+		return nil, err
+	}
+	var active []string
+	for _, k := range list.Items {
+		if k.Spec.User == old.Spec.User && k.Status.Phase == keymintv1alpha1.PhaseActive {
+			active = append(active, k.Namespace+"/"+k.Name)
+		}
+	}
+	slices.Sort(active)
+	return active, nil
+}
+
+func (r *rotateOptions) successorName(name string) string {
+	if r.successor != "" {
+		return r.successor
+	}
+	suffix := "-" + r.Clock.Now().UTC().Format("20060102150405")
+	// APIKey names are at most 63 characters.
+	return strings.TrimSuffix(name[:min(len(name), 63-len(suffix))], "-") + suffix
+}

@@ -1,0 +1,88 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/cli-runtime/pkg/printers"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
+)
+
+func newStatusCommand(o *Options) *cobra.Command {
+	return &cobra.Command{
+		Use:   "status NAME",
+		Short: "Show an API key's state, expiry, conditions and events",
+		Args:  exactlyOneName,
+		RunE:  func(cmd *cobra.Command, args []string) error { return status(cmd.Context(), o, args[0]) },
+	}
+}
+
+func status(ctx context.Context, o *Options, name string) error {
+	key, err := getKey(ctx, o, name)
+	if err != nil {
+		return err
+	}
+	now := o.Clock.Now()
+	w := printers.GetNewTabWriter(o.Streams.Out)
+	row := func(k, v string) { fmt.Fprintf(w, "%s:\t%s\n", k, v) }
+	row("Name", key.Namespace+"/"+key.Name)
+	row("User", key.Spec.User)
+	row("Phase", orDash(string(key.Status.Phase)))
+	row("Key ID", orDash(key.Status.KeyID))
+	row("Key hash", orDash(key.Status.KeyHash))
+	row("Secret", orDash(key.Status.SecretName))
+	if key.Status.IssuedAt != nil {
+		row("Issued", key.Status.IssuedAt.UTC().Format(time.RFC3339))
+	} else {
+		row("Issued", "-")
+	}
+	row("Expires", expiresText(key, now))
+	if key.Status.Phase != keymintv1alpha1.PhaseActive {
+		row("Why", waitingReason(key))
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+
+	fmt.Fprintln(o.Streams.Out, "\nConditions:")
+	w = printers.GetNewTabWriter(o.Streams.Out)
+	fmt.Fprintln(w, "  TYPE\tSTATUS\tREASON\tMESSAGE")
+	for _, c := range key.Status.Conditions {
+		fmt.Fprintf(w, "  %s\t%s\t%s\t%s\n", c.Type, c.Status, c.Reason, c.Message)
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+
+	cl, _ := o.Client()
+	events := &corev1.EventList{}
+	err = cl.List(ctx, events, client.InNamespace(key.Namespace), client.MatchingFieldsSelector{
+		Selector: fields.SelectorFromSet(fields.Set{"involvedObject.name": key.Name, "involvedObject.kind": "APIKey"}),
+	})
+	if err != nil {
+		fmt.Fprintf(o.Streams.Out, "\nEvents: not readable (%s)\n", explain(err))
+		return nil
+	}
+	slices.SortFunc(events.Items, func(a, b corev1.Event) int { return eventTime(a).Compare(eventTime(b)) })
+	fmt.Fprintln(o.Streams.Out, "\nEvents:")
+	w = printers.GetNewTabWriter(o.Streams.Out)
+	fmt.Fprintln(w, "  AGE\tTYPE\tREASON\tMESSAGE")
+	for _, e := range events.Items {
+		fmt.Fprintf(w, "  %s\t%s\t%s\t%s\n", ageOf(eventTime(e), now), e.Type, e.Reason, e.Message)
+	}
+	return w.Flush()
+}
+
+func eventTime(e corev1.Event) time.Time {
+	if !e.EventTime.IsZero() {
+		return e.EventTime.Time
+	}
+	return e.LastTimestamp.Time
+}

@@ -1,0 +1,48 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
+)
+
+// waitActive polls key until it is Active, and fails early when it cannot
+// become Active without someone's help.
+func waitActive(ctx context.Context, o *Options, key *keymintv1alpha1.APIKey, timeout time.Duration) (*keymintv1alpha1.APIKey, error) {
+	cl, err := o.Client()
+	if err != nil {
+		return nil, err
+	}
+	latest := key.DeepCopy()
+	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
+		if err := cl.Get(ctx, client.ObjectKeyFromObject(key), latest); err != nil {
+			return false, err
+		}
+		switch {
+		case latest.Status.Phase == keymintv1alpha1.PhaseActive:
+			return true, nil
+		case apimeta.IsStatusConditionTrue(latest.Status.Conditions, keymintv1alpha1.ConditionStalled):
+			return false, fmt.Errorf("apikey/%s cannot become Active: %s", key.Name, waitingReason(latest))
+		}
+		return false, nil
+	})
+	if wait.Interrupted(err) {
+		return latest, fmt.Errorf("apikey/%s is not Active after %s: %s; `kubectl apikey status %s` tells more",
+			key.Name, timeout, waitingReason(latest), key.Name)
+	}
+	return latest, err
+}
+
+// waitingReason is the Ready condition's message, or its absence.
+func waitingReason(key *keymintv1alpha1.APIKey) string {
+	if c := apimeta.FindStatusCondition(key.Status.Conditions, keymintv1alpha1.ConditionReady); c != nil && c.Message != "" {
+		return c.Message
+	}
+	return "the operator has not reported on it yet"
+}
