@@ -37,9 +37,10 @@ import (
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
 	"github.com/keymint/keymint/internal/keysecret"
+	"github.com/keymint/keymint/internal/testenv"
 )
 
-const slotNamespace = "keymint-system"
+const slotNamespace = testenv.SlotNamespace
 
 var (
 	testScheme = runtime.NewScheme()
@@ -79,18 +80,9 @@ func runSuite(m *testing.M) int {
 	utilruntime.Must(keymintv1alpha1.AddToScheme(testScheme))
 	logf.SetLogger(zap.New(zap.WriteTo(managerLogs), zap.Level(zapcore.Level(-5))))
 
-	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		fmt.Fprintln(os.Stderr, "KUBEBUILDER_ASSETS is not set: run `make test`, which builds kube-apiserver and etcd into bin/k8s and sets it")
-		return 1
-	}
-	env := &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join("..", "config", "crd", "bases")},
-		ErrorIfCRDPathMissing: true,
-	}
-	testEnv = env
-	var err error
-	if restConfig, err = env.Start(); err != nil {
-		fmt.Fprintln(os.Stderr, "starting envtest:", err)
+	env, err := testenv.Start(context.Background(), filepath.Join("..", "config"), testScheme)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	defer func() {
@@ -98,26 +90,7 @@ func runSuite(m *testing.M) int {
 			fmt.Fprintln(os.Stderr, "stopping envtest:", err)
 		}
 	}()
-	if k8sClient, err = client.NewWithWatch(restConfig, client.Options{Scheme: testScheme}); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: slotNamespace}}
-	if err := k8sClient.Create(context.Background(), ns); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	// The access roles and admission policies, as `make install` applies them.
-	for _, dir := range []string{"access", "admission"} {
-		if err := applyManifests(context.Background(), filepath.Join("..", "config", dir)); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-	}
-	if err := waitForPolicies(context.Background()); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
+	testEnv, restConfig, k8sClient = env.Environment, env.Config, env.Client
 	return m.Run()
 }
 

@@ -1,0 +1,141 @@
+// Package testenv starts the control plane tests run on: kube-apiserver and
+// etcd from KUBEBUILDER_ASSETS (bin/k8s, built by `make controlplane`), with
+// keymint's CRD, access roles and admission policies installed as `make
+// install` installs them.
+package testenv
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
+)
+
+// SlotNamespace is where the test managers keep slot Leases.
+const SlotNamespace = "keymint-system"
+
+// Env is a running control plane.
+type Env struct {
+	*envtest.Environment
+	Config *rest.Config
+	Client client.WithWatch
+}
+
+// Start starts the control plane and installs keymint's CRD, roles and
+// policies from configDir (the repository's config/).
+func Start(ctx context.Context, configDir string, scheme *runtime.Scheme) (*Env, error) {
+	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
+		return nil, errors.New("KUBEBUILDER_ASSETS is not set: run `make test`, which builds kube-apiserver and etcd into bin/k8s and sets it")
+	}
+	env := &envtest.Environment{
+		CRDDirectoryPaths:     []string{filepath.Join(configDir, "crd", "bases")},
+		ErrorIfCRDPathMissing: true,
+	}
+	cfg, err := env.Start()
+	if err != nil {
+		return nil, fmt.Errorf("starting envtest: %w", err)
+	}
+	e := &Env{Environment: env, Config: cfg}
+	fail := func(err error) (*Env, error) {
+		_ = env.Stop()
+		return nil, err
+	}
+	if e.Client, err = client.NewWithWatch(cfg, client.Options{Scheme: scheme}); err != nil {
+		return fail(err)
+	}
+	if err := e.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: SlotNamespace}}); err != nil {
+		return fail(err)
+	}
+	for _, dir := range []string{"access", "admission"} {
+		if err := e.Apply(ctx, filepath.Join(configDir, dir)); err != nil {
+			return fail(err)
+		}
+	}
+	if err := e.waitForPolicies(ctx); err != nil {
+		return fail(err)
+	}
+	return e, nil
+}
+
+// Apply creates every object in the YAML files of dir, except its
+// kustomization.
+func (e *Env) Apply(ctx context.Context, dir string) error {
+	files, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
+	if err != nil {
+		return err
+	}
+	for _, file := range files {
+		if filepath.Base(file) == "kustomization.yaml" {
+			continue
+		}
+		raw, err := os.ReadFile(file)
+		if err != nil {
+			return err
+		}
+		decoder := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(raw), 4096)
+		for {
+			obj := &unstructured.Unstructured{}
+			if err := decoder.Decode(&obj.Object); err != nil {
+				if errors.Is(err, io.EOF) {
+					break
+				}
+				return fmt.Errorf("%s: %w", file, err)
+			}
+			if len(obj.Object) == 0 {
+				continue
+			}
+			if err := e.Client.Create(ctx, obj); err != nil {
+				return fmt.Errorf("%s: %s %s: %w", file, obj.GetKind(), obj.GetName(), err)
+			}
+		}
+	}
+	return nil
+}
+
+// waitForPolicies waits until the API server applies the admission
+// policies, which load asynchronously: an APIKey created comes back with
+// spec.requester set.
+func (e *Env) waitForPolicies(ctx context.Context) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for i := 0; time.Now().Before(deadline); i++ {
+		probe := &keymintv1alpha1.APIKey{
+			ObjectMeta: metav1.ObjectMeta{Namespace: SlotNamespace, Name: fmt.Sprintf("policy-probe-%d", i)},
+			Spec: keymintv1alpha1.APIKeySpec{
+				User:       "probe",
+				Expiration: keymintv1alpha1.Expiration{Never: ptr.To(true)},
+			},
+		}
+		// Until the policies know the new CRD, a create can fail outright.
+		if err := e.Client.Create(ctx, probe); err == nil {
+			ok := probe.Spec.Requester != nil
+			if err := e.Client.Delete(ctx, probe); err != nil {
+				return err
+			}
+			if ok {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return errors.New("the admission policies did not take effect")
+}
