@@ -55,6 +55,17 @@ demo: manifests controlplane build ## Run the operator on a local control plane 
 build: manifests generate fmt vet ## Build the manager binary.
 	go build -o bin/manager .
 
+.PHONY: plugin
+plugin: fmt vet ## Build the kubectl plugin into bin/kubectl-apikey.
+	go build -o bin/kubectl-apikey ./cmd/kubectl-apikey
+
+PLUGIN_DIR ?= $(HOME)/.local/bin
+.PHONY: install-plugin
+install-plugin: plugin ## Install kubectl-apikey on PATH (PLUGIN_DIR, default ~/.local/bin), so `kubectl apikey` works.
+	install -d $(PLUGIN_DIR)
+	install -m 0755 bin/kubectl-apikey $(PLUGIN_DIR)/kubectl-apikey
+	@echo "installed $(PLUGIN_DIR)/kubectl-apikey; make sure $(PLUGIN_DIR) is on PATH"
+
 .PHONY: run
 run: manifests generate fmt vet ## Run the manager against the current kubeconfig.
 	go run . --slot-namespace=$${SLOT_NAMESPACE:-keymint-system}

@@ -37,8 +37,10 @@ func relative(now, t time.Time) string {
 
 // span is the calendar distance from from to to, in its largest whole unit.
 func span(from, to time.Time) string {
+	// A minute of slack: a key issued seconds ago for 12 months expires
+	// "in 12 months", not in 11.
 	months := 0
-	for !expiry.AddMonths(from, months+1).After(to) {
+	for !expiry.AddMonths(from, months+1).After(to.Add(time.Minute)) {
 		months++
 	}
 	d := to.Sub(from)

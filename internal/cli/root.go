@@ -56,7 +56,7 @@ func (o *Options) Client() (client.WithWatch, error) {
 	}
 	cfg, err := o.ConfigFlags.ToRESTConfig()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("reading the kubeconfig (--kubeconfig, $KUBECONFIG, ~/.kube/config): %w", err)
 	}
 	c, err := client.NewWithWatch(cfg, client.Options{Scheme: Scheme})
 	if err != nil {
@@ -154,7 +154,7 @@ func explain(err error) string {
 		switch {
 		case apierrors.IsNotFound(err) && details != nil && details.Kind == "apikeys":
 			return fmt.Sprintf("API key %q not found; `kubectl apikey list` shows your keys", details.Name)
-		case apierrors.IsForbidden(err):
+		case apierrors.IsForbidden(err) && details != nil && details.Kind == "apikeys":
 			return status.Status().Message + " (ask an administrator for the keymint-user role)"
 		}
 		return status.Status().Message

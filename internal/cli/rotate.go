@@ -49,12 +49,12 @@ the successor is Active.`,
 }
 
 func (r *rotateOptions) run(ctx context.Context, name string) error {
+	if r.deleteOld && !r.wait {
+		return usageErrorf("--delete-old needs --wait: the old key goes only once its successor works")
+	}
 	old, err := getKey(ctx, r.Options, name)
 	if err != nil {
 		return err
-	}
-	if r.deleteOld && !r.wait {
-		return usageErrorf("--delete-old needs --wait: the old key goes only once its successor works")
 	}
 	if active, err := r.activeKeysOf(ctx, old); err != nil {
 		return err

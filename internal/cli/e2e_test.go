@@ -1,0 +1,220 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
+	"github.com/keymint/keymint/controllers"
+	"github.com/keymint/keymint/internal/keys"
+	"github.com/keymint/keymint/internal/testenv"
+)
+
+var env *testenv.Env
+
+func TestMain(m *testing.M) {
+	os.Exit(runE2E(m))
+}
+
+// runE2E starts a control plane and the real operator for the plugin's
+// end-to-end tests.
+func runE2E(m *testing.M) int {
+	logf.SetLogger(logr.Discard()) // the operator's logs are not under test here
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var err error
+	if env, err = testenv.Start(ctx, filepath.Join("..", "..", "config"), Scheme); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer func() { _ = env.Stop() }()
+	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
+		Scheme:                 Scheme,
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		Cache:                  controllers.CacheOptions(testenv.SlotNamespace),
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	r := &controllers.APIKeyReconciler{
+		Client:         mgr.GetClient(),
+		APIReader:      mgr.GetAPIReader(),
+		Recorder:       mgr.GetEventRecorder("keymint"),
+		Clock:          clock.RealClock{},
+		MaxKeysPerUser: 2,
+		SlotNamespace:  testenv.SlotNamespace,
+	}
+	if err := r.SetupWithManager(ctx, mgr); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	go func() { _ = mgr.Start(ctx) }()
+	return m.Run()
+}
+
+// user is someone with a kubeconfig of their own, holding keymint-user in a
+// namespace of the test's own.
+type user struct {
+	name, namespace, kubeconfig string
+}
+
+func newUser(t *testing.T, name string) user {
+	t.Helper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "cli-"}}
+	if err := env.Client.Create(context.Background(), ns); err != nil {
+		t.Fatal(err)
+	}
+	name = name + "@" + ns.Name
+	rb := &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: "keys"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "keymint-user"},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: name}},
+	}
+	// Reading its own keys' Secrets is what reveal needs, and Events what
+	// status shows; users of a real cluster hold them through their
+	// namespace's roles.
+	secrets := &rbacv1.Role{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: "read-secrets"},
+		Rules: []rbacv1.PolicyRule{
+			{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"get"}},
+			{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"list"}},
+		},
+	}
+	secretsBinding := &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: "read-secrets"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "read-secrets"},
+		Subjects:   rb.Subjects,
+	}
+	for _, obj := range []client.Object{rb, secrets, secretsBinding} {
+		if err := env.Client.Create(context.Background(), obj); err != nil {
+			t.Fatal(err)
+		}
+	}
+	authn, err := env.AddUser(envtest.User{Name: name}, env.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := authn.KubeConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(path, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return user{name: name, namespace: ns.Name, kubeconfig: path}
+}
+
+// run runs kubectl apikey as u and returns its stdout, stderr and exit code.
+func (u user) run(args ...string) (string, string, int) {
+	out, errOut := &bytes.Buffer{}, &bytes.Buffer{}
+	code := Execute(&Options{Streams: genericiooptions.IOStreams{In: &bytes.Buffer{}, Out: out, ErrOut: errOut}},
+		append(args, "--kubeconfig", u.kubeconfig, "-n", u.namespace))
+	return out.String(), errOut.String(), code
+}
+
+// TestPluginLifecycle drives create → list → reveal → rotate → delete as a
+// user would, against the API server with the operator running.
+func TestPluginLifecycle(t *testing.T) {
+	g := NewWithT(t)
+	alice := newUser(t, "alice")
+
+	out, errOut, code := alice.run("create", "ci", "--months", "12", "--wait")
+	g.Expect(code).To(Equal(ExitOK), errOut)
+	g.Expect(out).To(MatchRegexp(`^apikey/ci created for user alice@cli-\w+: Active as kid_\w+ in Secret ci\n$`))
+
+	out, _, code = alice.run("list")
+	g.Expect(code).To(Equal(ExitOK))
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	g.Expect(lines).To(HaveLen(2))
+	g.Expect(strings.Fields(lines[0])).To(Equal([]string{"NAME", "USER", "PHASE", "KEY", "EXPIRES", "AGE"}))
+	g.Expect(lines[1]).To(MatchRegexp(`^ci\s+alice@cli-\w+\s+Active\s+kid_\w+\s+\d{4}-\d\d-\d\d \(in 12 months\)\s+\d+s$`))
+
+	out, _, code = alice.run("ls", "-o", "json")
+	g.Expect(code).To(Equal(ExitOK))
+	list := &keymintv1alpha1.APIKeyList{}
+	g.Expect(json.Unmarshal([]byte(out), list)).To(Succeed())
+	g.Expect(list.Items).To(HaveLen(1))
+	keyID := list.Items[0].Status.KeyID
+
+	// reveal: the key alone on stdout, the audit warning on stderr.
+	out, errOut, code = alice.run("reveal", "ci")
+	g.Expect(code).To(Equal(ExitOK))
+	revealed := strings.TrimSuffix(out, "\n")
+	g.Expect(keys.Validate(revealed)).To(Succeed(), "reveal prints a well-formed key")
+	g.Expect(keys.Hash(revealed)).To(Equal(list.Items[0].Status.KeyHash), "and it is ci's key")
+	g.Expect(errOut).To(ContainSubstring("Revealing key " + keyID + " of apikey/ci; this read of Secret"))
+	g.Expect(errOut).To(ContainSubstring("is audited"))
+
+	// Nothing but reveal shows the key.
+	for _, args := range [][]string{{"list"}, {"list", "-o", "yaml"}, {"status", "ci"}} {
+		out, errOut, _ := alice.run(args...)
+		g.Expect(strings.Contains(out+errOut, revealed)).To(BeFalse(), "%v shows the key", args)
+	}
+
+	// status explains the key.
+	out, _, code = alice.run("status", "ci")
+	g.Expect(code).To(Equal(ExitOK))
+	g.Expect(out).To(MatchRegexp(`Phase:\s+Active`))
+	g.Expect(out).To(MatchRegexp(`Key ID:\s+` + keyID))
+	g.Expect(out).To(ContainSubstring("(in 12 months)"))
+	g.Expect(out).To(MatchRegexp(`Ready\s+True\s+Active`))
+	g.Eventually(func() string { out, _, _ := alice.run("status", "ci"); return out }).
+		Should(MatchRegexp(`Normal\s+Issued\s+key ` + keyID))
+
+	// rotate: a successor with the same expiration choice, then the old key goes.
+	out, errOut, code = alice.run("rotate", "ci", "--successor", "ci-2027", "--delete-old")
+	g.Expect(code).To(Equal(ExitOK), errOut)
+	g.Expect(out).To(ContainSubstring("apikey/ci-2027 created as the successor of apikey/ci"))
+	g.Expect(out).To(MatchRegexp(`apikey/ci-2027 is Active as kid_\w+ in Secret ci-2027`))
+	g.Expect(out).To(ContainSubstring("Point your workloads at Secret ci-2027"))
+	g.Expect(out).To(ContainSubstring("apikey/ci deleted: key " + keyID + " revoked"))
+	succ := &keymintv1alpha1.APIKey{}
+	g.Expect(env.Client.Get(context.Background(), client.ObjectKey{Namespace: alice.namespace, Name: "ci-2027"}, succ)).To(Succeed())
+	g.Expect(*succ.Spec.Expiration.Months).To(Equal(int32(12)))
+
+	// With two active keys there is no slot for a rollover: refused clearly.
+	_, errOut, code = alice.run("create", "second", "--never", "--wait")
+	g.Expect(code).To(Equal(ExitOK), errOut)
+	_, errOut, code = alice.run("rotate", "second")
+	g.Expect(code).To(Equal(ExitError))
+	g.Expect(errOut).To(MatchRegexp(`^error: user alice@cli-\w+ already holds 2 active keys \(cli-\w+/ci-2027, cli-\w+/second\): a rollover needs a free slot; delete a key you no longer use first\n$`))
+
+	// delete revokes.
+	out, _, code = alice.run("delete", "second")
+	g.Expect(code).To(Equal(ExitOK))
+	g.Expect(out).To(MatchRegexp(`^apikey/second deleted: key kid_\w+ revoked\n$`))
+	g.Eventually(func() string { out, _, _ := alice.run("list"); return out }).WithTimeout(10 * time.Second).ShouldNot(ContainSubstring("second"))
+
+	// Keys of other users are refused by the API server, in one line.
+	_, errOut, code = alice.run("create", "for-bob", "--never", "--user", "bob")
+	g.Expect(code).To(Equal(ExitError))
+	g.Expect(errOut).To(ContainSubstring("needs the delegate verb on apikeys"))
+	g.Expect(strings.Count(errOut, "\n")).To(Equal(1))
+
+	_, errOut, code = alice.run("reveal", "missing")
+	g.Expect(code).To(Equal(ExitError))
+	g.Expect(errOut).To(Equal("error: API key \"missing\" not found; `kubectl apikey list` shows your keys\n"))
+}
