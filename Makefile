@@ -44,6 +44,11 @@ vet: ## go vet.
 test: manifests generate fmt vet controlplane ## Run every test: unit and envtest (real kube-apiserver and etcd).
 	go test $(GOTEST_FLAGS) ./... -coverprofile cover.out
 
+BENCH_FLAGS ?=
+.PHONY: bench
+bench: manifests controlplane build ## Measure keymint against the API server's floor (see README, Performance).
+	go run ./hack/bench $(BENCH_FLAGS)
+
 .PHONY: demo
 demo: manifests controlplane build ## Run the operator on a local control plane and show it working.
 	go build -o bin/demo ./hack/demo

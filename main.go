@@ -51,10 +51,10 @@ func main() {
 	flag.BoolVar(&secureMetrics, "metrics-secure", true, "Serve metrics over HTTPS, for callers authorised through the API server.")
 	flag.IntVar(&maxKeysPerUser, "max-keys-per-user", 2, "The number of Active keys a user may hold, across all namespaces.")
 	flag.StringVar(&slotNamespace, "slot-namespace", envOr("POD_NAMESPACE", "keymint-system"), "The namespace of the Leases that enforce --max-keys-per-user.")
-	flag.IntVar(&concurrency, "max-concurrent-reconciles", 8, "The number of APIKeys reconciled at once.")
+	flag.IntVar(&concurrency, "max-concurrent-reconciles", 16, "The number of APIKeys reconciled at once.")
 	flag.DurationVar(&accessRecheck, "access-recheck-interval", controllers.DefaultAccessRecheck, "How often a key's access is checked again besides on RoleBinding and ClusterRoleBinding changes.")
-	flag.Float64Var(&qps, "kube-api-qps", 100, "Queries per second the manager may send to the API server.")
-	flag.IntVar(&burst, "kube-api-burst", 200, "Burst of queries the manager may send to the API server.")
+	flag.Float64Var(&qps, "kube-api-qps", 500, "Queries per second the manager may send to the API server.")
+	flag.IntVar(&burst, "kube-api-burst", 1000, "Burst of queries the manager may send to the API server.")
 	opts := zap.Options{Development: false}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()

@@ -86,8 +86,8 @@ func (r *APIKeyReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manage
 		return err
 	}
 	return ctrl.NewControllerManagedBy(mgr).
-		For(&keymintv1alpha1.APIKey{}).
-		Owns(&corev1.Secret{}).
+		For(&keymintv1alpha1.APIKey{}, builder.WithPredicates(specOrMetaChanged)).
+		Owns(&corev1.Secret{}, builder.WithPredicates(secretGone)).
 		// A slot freed lets a waiting key of its user in.
 		Watches(&coordinationv1.Lease{}, handler.EnqueueRequestsFromMapFunc(r.waitingKeysOfSlot),
 			builder.WithPredicates(slotChanged)).

@@ -2,6 +2,8 @@ package controllers
 
 import (
 	"context"
+	"maps"
+	"slices"
 
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
@@ -46,4 +48,27 @@ func (r *APIKeyReconciler) waitingKeysOfSlot(ctx context.Context, lease client.O
 		}
 	}
 	return reqs
+}
+
+// specOrMetaChanged passes APIKey updates that may need work: spec, labels,
+// annotations, finalizers or deletion. The controller's own status writes
+// do not come back as another reconcile.
+var specOrMetaChanged = predicate.Funcs{
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		o, n := e.ObjectOld, e.ObjectNew
+		return o.GetGeneration() != n.GetGeneration() ||
+			!maps.Equal(o.GetLabels(), n.GetLabels()) ||
+			!maps.Equal(o.GetAnnotations(), n.GetAnnotations()) ||
+			!slices.Equal(o.GetFinalizers(), n.GetFinalizers()) ||
+			!o.GetDeletionTimestamp().Equal(n.GetDeletionTimestamp())
+	},
+}
+
+// secretGone passes deletions of minted Secrets only: a deleted Secret is
+// reissued; the controller's own creates need no second look, and minted
+// Secrets are immutable.
+var secretGone = predicate.Funcs{
+	CreateFunc:  func(event.CreateEvent) bool { return false },
+	UpdateFunc:  func(event.UpdateEvent) bool { return false },
+	GenericFunc: func(event.GenericEvent) bool { return false },
 }

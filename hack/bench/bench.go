@@ -1,0 +1,307 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
+	"github.com/keymint/keymint/internal/testenv"
+)
+
+func runtimeNumCPU() int { return runtime.NumCPU() }
+
+type bench struct {
+	env     *testenv.Env
+	root    string
+	workers int
+
+	manager     *exec.Cmd
+	metricsAddr string
+	granted     bool
+}
+
+// startManager runs bin/manager against the control plane, as its own
+// process, with every authenticated user granted access to keys.
+func (b *bench) startManager(ctx context.Context) error {
+	if !b.granted {
+		crb := &rbacv1.ClusterRoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Name: "bench-everyone-holds-keys"},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "keymint-user"},
+			Subjects:   []rbacv1.Subject{{Kind: rbacv1.GroupKind, APIGroup: rbacv1.GroupName, Name: "system:authenticated"}},
+		}
+		if err := b.env.Client.Create(ctx, crb); err != nil {
+			return err
+		}
+		b.granted = true
+	}
+	admin, err := b.env.AddUser(envtest.User{Name: "keymint-manager", Groups: []string{"system:masters"}}, b.env.Config)
+	if err != nil {
+		return err
+	}
+	kubeconfig, err := admin.KubeConfig()
+	if err != nil {
+		return err
+	}
+	dir := filepath.Join(b.root, "bin")
+	path := filepath.Join(dir, "bench-kubeconfig")
+	if err := os.WriteFile(path, kubeconfig, 0o600); err != nil {
+		return err
+	}
+	port, err := freePort()
+	if err != nil {
+		return err
+	}
+	b.metricsAddr = fmt.Sprintf("127.0.0.1:%d", port)
+	log, err := os.Create(filepath.Join(dir, "bench-manager.log"))
+	if err != nil {
+		return err
+	}
+	b.manager = exec.Command(filepath.Join(dir, "manager"),
+		"--slot-namespace="+testenv.SlotNamespace, "--health-probe-bind-address=0",
+		"--metrics-bind-address="+b.metricsAddr, "--metrics-secure=false")
+	b.manager.Env = append(os.Environ(), "KUBECONFIG="+path)
+	b.manager.Stdout, b.manager.Stderr = log, log
+	if err := b.manager.Start(); err != nil {
+		return fmt.Errorf("starting bin/manager (make build): %w", err)
+	}
+	return wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+		_, err := b.scrape()
+		return err == nil, nil
+	})
+}
+
+func (b *bench) stop() {
+	if b.manager != nil && b.manager.Process != nil {
+		_ = b.manager.Process.Signal(os.Interrupt)
+		_ = b.manager.Wait()
+		b.manager = nil
+	}
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// metrics is what the manager's /metrics says.
+type metrics struct {
+	requests map[string]float64 // client requests by HTTP method
+	heap     float64
+}
+
+var methodLabel = regexp.MustCompile(`method="([A-Z]+)"`)
+
+func (b *bench) scrape() (metrics, error) {
+	resp, err := http.Get("http://" + b.metricsAddr + "/metrics")
+	if err != nil {
+		return metrics{}, err
+	}
+	defer resp.Body.Close()
+	m := metrics{requests: map[string]float64{}}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		fields := strings.Fields(line)
+		if len(fields) < 2 {
+			continue
+		}
+		v, _ := strconv.ParseFloat(fields[len(fields)-1], 64)
+		switch {
+		case strings.HasPrefix(line, "rest_client_requests_total{"):
+			if mm := methodLabel.FindStringSubmatch(line); mm != nil {
+				m.requests[mm[1]] += v
+			}
+		case strings.HasPrefix(line, "go_memstats_heap_alloc_bytes "):
+			m.heap = v
+		}
+	}
+	return m, sc.Err()
+}
+
+// peakRSSMiB is the manager's VmHWM.
+func (b *bench) peakRSSMiB() float64 {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", b.manager.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if strings.HasPrefix(line, "VmHWM:") {
+			kb, _ := strconv.ParseFloat(strings.Fields(line)[1], 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
+// parallel runs do(i) for i in [0, n) on b.workers goroutines.
+func (b *bench) parallel(n int, do func(i int) error) error {
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		firstErr error
+		next     = make(chan int)
+	)
+	for range b.workers {
+		wg.Go(func() {
+			for i := range next {
+				if err := do(i); err != nil {
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = err
+					}
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return firstErr
+}
+
+func (b *bench) namespace(ctx context.Context, name string) error {
+	return b.env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}})
+}
+
+// floor is a bare client doing, per item, one Secret create and one patch.
+func (b *bench) floor(ctx context.Context, n int) (time.Duration, error) {
+	if err := b.namespace(ctx, "floor"); err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	err := b.parallel(n, func(i int) error {
+		s := &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "floor", Name: fmt.Sprintf("s-%d", i)},
+			Data:       map[string][]byte{"api-key": bytes.Repeat([]byte("k"), 53)},
+		}
+		if err := b.env.Client.Create(ctx, s); err != nil {
+			return err
+		}
+		return b.env.Client.Patch(ctx, s, client.RawPatch("application/merge-patch+json", []byte(`{"metadata":{"labels":{"done":"true"}}}`)))
+	})
+	return time.Since(start), err
+}
+
+// keyWatch records when each APIKey of a namespace was first seen Active.
+type keyWatch struct {
+	mu     sync.Mutex
+	active map[string]time.Time
+	w      watch.Interface
+}
+
+func (b *bench) watchKeys(ctx context.Context, ns string) (*keyWatch, error) {
+	w, err := b.env.Client.Watch(ctx, &keymintv1alpha1.APIKeyList{}, client.InNamespace(ns))
+	if err != nil {
+		return nil, err
+	}
+	kw := &keyWatch{active: map[string]time.Time{}, w: w}
+	go func() {
+		for ev := range w.ResultChan() {
+			if k, ok := ev.Object.(*keymintv1alpha1.APIKey); ok && k.Status.Phase == keymintv1alpha1.PhaseActive {
+				kw.mu.Lock()
+				if _, seen := kw.active[k.Name]; !seen {
+					kw.active[k.Name] = time.Now()
+				}
+				kw.mu.Unlock()
+			}
+		}
+	}()
+	return kw, nil
+}
+
+func (kw *keyWatch) count() int {
+	kw.mu.Lock()
+	defer kw.mu.Unlock()
+	return len(kw.active)
+}
+
+func (kw *keyWatch) waitFor(ctx context.Context, n int, timeout time.Duration) error {
+	return wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, timeout, true, func(context.Context) (bool, error) {
+		return kw.count() >= n, nil
+	})
+}
+
+// createKeys creates n APIKeys named k-<i> for user(i) and returns when
+// each create returned.
+func (b *bench) createKeys(ctx context.Context, ns string, n int, user func(int) string, exp keymintv1alpha1.Expiration) (map[string]time.Time, error) {
+	var mu sync.Mutex
+	created := map[string]time.Time{}
+	err := b.parallel(n, func(i int) error {
+		k := &keymintv1alpha1.APIKey{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("k-%d", i)},
+			Spec:       keymintv1alpha1.APIKeySpec{User: user(i), Expiration: exp},
+		}
+		t := time.Now()
+		if err := b.env.Client.Create(ctx, k); err != nil {
+			return err
+		}
+		mu.Lock()
+		created[k.Name] = t
+		mu.Unlock()
+		return nil
+	})
+	return created, err
+}
+
+func latencies(created, active map[string]time.Time) (p50, p99 float64) {
+	var ds []float64
+	for name, c := range created {
+		if a, ok := active[name]; ok {
+			ds = append(ds, a.Sub(c).Seconds())
+		}
+	}
+	if len(ds) == 0 {
+		return 0, 0
+	}
+	slices.Sort(ds)
+	return ds[len(ds)*50/100], ds[min(len(ds)-1, len(ds)*99/100)]
+}
+
+func perKey(before, after map[string]float64, n int) map[string]float64 {
+	out := map[string]float64{}
+	for method, v := range after {
+		if d := v - before[method]; d > 0 {
+			out[method] = d / float64(n)
+		}
+	}
+	return out
+}
+
+var never = keymintv1alpha1.Expiration{Never: ptr.To(true)}
+
+func sortedKeys(seq func(func(string) bool)) []string {
+	out := slices.Collect(seq)
+	slices.Sort(out)
+	return out
+}

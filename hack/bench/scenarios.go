@@ -1,0 +1,418 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"runtime"
+	"sync"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/apimachinery/pkg/watch"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
+	"github.com/keymint/keymint/internal/keysecret"
+)
+
+// throughput: the floor, then n keys for n users created by the workers,
+// until every one is Active, on the same API server.
+func (b *bench) throughput(ctx context.Context, n int) (result, error) {
+	r := result{Scenario: "throughput", N: n}
+	floor, err := b.floor(ctx, n)
+	if err != nil {
+		return r, err
+	}
+	r.FloorSeconds = floor.Seconds()
+	if err := b.startManager(ctx); err != nil {
+		return r, err
+	}
+	if err := b.namespace(ctx, "keys"); err != nil {
+		return r, err
+	}
+	kw, err := b.watchKeys(ctx, "keys")
+	if err != nil {
+		return r, err
+	}
+	defer kw.w.Stop()
+	before, err := b.scrape()
+	if err != nil {
+		return r, err
+	}
+	start := time.Now()
+	created, err := b.createKeys(ctx, "keys", n, func(i int) string { return fmt.Sprintf("user-%d", i) }, never)
+	if err != nil {
+		return r, err
+	}
+	if err := kw.waitFor(ctx, n, 5*time.Minute); err != nil {
+		return r, fmt.Errorf("%d of %d keys Active: %w", kw.count(), n, err)
+	}
+	r.KeymintSeconds = time.Since(start).Seconds()
+	r.Ratio = r.KeymintSeconds / r.FloorSeconds
+	kw.mu.Lock()
+	r.P50Seconds, r.P99Seconds = latencies(created, kw.active)
+	kw.mu.Unlock()
+	b.settle()
+	after, err := b.scrape()
+	if err != nil {
+		return r, err
+	}
+	r.RequestsPerKey = perKey(before.requests, after.requests, n)
+	r.PeakRSSMiB, r.HeapMiB = b.peakRSSMiB(), after.heap/(1<<20)
+	return r, nil
+}
+
+// settle waits for the manager's queue to drain after a burst.
+func (b *bench) settle() {
+	// The manager exposes no "idle" signal; its request counters stop moving.
+	prev := -1.0
+	_ = wait.PollUntilContextTimeout(context.Background(), time.Second, time.Minute, false, func(context.Context) (bool, error) {
+		m, err := b.scrape()
+		if err != nil {
+			return false, nil
+		}
+		total := 0.0
+		for _, v := range m.requests {
+			total += v
+		}
+		done := total == prev
+		prev = total
+		return done, nil
+	})
+	runtime.GC()
+}
+
+// idle: n Active keys, then a manager restart reconciles all of them; no
+// APIKey, Secret or slot Lease may change.
+func (b *bench) idle(ctx context.Context, n int) (result, error) {
+	r := result{Scenario: "idle", N: n}
+	if err := b.startManager(ctx); err != nil {
+		return r, err
+	}
+	if err := b.namespace(ctx, "keys"); err != nil {
+		return r, err
+	}
+	kw, err := b.watchKeys(ctx, "keys")
+	if err != nil {
+		return r, err
+	}
+	defer kw.w.Stop()
+	if _, err := b.createKeys(ctx, "keys", n, func(i int) string { return fmt.Sprintf("user-%d", i) }, never); err != nil {
+		return r, err
+	}
+	if err := kw.waitFor(ctx, n, 5*time.Minute); err != nil {
+		return r, err
+	}
+	b.settle()
+	before, err := b.versions(ctx)
+	if err != nil {
+		return r, err
+	}
+	b.stop()
+	if err := b.startManager(ctx); err != nil {
+		return r, err
+	}
+	start, err := b.scrape()
+	if err != nil {
+		return r, err
+	}
+	b.settle()
+	end, err := b.scrape()
+	if err != nil {
+		return r, err
+	}
+	after, err := b.versions(ctx)
+	if err != nil {
+		return r, err
+	}
+	changed := 0
+	for k, v := range before {
+		if after[k] != v {
+			changed++
+		}
+	}
+	r.Writes = float64(changed)
+	r.RequestsPerKey = perKey(start.requests, end.requests, n)
+	r.Notes = append(r.Notes, fmt.Sprintf("%d of %d objects changed by a full resync (POSTs are SubjectAccessReviews, not writes)", changed, len(before)))
+	return r, nil
+}
+
+// versions maps every APIKey, minted Secret and slot Lease to its resourceVersion.
+func (b *bench) versions(ctx context.Context) (map[string]string, error) {
+	out := map[string]string{}
+	keys := &keymintv1alpha1.APIKeyList{}
+	if err := b.env.Client.List(ctx, keys); err != nil {
+		return nil, err
+	}
+	for _, k := range keys.Items {
+		out["apikey/"+k.Namespace+"/"+k.Name] = k.ResourceVersion
+	}
+	secrets := &corev1.SecretList{}
+	if err := b.env.Client.List(ctx, secrets, client.MatchingLabels{keysecret.LabelManagedBy: keysecret.ManagedBy}); err != nil {
+		return nil, err
+	}
+	for _, s := range secrets.Items {
+		out["secret/"+s.Namespace+"/"+s.Name] = s.ResourceVersion
+	}
+	leases := &coordinationv1.LeaseList{}
+	if err := b.env.Client.List(ctx, leases, client.MatchingLabels{keysecret.LabelManagedBy: keysecret.ManagedBy}); err != nil {
+		return nil, err
+	}
+	for _, l := range leases.Items {
+		out["lease/"+l.Namespace+"/"+l.Name] = l.ResourceVersion
+	}
+	return out, nil
+}
+
+// capUnderLoad: users×perUser keys created at once converge to exactly 2
+// Active per user, never more at any observed moment; then each user's
+// Active keys are deleted and the queue moves on.
+func (b *bench) capUnderLoad(ctx context.Context, users, perUser int) (result, error) {
+	n := users * perUser
+	r := result{Scenario: "cap", N: n}
+	if err := b.startManager(ctx); err != nil {
+		return r, err
+	}
+	if err := b.namespace(ctx, "keys"); err != nil {
+		return r, err
+	}
+	w, err := b.env.Client.Watch(ctx, &keymintv1alpha1.APIKeyList{}, client.InNamespace("keys"))
+	if err != nil {
+		return r, err
+	}
+	defer w.Stop()
+	var mu sync.Mutex
+	active := map[string]map[string]bool{} // user -> active key names
+	maxSeen := 0
+	go func() {
+		for ev := range w.ResultChan() {
+			k, ok := ev.Object.(*keymintv1alpha1.APIKey)
+			if !ok {
+				continue
+			}
+			mu.Lock()
+			if active[k.Spec.User] == nil {
+				active[k.Spec.User] = map[string]bool{}
+			}
+			if ev.Type != watch.Deleted && k.Status.Phase == keymintv1alpha1.PhaseActive {
+				active[k.Spec.User][k.Name] = true
+			} else {
+				delete(active[k.Spec.User], k.Name)
+			}
+			maxSeen = max(maxSeen, len(active[k.Spec.User]))
+			mu.Unlock()
+		}
+	}()
+	snapshot := func() map[string][]string {
+		mu.Lock()
+		defer mu.Unlock()
+		out := map[string][]string{}
+		for u, ks := range active {
+			out[u] = slicesOf(ks)
+		}
+		return out
+	}
+	converged := func() bool {
+		s := snapshot()
+		if len(s) < users {
+			return false
+		}
+		for _, ks := range s {
+			if len(ks) != 2 {
+				return false
+			}
+		}
+		return true
+	}
+	start := time.Now()
+	if _, err := b.createKeys(ctx, "keys", n, func(i int) string { return fmt.Sprintf("user-%d", i%users) }, never); err != nil {
+		return r, err
+	}
+	if err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, 2*time.Minute, true, func(context.Context) (bool, error) { return converged(), nil }); err != nil {
+		return r, fmt.Errorf("did not converge to 2 Active per user")
+	}
+	r.KeymintSeconds = time.Since(start).Seconds()
+	// Delete every Active key once: the next two of each user take over.
+	for _, ks := range snapshot() {
+		for _, name := range ks {
+			if err := b.env.Client.Delete(ctx, &keymintv1alpha1.APIKey{ObjectMeta: metav1.ObjectMeta{Namespace: "keys", Name: name}}); err != nil {
+				return r, err
+			}
+		}
+	}
+	drain := time.Now()
+	if err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, 2*time.Minute, true, func(context.Context) (bool, error) { return converged(), nil }); err != nil {
+		return r, fmt.Errorf("the queue did not move on after deletions")
+	}
+	mu.Lock()
+	r.Notes = append(r.Notes, fmt.Sprintf("at most %d Active per user at any observed moment; next keys Active %.2fs after deletions", maxSeen, time.Since(drain).Seconds()))
+	if maxSeen > 2 {
+		r.Notes = append(r.Notes, "CAP VIOLATED")
+	}
+	mu.Unlock()
+	return r, nil
+}
+
+func slicesOf(m map[string]bool) []string {
+	return sortedKeys(maps.Keys(m))
+}
+
+// expiryPrecision: n keys with the same at; none loses its Secret before
+// at, and the lag of each Secret's deletion after at is measured.
+func (b *bench) expiryPrecision(ctx context.Context, n int) (result, error) {
+	r := result{Scenario: "expiry", N: n}
+	if err := b.startManager(ctx); err != nil {
+		return r, err
+	}
+	if err := b.namespace(ctx, "keys"); err != nil {
+		return r, err
+	}
+	kw, err := b.watchKeys(ctx, "keys")
+	if err != nil {
+		return r, err
+	}
+	defer kw.w.Stop()
+	// Time to issue them all first (the floor rate, generously), then expire.
+	at := time.Now().Add(20*time.Second + time.Duration(n)*20*time.Millisecond).Truncate(time.Second)
+	exp := keymintv1alpha1.Expiration{At: &metav1.Time{Time: at}}
+	sw, err := b.env.Client.Watch(ctx, &corev1.SecretList{}, client.InNamespace("keys"))
+	if err != nil {
+		return r, err
+	}
+	defer sw.Stop()
+	var mu sync.Mutex
+	gone := map[string]time.Time{}
+	go func() {
+		for ev := range sw.ResultChan() {
+			if s, ok := ev.Object.(*corev1.Secret); ok && ev.Type == watch.Deleted {
+				mu.Lock()
+				gone[s.Name] = time.Now()
+				mu.Unlock()
+			}
+		}
+	}()
+	if _, err := b.createKeys(ctx, "keys", n, func(i int) string { return fmt.Sprintf("user-%d", i) }, exp); err != nil {
+		return r, err
+	}
+	if err := kw.waitFor(ctx, n, time.Until(at)); err != nil {
+		return r, fmt.Errorf("only %d of %d keys were Active before at: %w", kw.count(), n, err)
+	}
+	if err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, time.Until(at)+time.Minute, true, func(context.Context) (bool, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(gone) >= n, nil
+	}); err != nil {
+		return r, fmt.Errorf("%d of %d Secrets deleted: %w", len(gone), n, err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	early := 0
+	lags := map[string]time.Time{}
+	for name, t := range gone {
+		if t.Before(at) {
+			early++
+		}
+		lags[name] = t
+	}
+	atTimes := map[string]time.Time{}
+	for name := range lags {
+		atTimes[name] = at
+	}
+	r.P50Seconds, r.P99Seconds = latencies(atTimes, lags)
+	r.Notes = append(r.Notes, fmt.Sprintf("%d Secrets gone before at; p50/p99 are Secret deletion minus at", early))
+	return r, nil
+}
+
+// isolation: peak RSS with n keys, with and without unrelated 100 KiB
+// Secrets in other namespaces.
+func (b *bench) isolation(ctx context.Context, n, unrelated int) (result, error) {
+	r := result{Scenario: "isolation", N: n}
+	withKeys := func(ns string) (float64, error) {
+		if err := b.startManager(ctx); err != nil {
+			return 0, err
+		}
+		defer b.stop()
+		if err := b.namespace(ctx, ns); err != nil {
+			return 0, err
+		}
+		kw, err := b.watchKeys(ctx, ns)
+		if err != nil {
+			return 0, err
+		}
+		defer kw.w.Stop()
+		if _, err := b.createKeys(ctx, ns, n, func(i int) string { return fmt.Sprintf("%s-user-%d", ns, i) }, never); err != nil {
+			return 0, err
+		}
+		if err := kw.waitFor(ctx, n, 5*time.Minute); err != nil {
+			return 0, err
+		}
+		b.settle()
+		return b.peakRSSMiB(), nil
+	}
+	base, err := withKeys("keys-a")
+	if err != nil {
+		return r, err
+	}
+	payload := make([]byte, 100<<10)
+	for i := range 10 {
+		if err := b.namespace(ctx, fmt.Sprintf("unrelated-%d", i)); err != nil {
+			return r, err
+		}
+	}
+	if err := b.parallel(unrelated, func(i int) error {
+		return b.env.Client.Create(ctx, &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Namespace: fmt.Sprintf("unrelated-%d", i%10), Name: fmt.Sprintf("s-%d", i)},
+			Data:       map[string][]byte{"blob": payload},
+		})
+	}); err != nil {
+		return r, err
+	}
+	with, err := withKeys("keys-b")
+	if err != nil {
+		return r, err
+	}
+	r.PeakRSSMiB = with
+	r.Notes = append(r.Notes, fmt.Sprintf("peak RSS %.1f MiB without and %.1f MiB with %d unrelated 100 KiB Secrets (+%.1f MiB)", base, with, unrelated, with-base))
+	return r, nil
+}
+
+// scale: n keys for n/2 users converge; Go heap per key after settling.
+func (b *bench) scale(ctx context.Context, n int) (result, error) {
+	r := result{Scenario: "scale", N: n}
+	if err := b.startManager(ctx); err != nil {
+		return r, err
+	}
+	empty, err := b.scrape()
+	if err != nil {
+		return r, err
+	}
+	if err := b.namespace(ctx, "keys"); err != nil {
+		return r, err
+	}
+	kw, err := b.watchKeys(ctx, "keys")
+	if err != nil {
+		return r, err
+	}
+	defer kw.w.Stop()
+	start := time.Now()
+	if _, err := b.createKeys(ctx, "keys", n, func(i int) string { return fmt.Sprintf("user-%d", i/2) }, never); err != nil {
+		return r, err
+	}
+	if err := kw.waitFor(ctx, n, 15*time.Minute); err != nil {
+		return r, fmt.Errorf("%d of %d Active: %w", kw.count(), n, err)
+	}
+	r.KeymintSeconds = time.Since(start).Seconds()
+	b.settle()
+	m, err := b.scrape()
+	if err != nil {
+		return r, err
+	}
+	r.HeapMiB = m.heap / (1 << 20)
+	r.HeapPerKeyBytes = (m.heap - empty.heap) / float64(n)
+	r.PeakRSSMiB = b.peakRSSMiB()
+	return r, nil
+}
