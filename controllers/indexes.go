@@ -5,6 +5,7 @@ import (
 	"maps"
 	"slices"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -43,7 +44,8 @@ func (r *APIKeyReconciler) waitingKeysOfSlot(ctx context.Context, lease client.O
 	}
 	var reqs []reconcile.Request
 	for i := range list.Items {
-		if k := &list.Items[i]; isWaiting(k) {
+		// The key that just took this slot has nothing to wait for.
+		if k := &list.Items[i]; isWaiting(k) && !holds(lease.(*coordinationv1.Lease), k) {
 			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(k)})
 		}
 	}
