@@ -19,6 +19,7 @@ import (
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
 	"github.com/keymint/keymint/controllers"
+	"github.com/keymint/keymint/internal/metrics"
 )
 
 var scheme = runtime.NewScheme()
@@ -110,6 +111,10 @@ func main() {
 		AccessRecheck:           accessRecheck,
 	}).SetupWithManager(ctx, mgr); err != nil {
 		log.Error(err, "unable to set up the APIKey controller")
+		os.Exit(1)
+	}
+	if err := metrics.Register(mgr.GetCache()); err != nil {
+		log.Error(err, "unable to register metrics")
 		os.Exit(1)
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {

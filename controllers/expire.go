@@ -8,6 +8,7 @@ import (
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
 	"github.com/keymint/keymint/internal/expiry"
+	"github.com/keymint/keymint/internal/metrics"
 )
 
 // isDue reports whether key has reached its expiry at now.
@@ -28,6 +29,8 @@ func (r *APIKeyReconciler) expire(ctx context.Context, key *keymintv1alpha1.APIK
 	keyID := keyIDText(key)
 	r.record(key, corev1.EventTypeNormal, keymintv1alpha1.ReasonExpired, "key %s of user %s expired at %s",
 		keyID, key.Spec.User, expiresAt.UTC().Format(time.RFC3339))
-	setExpired(key, r.Clock.Now(), expiresAt, "key "+keyID+" expired at "+expiresAt.UTC().Format(time.RFC3339))
+	now := r.Clock.Now()
+	metrics.ExpiryLag.Observe(now.Sub(*expiresAt).Seconds())
+	setExpired(key, now, expiresAt, "key "+keyID+" expired at "+expiresAt.UTC().Format(time.RFC3339))
 	return nil
 }

@@ -13,6 +13,7 @@ import (
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
 	"github.com/keymint/keymint/internal/keysecret"
+	"github.com/keymint/keymint/internal/metrics"
 )
 
 // conflictRetry is how often a key blocked by someone else's Secret looks
@@ -35,11 +36,14 @@ func (r *APIKeyReconciler) issue(ctx context.Context, key *keymintv1alpha1.APIKe
 	if err != nil {
 		return ctrl.Result{}, err
 	}
+	now := r.Clock.Now()
 	if reason := issueEvent(key.Status.KeyID, in.KeyID); reason != "" {
 		r.record(key, corev1.EventTypeNormal, reason, "key %s issued for user %s in Secret %s, %s",
 			in.KeyID, key.Spec.User, name, expiryText(in.ExpiresAt))
+		if reason == keymintv1alpha1.ReasonIssued {
+			metrics.IssueLatency.Observe(now.Sub(key.CreationTimestamp.Time).Seconds())
+		}
 	}
-	now := r.Clock.Now()
 	setActive(key, now, name, in)
 	return ctrl.Result{RequeueAfter: r.nextCheck(now, in.ExpiresAt)}, nil
 }

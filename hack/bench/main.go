@@ -9,8 +9,10 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"github.com/go-logr/logr"
 	"os"
 	"path/filepath"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -62,6 +64,11 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
+}
+
+func init() {
+	// envtest's own logs are not part of the output.
+	logf.SetLogger(logr.Discard())
 }
 
 func run(scenarios []string, n, workers, scaleN, unrelated int, out string) error {

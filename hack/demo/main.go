@@ -6,10 +6,12 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/go-logr/logr"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"strings"
 	"syscall"
 	"time"
@@ -22,6 +24,11 @@ func main() {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)
 	}
+}
+
+func init() {
+	// envtest's own logs are not part of the output.
+	logf.SetLogger(logr.Discard())
 }
 
 func run() error {

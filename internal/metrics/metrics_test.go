@@ -1,0 +1,42 @@
+package metrics
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+
+	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
+)
+
+func TestKeysByPhaseCountsTheCache(t *testing.T) {
+	scheme := runtime.NewScheme()
+	if err := keymintv1alpha1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	key := func(name string, phase keymintv1alpha1.Phase) *keymintv1alpha1.APIKey {
+		return &keymintv1alpha1.APIKey{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name},
+			Status:     keymintv1alpha1.APIKeyStatus{Phase: phase},
+		}
+	}
+	reader := fake.NewClientBuilder().WithScheme(scheme).WithObjects(
+		key("a", keymintv1alpha1.PhaseActive), key("b", keymintv1alpha1.PhaseActive),
+		key("c", ""), key("d", keymintv1alpha1.PhasePending), key("e", keymintv1alpha1.PhaseExpired),
+	).Build()
+	c := keysByPhase{reader: reader, desc: prometheus.NewDesc("keymint_apikeys", "APIKeys by phase.", []string{"phase"}, nil)}
+	want := `# HELP keymint_apikeys APIKeys by phase.
+# TYPE keymint_apikeys gauge
+keymint_apikeys{phase="Active"} 2
+keymint_apikeys{phase="Expired"} 1
+keymint_apikeys{phase="Pending"} 2
+keymint_apikeys{phase="Suspended"} 0
+`
+	if err := testutil.CollectAndCompare(c, strings.NewReader(want)); err != nil {
+		t.Fatal(err)
+	}
+}
