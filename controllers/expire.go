@@ -22,7 +22,8 @@ func (r *APIKeyReconciler) expire(ctx context.Context, key *keymintv1alpha1.APIK
 	if err := r.deleteOwnedSecret(ctx, key); err != nil {
 		return err
 	}
-	if err := r.releaseSlots(ctx, key, r.APIReader); err != nil {
+	// An Active key took its slot long before it expires: the cache has it.
+	if err := r.releaseSlots(ctx, key, r.Client); err != nil {
 		return err
 	}
 	expiresAt := knownExpiry(key)

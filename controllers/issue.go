@@ -147,30 +147,29 @@ func apiErrorWithoutObject(err error) error {
 	return err
 }
 
-// deleteOwnedSecret deletes key's Secret if it is key's. It reads the
-// Secret from the API server and deletes that very object (UID
-// precondition), so a stale cache can neither hide a Secret nor make the
-// controller delete someone else's.
+// deleteOwnedSecret deletes key's Secret if it is key's. It deletes that
+// very object (UID precondition), so a stale cache can never make it delete
+// someone else's Secret or a newer one; a Secret the cache has not seen yet
+// is looked up on the API server, so none is missed. Reading the cache
+// first keeps an expiry to one request before the Secret is gone.
 func (r *APIKeyReconciler) deleteOwnedSecret(ctx context.Context, key *keymintv1alpha1.APIKey) error {
 	name := key.Status.SecretName
 	if name == "" {
 		name = key.SecretNameOrDefault()
 	}
+	ref := types.NamespacedName{Namespace: key.Namespace, Name: name}
 	secret := &corev1.Secret{}
-	if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: key.Namespace, Name: name}, secret); err != nil {
-		if apierrors.IsNotFound(err) {
-			return nil
-		}
-		return err
+	err := r.Get(ctx, ref, secret)
+	if apierrors.IsNotFound(err) {
+		err = r.APIReader.Get(ctx, ref, secret)
+	}
+	if err != nil {
+		return client.IgnoreNotFound(err)
 	}
 	if !keysecret.OwnedBy(secret, key) {
 		return nil
 	}
-	err := r.Delete(ctx, secret, client.Preconditions{UID: &secret.UID})
-	if apierrors.IsNotFound(err) {
-		return nil
-	}
-	return err
+	return client.IgnoreNotFound(r.Delete(ctx, secret, client.Preconditions{UID: &secret.UID}))
 }
 
 // stall records a key that needs a person's change.

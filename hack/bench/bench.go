@@ -79,9 +79,9 @@ func (b *bench) startManager(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	b.manager = exec.Command(filepath.Join(dir, "manager"),
-		"--slot-namespace="+testenv.SlotNamespace, "--health-probe-bind-address=0",
-		"--metrics-bind-address="+b.metricsAddr, "--metrics-secure=false")
+	args := append([]string{"--slot-namespace=" + testenv.SlotNamespace, "--health-probe-bind-address=0",
+		"--metrics-bind-address=" + b.metricsAddr, "--metrics-secure=false"}, managerArgs...)
+	b.manager = exec.Command(filepath.Join(dir, "manager"), args...)
 	b.manager.Env = append(os.Environ(), "KUBECONFIG="+path)
 	b.manager.Stdout, b.manager.Stderr = log, log
 	if err := b.manager.Start(); err != nil {

@@ -26,7 +26,15 @@ import (
 	"github.com/keymint/keymint/internal/testenv"
 )
 
-var scheme = runtime.NewScheme()
+var (
+	scheme      = runtime.NewScheme()
+	managerArgs stringList
+)
+
+type stringList []string
+
+func (l *stringList) String() string     { return strings.Join(*l, " ") }
+func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
 
 func init() {
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
@@ -59,6 +67,7 @@ func main() {
 		unrelated = flag.Int("unrelated", 10000, "unrelated 100 KiB Secrets in the isolation scenario")
 		out       = flag.String("json", "bin/bench.json", "where to write the results")
 	)
+	flag.Var(&managerArgs, "manager-arg", "an extra flag for bin/manager (repeatable), such as --max-concurrent-reconciles=32")
 	flag.Parse()
 	if err := run(strings.Split(*scenarios, ","), *n, *workers, *scaleN, *unrelated, *out); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
