@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
@@ -112,8 +113,9 @@ func (e *Env) Apply(ctx context.Context, dir string) error {
 // policies, which load asynchronously: an APIKey created comes back with
 // spec.requester set.
 func (e *Env) waitForPolicies(ctx context.Context) error {
-	deadline := time.Now().Add(30 * time.Second)
-	for i := 0; time.Now().Before(deadline); i++ {
+	i := 0
+	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		i++
 		probe := &keymintv1alpha1.APIKey{
 			ObjectMeta: metav1.ObjectMeta{Namespace: SlotNamespace, Name: fmt.Sprintf("policy-probe-%d", i)},
 			Spec: keymintv1alpha1.APIKeySpec{
@@ -122,20 +124,13 @@ func (e *Env) waitForPolicies(ctx context.Context) error {
 			},
 		}
 		// Until the policies know the new CRD, a create can fail outright.
-		if err := e.Client.Create(ctx, probe); err == nil {
-			ok := probe.Spec.Requester != nil
-			if err := e.Client.Delete(ctx, probe); err != nil {
-				return err
-			}
-			if ok {
-				return nil
-			}
+		if err := e.Client.Create(ctx, probe); err != nil {
+			return false, nil
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(200 * time.Millisecond):
-		}
+		return probe.Spec.Requester != nil, e.Client.Delete(ctx, probe)
+	})
+	if err != nil {
+		return fmt.Errorf("the admission policies did not take effect: %w", err)
 	}
-	return errors.New("the admission policies did not take effect")
+	return nil
 }
