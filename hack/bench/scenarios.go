@@ -28,13 +28,7 @@ func (b *bench) throughput(ctx context.Context, n int) (result, error) {
 		return r, err
 	}
 	r.FloorSeconds = floor.Seconds()
-	if err := b.startManager(ctx); err != nil {
-		return r, err
-	}
-	if err := b.namespace(ctx, "keys"); err != nil {
-		return r, err
-	}
-	kw, err := b.watchKeys(ctx, "keys")
+	kw, err := b.prepare(ctx)
 	if err != nil {
 		return r, err
 	}
@@ -90,24 +84,9 @@ func (b *bench) settle() {
 // APIKey, Secret or slot Lease may change.
 func (b *bench) idle(ctx context.Context, n int) (result, error) {
 	r := result{Scenario: "idle", N: n}
-	if err := b.startManager(ctx); err != nil {
+	if err := b.activeKeys(ctx, n); err != nil {
 		return r, err
 	}
-	if err := b.namespace(ctx, "keys"); err != nil {
-		return r, err
-	}
-	kw, err := b.watchKeys(ctx, "keys")
-	if err != nil {
-		return r, err
-	}
-	defer kw.w.Stop()
-	if _, err := b.createKeys(ctx, "keys", n, func(i int) string { return fmt.Sprintf("user-%d", i) }, never); err != nil {
-		return r, err
-	}
-	if err := kw.waitFor(ctx, n, 5*time.Minute); err != nil {
-		return r, err
-	}
-	b.settle()
 	before, err := b.versions(ctx)
 	if err != nil {
 		return r, err
@@ -265,13 +244,7 @@ func slicesOf(m map[string]bool) []string {
 // at, and the lag of each Secret's deletion after at is measured.
 func (b *bench) expiryPrecision(ctx context.Context, n int) (result, error) {
 	r := result{Scenario: "expiry", N: n}
-	if err := b.startManager(ctx); err != nil {
-		return r, err
-	}
-	if err := b.namespace(ctx, "keys"); err != nil {
-		return r, err
-	}
-	kw, err := b.watchKeys(ctx, "keys")
+	kw, err := b.prepare(ctx)
 	if err != nil {
 		return r, err
 	}
@@ -333,24 +306,9 @@ func (b *bench) expiryPrecision(ctx context.Context, n int) (result, error) {
 // unrelated Secrets cost.
 func (b *bench) isolation(ctx context.Context, n, unrelated int) (result, error) {
 	r := result{Scenario: "isolation", N: n}
-	if err := b.startManager(ctx); err != nil {
+	if err := b.activeKeys(ctx, n); err != nil {
 		return r, err
 	}
-	if err := b.namespace(ctx, "keys"); err != nil {
-		return r, err
-	}
-	kw, err := b.watchKeys(ctx, "keys")
-	if err != nil {
-		return r, err
-	}
-	defer kw.w.Stop()
-	if _, err := b.createKeys(ctx, "keys", n, func(i int) string { return fmt.Sprintf("user-%d", i) }, never); err != nil {
-		return r, err
-	}
-	if err := kw.waitFor(ctx, n, 5*time.Minute); err != nil {
-		return r, err
-	}
-	b.settle()
 	resync := func() (float64, error) {
 		b.stop()
 		if err := b.startManager(ctx); err != nil {
@@ -421,4 +379,42 @@ func (b *bench) scale(ctx context.Context, n int) (result, error) {
 	r.HeapPerKeyBytes = (m.heap - empty.heap) / float64(n)
 	r.PeakRSSMiB = b.peakRSSMiB()
 	return r, nil
+}
+
+// prepare starts the manager, a namespace "keys" and a watch of its keys.
+func (b *bench) prepare(ctx context.Context) (*keyWatch, error) {
+	if err := b.startManager(ctx); err != nil {
+		return nil, err
+	}
+	if err := b.namespace(ctx, "keys"); err != nil {
+		return nil, err
+	}
+	return b.watchKeys(ctx, "keys")
+}
+
+// issueAll creates n never-expiring keys for n users and waits until all
+// are Active.
+func (b *bench) issueAll(ctx context.Context, kw *keyWatch, n int) error {
+	if _, err := b.createKeys(ctx, "keys", n, func(i int) string { return fmt.Sprintf("user-%d", i) }, never); err != nil {
+		return err
+	}
+	if err := kw.waitFor(ctx, n, 5*time.Minute); err != nil {
+		return fmt.Errorf("%d of %d keys Active: %w", kw.count(), n, err)
+	}
+	return nil
+}
+
+// activeKeys runs the manager until n keys of n users are Active and it is
+// idle again.
+func (b *bench) activeKeys(ctx context.Context, n int) error {
+	kw, err := b.prepare(ctx)
+	if err != nil {
+		return err
+	}
+	defer kw.w.Stop()
+	if err := b.issueAll(ctx, kw, n); err != nil {
+		return err
+	}
+	b.settle()
+	return nil
 }
