@@ -1,0 +1,46 @@
+package audit
+
+import (
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+)
+
+// Format is an export format.
+type Format string
+
+// Export formats.
+const (
+	FormatJSON Format = "json"
+	FormatCSV  Format = "csv"
+)
+
+var csvHeader = []string{"time", "action", "actor", "actorGroups", "namespace", "name", "uid", "user", "keyID", "sourceIPs", "userAgent", "auditID", "message"}
+
+// Export writes the records of log that pass f to w, as JSON lines or CSV.
+func Export(log *File, f Filter, format Format, w io.Writer) error {
+	switch format {
+	case FormatJSON, "":
+		enc := json.NewEncoder(w)
+		return log.Each(f, func(r Record) error { return enc.Encode(r) })
+	case FormatCSV:
+		cw := csv.NewWriter(w)
+		if err := cw.Write(csvHeader); err != nil {
+			return err
+		}
+		if err := log.Each(f, func(r Record) error {
+			return cw.Write([]string{
+				r.Time.UTC().Format(time.RFC3339Nano), string(r.Action), r.Actor.Username, strings.Join(r.Actor.Groups, ";"),
+				r.Namespace, r.Name, r.UID, r.User, r.KeyID, strings.Join(r.SourceIPs, ";"), r.UserAgent, r.AuditID, r.Message,
+			})
+		}); err != nil {
+			return err
+		}
+		cw.Flush()
+		return cw.Error()
+	}
+	return fmt.Errorf("unknown format %q: use json or csv", format)
+}

@@ -1,0 +1,197 @@
+package audit
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"sync"
+)
+
+// File is an append-only JSON-lines audit log. Write returns only after the
+// records are on disk (fsync), so a caller that acknowledges after Write
+// loses nothing in a crash. When the file passes MaxBytes it is rotated to
+// PATH.1 (PATH.1 to PATH.2, ...), keeping MaxBackups old files.
+type File struct {
+	Path       string
+	MaxBytes   int64
+	MaxBackups int
+
+	mu   sync.Mutex
+	f    *os.File
+	size int64
+	// seen holds the audit IDs on record, so a batch the API server sends
+	// again is not recorded twice.
+	seen map[string]bool
+}
+
+// OpenFile opens (or creates) the log at path and loads the audit IDs
+// already recorded in it and its backups.
+func OpenFile(path string, maxBytes int64, maxBackups int) (*File, error) {
+	l := &File{Path: path, MaxBytes: maxBytes, MaxBackups: maxBackups, seen: map[string]bool{}}
+	for _, p := range l.files() {
+		if err := readRecords(p, func(r Record) {
+			if r.AuditID != "" {
+				l.seen[r.AuditID] = true
+			}
+		}); err != nil {
+			return nil, err
+		}
+	}
+	if err := l.open(); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+func (l *File) open() error {
+	f, err := os.OpenFile(l.Path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return err
+	}
+	l.f, l.size = f, st.Size()
+	return nil
+}
+
+// Write appends the records not yet on record (by audit ID) and syncs.
+func (l *File) Write(records []Record) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var buf []byte
+	var ids []string
+	for _, r := range records {
+		if r.AuditID != "" {
+			if l.seen[r.AuditID] || contains(ids, r.AuditID) {
+				continue
+			}
+			ids = append(ids, r.AuditID)
+		}
+		line, err := json.Marshal(r)
+		if err != nil {
+			return err
+		}
+		buf = append(append(buf, line...), '\n')
+	}
+	if len(buf) == 0 {
+		return nil
+	}
+	if l.MaxBytes > 0 && l.size > 0 && l.size+int64(len(buf)) > l.MaxBytes {
+		if err := l.rotate(); err != nil {
+			return err
+		}
+	}
+	if _, err := l.f.Write(buf); err != nil {
+		return err
+	}
+	if err := l.f.Sync(); err != nil {
+		return err
+	}
+	l.size += int64(len(buf))
+	for _, id := range ids {
+		l.seen[id] = true
+	}
+	return nil
+}
+
+func contains(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+// rotate shifts PATH.i to PATH.i+1, dropping the oldest beyond MaxBackups.
+func (l *File) rotate() error {
+	if err := l.f.Close(); err != nil {
+		return err
+	}
+	if err := os.Remove(fmt.Sprintf("%s.%d", l.Path, l.MaxBackups)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	for i := l.MaxBackups - 1; i >= 1; i-- {
+		if err := os.Rename(fmt.Sprintf("%s.%d", l.Path, i), fmt.Sprintf("%s.%d", l.Path, i+1)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	if l.MaxBackups > 0 {
+		if err := os.Rename(l.Path, l.Path+".1"); err != nil {
+			return err
+		}
+	} else if err := os.Remove(l.Path); err != nil {
+		return err
+	}
+	return l.open()
+}
+
+// Close closes the log.
+func (l *File) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.f.Close()
+}
+
+// files are the log's files, oldest first.
+func (l *File) files() []string {
+	var out []string
+	for i := l.MaxBackups; i >= 1; i-- {
+		out = append(out, fmt.Sprintf("%s.%d", l.Path, i))
+	}
+	return append(out, l.Path)
+}
+
+// Each calls fn for every record on file that passes f, oldest first.
+func (l *File) Each(f Filter, fn func(Record) error) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var ferr error
+	for _, p := range l.files() {
+		err := readRecords(p, func(r Record) {
+			if ferr == nil && f.Match(r) {
+				ferr = fn(r)
+			}
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return ferr
+}
+
+// readRecords reads the JSON lines of path; a missing file has none, and a
+// torn last line (a crash mid-write, never acknowledged) is skipped.
+func readRecords(path string, fn func(Record)) error {
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	r := bufio.NewReader(f)
+	for {
+		line, err := r.ReadBytes('\n')
+		if len(line) > 0 && line[len(line)-1] == '\n' {
+			var rec Record
+			if jerr := json.Unmarshal(line, &rec); jerr == nil {
+				fn(rec)
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}

@@ -1,0 +1,74 @@
+// Package audit keeps the audit trail of API keys: one JSON record per
+// issue, view, expiry or deletion, written durably to an append-only file
+// (and to stdout), and exported with filters as JSON lines or CSV. Records
+// never hold key material.
+package audit
+
+import (
+	"time"
+)
+
+// Action is what happened to a key.
+type Action string
+
+// Actions. The controller writes the lifecycle ones; the API server's audit
+// stream supplies views and the actors of deletions.
+const (
+	ActionIssued          Action = "Issued"
+	ActionReissued        Action = "Reissued"
+	ActionKeyLimitReached Action = "KeyLimitReached"
+	ActionExpired         Action = "Expired"
+	ActionDeleted         Action = "Deleted"
+	ActionSuspended       Action = "Suspended"
+	ActionViewed          Action = "Viewed"
+	ActionViewDenied      Action = "ViewDenied"
+	ActionMounted         Action = "Mounted"
+)
+
+// UnknownActor is the actor of a record only the API server could name.
+const UnknownActor = "unknown"
+
+// Actor is who did it.
+type Actor struct {
+	Username string   `json:"username"`
+	Groups   []string `json:"groups,omitempty"`
+}
+
+// Record is one entry of the audit trail.
+type Record struct {
+	Time      time.Time `json:"time"`
+	Action    Action    `json:"action"`
+	Actor     Actor     `json:"actor"`
+	Namespace string    `json:"namespace"`
+	Name      string    `json:"name"`
+	UID       string    `json:"uid,omitempty"`
+	User      string    `json:"user"`
+	KeyID     string    `json:"keyID,omitempty"`
+	SourceIPs []string  `json:"sourceIPs,omitempty"`
+	UserAgent string    `json:"userAgent,omitempty"`
+	AuditID   string    `json:"auditID,omitempty"`
+	Message   string    `json:"message,omitempty"`
+}
+
+// Filter selects records for export; zero fields match everything.
+type Filter struct {
+	From, To  time.Time
+	User      string
+	Namespace string
+	Name      string
+	Action    Action
+}
+
+// Match reports whether r passes f. From is inclusive, To exclusive.
+func (f Filter) Match(r Record) bool {
+	switch {
+	case !f.From.IsZero() && r.Time.Before(f.From),
+		!f.To.IsZero() && !r.Time.Before(f.To),
+		f.User != "" && r.User != f.User,
+		f.Namespace != "" && r.Namespace != f.Namespace,
+		f.Name != "" && r.Name != f.Name,
+		f.Action != "" && r.Action != f.Action:
+		return false
+	}
+	return true
+}
