@@ -19,6 +19,7 @@ import (
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
 	"github.com/keymint/keymint/controllers"
+	"github.com/keymint/keymint/internal/audit"
 	"github.com/keymint/keymint/internal/metrics"
 )
 
@@ -43,6 +44,8 @@ func main() {
 		secureMetrics, enableLeaderElection   bool
 		maxKeysPerUser, concurrency           int
 		accessRecheck                         time.Duration
+		auditPath                             string
+		auditMaxMiB, auditMaxBackups          int
 		qps                                   float64
 		burst                                 int
 	)
@@ -54,6 +57,9 @@ func main() {
 	flag.StringVar(&slotNamespace, "slot-namespace", envOr("POD_NAMESPACE", "keymint-system"), "The namespace of the Leases that enforce --max-keys-per-user.")
 	flag.IntVar(&concurrency, "max-concurrent-reconciles", 16, "The number of APIKeys reconciled at once.")
 	flag.DurationVar(&accessRecheck, "access-recheck-interval", controllers.DefaultAccessRecheck, "How often a key's access is checked again besides on RoleBinding and ClusterRoleBinding changes.")
+	flag.StringVar(&auditPath, "audit-log-path", "", "Append-only file for audit records (fsync'd, rotated); records always go to stdout as {\"audit\": ...} lines too.")
+	flag.IntVar(&auditMaxMiB, "audit-log-max-size", 100, "Size in MiB at which the audit log is rotated.")
+	flag.IntVar(&auditMaxBackups, "audit-log-max-backups", 10, "Rotated audit logs kept.")
 	flag.Float64Var(&qps, "kube-api-qps", 500, "Queries per second the manager may send to the API server.")
 	flag.IntVar(&burst, "kube-api-burst", 1000, "Burst of queries the manager may send to the API server.")
 	opts := zap.Options{Development: false}
@@ -99,6 +105,18 @@ func main() {
 		os.Exit(1)
 	}
 
+	auditTrail := audit.Multi{}
+	if auditPath != "" {
+		file, err := audit.OpenFile(auditPath, int64(auditMaxMiB)<<20, auditMaxBackups)
+		if err != nil {
+			log.Error(err, "unable to open the audit log", "path", auditPath)
+			os.Exit(1)
+		}
+		defer file.Close()
+		auditTrail = append(auditTrail, file)
+	}
+	auditTrail = append(auditTrail, &audit.Lines{W: os.Stdout})
+
 	ctx := ctrl.SetupSignalHandler()
 	if err := (&controllers.APIKeyReconciler{
 		Client:                  mgr.GetClient(),
@@ -109,6 +127,7 @@ func main() {
 		SlotNamespace:           slotNamespace,
 		MaxConcurrentReconciles: concurrency,
 		AccessRecheck:           accessRecheck,
+		Audit:                   auditTrail,
 	}).SetupWithManager(ctx, mgr); err != nil {
 		log.Error(err, "unable to set up the APIKey controller")
 		os.Exit(1)

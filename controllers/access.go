@@ -25,9 +25,10 @@ const VerbUse = "use"
 // Roles themselves.
 const DefaultAccessRecheck = 5 * time.Minute
 
-// bindingSettle is how long after a binding event keys are checked a second
-// time, in case the API server's authorizer had not seen the change yet.
-const bindingSettle = 2 * time.Second
+// bindingSettle are the delays after a binding event at which keys are
+// checked again, in case the API server's authorizer, which watches RBAC
+// objects itself, had not seen the change yet (seconds under load).
+var bindingSettle = []time.Duration{time.Second, 3 * time.Second, 7 * time.Second}
 
 // accessGroups are the groups the access check presents for key's user:
 // those the API server recorded when the user created the key, or none
@@ -78,13 +79,13 @@ func (r *APIKeyReconciler) denyAccess(ctx context.Context, key *keymintv1alpha1.
 		msg := "user " + key.Spec.User + ` is not authorised for "use" on apikeys in namespace ` + key.Namespace +
 			"; an administrator grants it by binding the keymint-user ClusterRole"
 		if readyReason(key) != keymintv1alpha1.ReasonAccessDenied {
-			r.record(key, corev1.EventTypeWarning, keymintv1alpha1.ReasonAccessDenied, "%s", msg)
+			r.record(ctx, key, corev1.EventTypeWarning, keymintv1alpha1.ReasonAccessDenied, "%s", msg)
 		}
 		setStalled(key, now, keymintv1alpha1.ReasonAccessDenied, msg)
 		return nil
 	}
 	if key.Status.Phase != keymintv1alpha1.PhaseSuspended {
-		r.record(key, corev1.EventTypeWarning, keymintv1alpha1.ReasonSuspended,
+		r.record(ctx, key, corev1.EventTypeWarning, keymintv1alpha1.ReasonSuspended,
 			"key %s of user %s suspended: the user lost access to API keys; its Secret is deleted", key.Status.KeyID, key.Spec.User)
 	}
 	setSuspended(key, now, "key "+key.Status.KeyID+" is suspended: user "+key.Spec.User+
@@ -95,7 +96,7 @@ func (r *APIKeyReconciler) denyAccess(ctx context.Context, key *keymintv1alpha1.
 // bindingChanged re-checks the keys a RoleBinding or ClusterRoleBinding
 // change may affect: a new binding may grant access to keys that lack it, a
 // removed one may take it from keys that have it. Each key is checked now
-// and once more shortly after.
+// and a few times in the next seconds.
 func (r *APIKeyReconciler) bindingChanged() handler.Funcs {
 	enqueue := func(ctx context.Context, obj client.Object, q workqueue.TypedRateLimitingInterface[reconcile.Request], want func(*keymintv1alpha1.APIKey) bool) {
 		list := &keymintv1alpha1.APIKeyList{}
@@ -106,7 +107,9 @@ func (r *APIKeyReconciler) bindingChanged() handler.Funcs {
 			if k := &list.Items[i]; want(k) {
 				req := reconcile.Request{NamespacedName: client.ObjectKeyFromObject(k)}
 				q.Add(req)
-				q.AddAfter(req, bindingSettle)
+				for _, d := range bindingSettle {
+					q.AddAfter(req, d)
+				}
 			}
 		}
 	}

@@ -6,6 +6,7 @@ package controllers
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -21,8 +22,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
+	"github.com/keymint/keymint/internal/audit"
 	"github.com/keymint/keymint/internal/expiry"
 	"github.com/keymint/keymint/internal/keys"
 )
@@ -60,6 +63,9 @@ type APIKeyReconciler struct {
 	MaxConcurrentReconciles int
 	// Mint draws a key; keys.Mint unless a test says otherwise.
 	Mint func() (keys.Key, error)
+	// Audit receives a record of every Event about a key's life; nil
+	// records nothing.
+	Audit audit.Writer
 }
 
 // +kubebuilder:rbac:groups=keymint.io,resources=apikeys,verbs=get;list;watch;update;patch;delegate
@@ -203,8 +209,41 @@ func requeueOnConflict(err error) (ctrl.Result, error) {
 	return ctrl.Result{}, err
 }
 
-// event records an Event about key. Messages name key IDs, users and
-// expiries, never a key.
-func (r *APIKeyReconciler) record(key *keymintv1alpha1.APIKey, eventType, reason, note string, args ...any) {
+// recordID names the events that happen once per key (per key ID for an
+// issue or a suspension), so that the audit log keeps one record however
+// often a reconcile runs again; a warning that can recur gets none.
+func recordID(key *keymintv1alpha1.APIKey, reason string) string {
+	switch reason {
+	case keymintv1alpha1.ReasonIssued, keymintv1alpha1.ReasonReissued, keymintv1alpha1.ReasonSuspended:
+		return "keymint/" + string(key.UID) + "/" + reason + "/" + key.Status.KeyID
+	case keymintv1alpha1.ReasonExpired, keymintv1alpha1.ReasonDeleted:
+		return "keymint/" + string(key.UID) + "/" + reason
+	}
+	return ""
+}
+
+// record records an Event about key and the matching audit record.
+// Messages name key IDs, users and expiries, never a key. The controller
+// cannot know who caused what it sees, so the actor is "unknown"; the API
+// server's audit stream names it.
+func (r *APIKeyReconciler) record(ctx context.Context, key *keymintv1alpha1.APIKey, eventType, reason, note string, args ...any) {
 	r.Recorder.Eventf(key, nil, eventType, reason, reason, note, args...)
+	if r.Audit == nil {
+		return
+	}
+	rec := audit.Record{
+		Time:      r.Clock.Now().UTC(),
+		Action:    audit.Action(reason),
+		Actor:     audit.Actor{Username: audit.UnknownActor},
+		Namespace: key.Namespace,
+		Name:      key.Name,
+		UID:       string(key.UID),
+		User:      key.Spec.User,
+		KeyID:     key.Status.KeyID,
+		AuditID:   recordID(key, reason),
+		Message:   fmt.Sprintf(note, args...),
+	}
+	if err := r.Audit.Write([]audit.Record{rec}); err != nil {
+		log.FromContext(ctx).Error(err, "writing an audit record failed", "action", reason)
+	}
 }

@@ -28,7 +28,7 @@ func (r *APIKeyReconciler) expire(ctx context.Context, key *keymintv1alpha1.APIK
 	}
 	expiresAt := knownExpiry(key)
 	keyID := keyIDText(key)
-	r.record(key, corev1.EventTypeNormal, keymintv1alpha1.ReasonExpired, "key %s of user %s expired at %s",
+	r.record(ctx, key, corev1.EventTypeNormal, keymintv1alpha1.ReasonExpired, "key %s of user %s expired at %s",
 		keyID, key.Spec.User, expiresAt.UTC().Format(time.RFC3339))
 	now := r.Clock.Now()
 	metrics.ExpiryLag.Observe(now.Sub(*expiresAt).Seconds())

@@ -23,7 +23,7 @@ func (r *APIKeyReconciler) finalize(ctx context.Context, key *keymintv1alpha1.AP
 	if err := r.releaseSlots(ctx, key, r.APIReader); err != nil {
 		return err
 	}
-	r.record(key, corev1.EventTypeNormal, keymintv1alpha1.ReasonDeleted, "key %s of user %s revoked: APIKey deleted", keyIDText(key), key.Spec.User)
+	r.record(ctx, key, corev1.EventTypeNormal, keymintv1alpha1.ReasonDeleted, "key %s of user %s revoked: APIKey deleted", keyIDText(key), key.Spec.User)
 	patch := client.MergeFromWithOptions(key.DeepCopy(), client.MergeFromWithOptimisticLock{})
 	controllerutil.RemoveFinalizer(key, Finalizer)
 	return client.IgnoreNotFound(r.Patch(ctx, key, patch))

@@ -37,14 +37,15 @@ func (r *APIKeyReconciler) issue(ctx context.Context, key *keymintv1alpha1.APIKe
 		return ctrl.Result{}, err
 	}
 	now := r.Clock.Now()
-	if reason := issueEvent(key.Status.KeyID, in.KeyID); reason != "" {
-		r.record(key, corev1.EventTypeNormal, reason, "key %s issued for user %s in Secret %s, %s",
+	reason := issueEvent(key.Status.KeyID, in.KeyID)
+	setActive(key, now, name, in)
+	if reason != "" {
+		r.record(ctx, key, corev1.EventTypeNormal, reason, "key %s issued for user %s in Secret %s, %s",
 			in.KeyID, key.Spec.User, name, expiryText(in.ExpiresAt))
 		if reason == keymintv1alpha1.ReasonIssued {
 			metrics.IssueLatency.Observe(now.Sub(key.CreationTimestamp.Time).Seconds())
 		}
 	}
-	setActive(key, now, name, in)
 	return ctrl.Result{RequeueAfter: r.nextCheck(now, in.ExpiresAt)}, nil
 }
 
@@ -175,7 +176,7 @@ func (r *APIKeyReconciler) deleteOwnedSecret(ctx context.Context, key *keymintv1
 // stall records a key that needs a person's change.
 func (r *APIKeyReconciler) stall(ctx context.Context, key *keymintv1alpha1.APIKey, reason, msg string) (ctrl.Result, error) {
 	if readyReason(key) != reason {
-		r.record(key, corev1.EventTypeWarning, reason, "%s", msg)
+		r.record(ctx, key, corev1.EventTypeWarning, reason, "%s", msg)
 	}
 	setStalled(key, r.Clock.Now(), reason, msg)
 	if reason == keymintv1alpha1.ReasonSecretConflict {

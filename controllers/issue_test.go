@@ -2,6 +2,9 @@ package controllers
 
 import (
 	"context"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
+	"github.com/keymint/keymint/internal/audit"
 	"github.com/keymint/keymint/internal/keys"
 	"github.com/keymint/keymint/internal/keysecret"
 	"github.com/keymint/keymint/internal/slots"
@@ -159,11 +163,14 @@ func TestSecretConflictLeavesTheSecretAlone(t *testing.T) {
 
 func TestDeleteRevokes(t *testing.T) {
 	g := NewWithT(t)
-	startManager(t, managerOptions{})
+	trail, err := audit.OpenFile(filepath.Join(t.TempDir(), "audit.log"), 0, 0)
+	g.Expect(err).NotTo(HaveOccurred())
+	startManager(t, managerOptions{audit: trail})
 	ns := newNamespace(t)
 	key := newKey(ns, "leaked", userIn(ns, "erin"), months(5))
 	g.Expect(k8sClient.Create(ctx, key)).To(Succeed())
 	got := waitForPhase(t, key, keymintv1alpha1.PhaseActive)
+	value := keyValue(secretOf(g, key))
 	g.Expect(userSlotCount(g, userIn(ns, "erin"))).To(Equal(1))
 
 	g.Expect(k8sClient.Delete(ctx, key)).To(Succeed())
@@ -177,6 +184,25 @@ func TestDeleteRevokes(t *testing.T) {
 		g.Expect(e).NotTo(BeNil())
 		g.Expect(e.Note).To(Equal("key " + got.Status.KeyID + " of user " + userIn(ns, "erin") + " revoked: APIKey deleted"))
 	}).Should(Succeed())
+
+	// The audit trail holds both, durably, with the key ID and no key.
+	var records []audit.Record
+	g.Expect(trail.Each(audit.Filter{Namespace: ns, Name: "leaked"}, func(r audit.Record) error {
+		records = append(records, r)
+		return nil
+	})).To(Succeed())
+	g.Expect(records).To(HaveLen(2))
+	g.Expect(records[0].Action).To(Equal(audit.ActionIssued))
+	g.Expect(records[1].Action).To(Equal(audit.ActionDeleted))
+	for _, r := range records {
+		g.Expect(r.KeyID).To(Equal(got.Status.KeyID))
+		g.Expect(r.User).To(Equal(userIn(ns, "erin")))
+		g.Expect(r.UID).To(Equal(string(got.UID)))
+		g.Expect(r.Actor.Username).To(Equal(audit.UnknownActor))
+	}
+	raw, err := os.ReadFile(trail.Path)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(strings.Contains(string(raw), value)).To(BeFalse(), "the key appears in the audit log")
 }
 
 func TestDeleteNeverHangsWhenTheSecretIsGone(t *testing.T) {

@@ -36,6 +36,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
+	"github.com/keymint/keymint/internal/audit"
 	"github.com/keymint/keymint/internal/keysecret"
 	"github.com/keymint/keymint/internal/testenv"
 )
@@ -100,6 +101,8 @@ type managerOptions struct {
 	maxKeys int
 	// intercept, when set, wraps the manager's client, for failure injection.
 	intercept *interceptor.Funcs
+	// audit, when set, receives the manager's audit records.
+	audit audit.Writer
 }
 
 // startManager runs a keymint manager until the test ends or stop is called.
@@ -143,6 +146,7 @@ func startManager(t *testing.T, o managerOptions) (stop func()) {
 		MaxKeysPerUser:          o.maxKeys,
 		SlotNamespace:           slotNamespace,
 		MaxConcurrentReconciles: 4,
+		Audit:                   o.audit,
 	}
 	if err := r.SetupWithManager(ctx, mgr); err != nil {
 		cancel()

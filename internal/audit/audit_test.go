@@ -15,7 +15,7 @@ var t0 = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
 func rec(i int, action Action, user, auditID string) Record {
 	return Record{
 		Time: t0.Add(time.Duration(i) * time.Minute), Action: action,
-		Actor: Actor{Username: "viewer", Groups: []string{"g1", "g2"}},
+		Actor:     Actor{Username: "viewer", Groups: []string{"g1", "g2"}},
 		Namespace: "team-a", Name: "key-" + user, UID: "uid-" + user, User: user, KeyID: "kid_" + user,
 		SourceIPs: []string{"10.0.0.1"}, UserAgent: "kubectl", AuditID: auditID, Message: fmt.Sprintf("record %d", i),
 	}
