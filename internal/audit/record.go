@@ -6,6 +6,8 @@ package audit
 
 import (
 	"time"
+
+	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
 )
 
 // Action is what happened to a key.
@@ -13,13 +15,14 @@ type Action string
 
 // Actions. The controller writes the lifecycle ones; the API server's audit
 // stream supplies views and the actors of deletions.
+// The lifecycle actions are the controller's Event reasons.
 const (
-	ActionIssued          Action = "Issued"
-	ActionReissued        Action = "Reissued"
-	ActionKeyLimitReached Action = "KeyLimitReached"
-	ActionExpired         Action = "Expired"
-	ActionDeleted         Action = "Deleted"
-	ActionSuspended       Action = "Suspended"
+	ActionIssued          Action = keymintv1alpha1.ReasonIssued
+	ActionReissued        Action = keymintv1alpha1.ReasonReissued
+	ActionKeyLimitReached Action = keymintv1alpha1.ReasonKeyLimitReached
+	ActionExpired         Action = keymintv1alpha1.ReasonExpired
+	ActionDeleted         Action = keymintv1alpha1.ReasonDeleted
+	ActionSuspended       Action = keymintv1alpha1.ReasonSuspended
 	ActionViewed          Action = "Viewed"
 	ActionViewDenied      Action = "ViewDenied"
 	ActionMounted         Action = "Mounted"
