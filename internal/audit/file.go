@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"slices"
 	"sync"
 )
 
@@ -23,8 +24,8 @@ type File struct {
 	mu   sync.Mutex
 	f    *os.File
 	size int64
-	// seen holds the audit IDs on record, so a batch the API server sends
-	// again is not recorded twice.
+	// seen holds the keys of the records on file, so a batch the API server
+	// sends again is not recorded twice.
 	seen map[string]bool
 }
 
@@ -34,8 +35,8 @@ func OpenFile(path string, maxBytes int64, maxBackups int) (*File, error) {
 	l := &File{Path: path, MaxBytes: maxBytes, MaxBackups: maxBackups, seen: map[string]bool{}}
 	for _, p := range l.files() {
 		if err := readRecords(p, func(r Record) {
-			if r.AuditID != "" {
-				l.seen[r.AuditID] = true
+			if k := r.dedupKey(); k != "" {
+				l.seen[k] = true
 			}
 		}); err != nil {
 			return nil, err
@@ -61,53 +62,53 @@ func (l *File) open() error {
 	return nil
 }
 
-// Write appends the records not yet on record (by audit ID) and syncs.
+// Write appends the records not yet on file and syncs.
 func (l *File) Write(records []Record) error {
+	_, err := l.Append(records)
+	return err
+}
+
+// Append appends the records not yet on file (by audit ID and APIKey UID),
+// syncs, and returns the records it appended.
+func (l *File) Append(records []Record) ([]Record, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var buf []byte
-	var ids []string
+	var keys []string
+	var fresh []Record
 	for _, r := range records {
-		if r.AuditID != "" {
-			if l.seen[r.AuditID] || contains(ids, r.AuditID) {
+		if k := r.dedupKey(); k != "" {
+			if l.seen[k] || slices.Contains(keys, k) {
 				continue
 			}
-			ids = append(ids, r.AuditID)
+			keys = append(keys, k)
 		}
 		line, err := json.Marshal(r)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		buf = append(append(buf, line...), '\n')
+		fresh = append(fresh, r)
 	}
 	if len(buf) == 0 {
-		return nil
+		return nil, nil
 	}
 	if l.MaxBytes > 0 && l.size > 0 && l.size+int64(len(buf)) > l.MaxBytes {
 		if err := l.rotate(); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if _, err := l.f.Write(buf); err != nil {
-		return err
+		return nil, err
 	}
 	if err := l.f.Sync(); err != nil {
-		return err
+		return nil, err
 	}
 	l.size += int64(len(buf))
-	for _, id := range ids {
-		l.seen[id] = true
+	for _, k := range keys {
+		l.seen[k] = true
 	}
-	return nil
-}
-
-func contains(s []string, v string) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
+	return fresh, nil
 }
 
 // rotate shifts PATH.i to PATH.i+1, dropping the oldest beyond MaxBackups.

@@ -32,11 +32,30 @@ func (l *Lines) Write(records []Record) error {
 	return nil
 }
 
-// Multi writes to every writer, the durable ones first as given.
+// appender is a writer that drops records it already holds and returns
+// the ones it wrote.
+type appender interface {
+	Append(records []Record) ([]Record, error)
+}
+
+// Multi writes to every writer in order, so the durable ones go first. After
+// a deduplicating writer (a File), the writers that follow get only the
+// records it took: a batch sent again is not printed twice either.
 type Multi []Writer
 
 func (m Multi) Write(records []Record) error {
 	for _, w := range m {
+		if len(records) == 0 {
+			return nil
+		}
+		if a, ok := w.(appender); ok {
+			fresh, err := a.Append(records)
+			if err != nil {
+				return err
+			}
+			records = fresh
+			continue
+		}
 		if err := w.Write(records); err != nil {
 			return err
 		}

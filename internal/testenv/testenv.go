@@ -36,11 +36,25 @@ type Env struct {
 	*envtest.Environment
 	Config *rest.Config
 	Client client.WithWatch
+	// Audit is set when the API server sends audit batches to a webhook.
+	Audit *AuditWebhook
+}
+
+// Option changes how the control plane starts.
+type Option func(env *envtest.Environment, configDir string) (*AuditWebhook, error)
+
+// WithAuditWebhook makes the API server audit with config/audit's policy
+// and send the batches to a webhook, with its files in dir (see
+// ConfigureAudit).
+func WithAuditWebhook(dir string) Option {
+	return func(env *envtest.Environment, configDir string) (*AuditWebhook, error) {
+		return ConfigureAudit(env, configDir, dir)
+	}
 }
 
 // Start starts the control plane and installs keymint's CRD, roles and
 // policies from configDir (the repository's config/).
-func Start(ctx context.Context, configDir string, scheme *runtime.Scheme) (*Env, error) {
+func Start(ctx context.Context, configDir string, scheme *runtime.Scheme, opts ...Option) (*Env, error) {
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
 		return nil, errors.New("KUBEBUILDER_ASSETS is not set: run `make test`, which builds kube-apiserver and etcd into bin/k8s and sets it")
 	}
@@ -48,11 +62,21 @@ func Start(ctx context.Context, configDir string, scheme *runtime.Scheme) (*Env,
 		CRDDirectoryPaths:     []string{filepath.Join(configDir, "crd", "bases")},
 		ErrorIfCRDPathMissing: true,
 	}
+	var auditWebhook *AuditWebhook
+	for _, opt := range opts {
+		w, err := opt(env, configDir)
+		if err != nil {
+			return nil, err
+		}
+		if w != nil {
+			auditWebhook = w
+		}
+	}
 	cfg, err := env.Start()
 	if err != nil {
 		return nil, fmt.Errorf("starting envtest: %w", err)
 	}
-	e := &Env{Environment: env, Config: cfg}
+	e := &Env{Environment: env, Config: cfg, Audit: auditWebhook}
 	fail := func(err error) (*Env, error) {
 		_ = env.Stop()
 		return nil, err

@@ -1,0 +1,178 @@
+// Package auditserver turns kube-apiserver's audit stream into keymint's
+// audit trail: it serves the audit webhook backend (views, denied views and
+// the actors of deletions, which only the API server sees) and the export of
+// the trail to administrators.
+package auditserver
+
+import (
+	"fmt"
+	"net/url"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
+	auditv1 "k8s.io/apiserver/pkg/apis/audit/v1"
+
+	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
+	"github.com/keymint/keymint/internal/audit"
+)
+
+// KeyRef names a key in the audit trail.
+type KeyRef struct {
+	Namespace, Name, UID, User, KeyID string
+}
+
+// ManagedSecret is a Secret keymint minted, as a list's selectors see it.
+type ManagedSecret struct {
+	Name, Namespace string
+	Labels          map[string]string
+	Type            corev1.SecretType
+	Key             KeyRef
+}
+
+// fields are the Secret fields a field selector can name.
+func (s ManagedSecret) fields() fields.Set {
+	return fields.Set{"metadata.name": s.Name, "metadata.namespace": s.Namespace, "type": string(s.Type)}
+}
+
+// Resolver tells which keys an audited request touched.
+type Resolver interface {
+	// Secret returns the key held by the Secret namespace/name, also shortly
+	// after the Secret was deleted; false if keymint does not manage it.
+	Secret(namespace, name string) (KeyRef, bool)
+	// DeletedSecret is Secret for a Secret just deleted: the key it held,
+	// though the controller may have reissued one under its name since.
+	DeletedSecret(namespace, name string) (KeyRef, bool)
+	// Secrets returns the managed Secrets in namespace ("" for all).
+	Secrets(namespace string) []ManagedSecret
+	// APIKey returns the APIKey namespace/name, also shortly after it was
+	// deleted, and whether it still exists and is not being deleted.
+	APIKey(namespace, name string) (ref KeyRef, live, ok bool)
+}
+
+// nodePrefix starts the username of every kubelet.
+const nodePrefix = "system:node:"
+
+// Translate returns the audit records an audit event amounts to: reads of
+// managed Secrets are views (a kubelet's are mounts), forbidden reads are
+// denied views, and deletions of an APIKey or of its Secret name the actor
+// of the Deleted or Reissued record. Only stage ResponseComplete counts, and
+// requests by an ignored user (the operator itself) are not recorded.
+func Translate(ev *auditv1.Event, r Resolver, ignored func(username string) bool) []audit.Record {
+	if ev.Stage != auditv1.StageResponseComplete || ev.ObjectRef == nil || ev.ResponseStatus == nil {
+		return nil
+	}
+	actor := ev.User
+	if ev.ImpersonatedUser != nil {
+		actor = *ev.ImpersonatedUser
+	}
+	if ignored(actor.Username) {
+		return nil
+	}
+	ref, code := ev.ObjectRef, ev.ResponseStatus.Code
+	var keys []KeyRef
+	var action audit.Action
+	switch {
+	case ref.APIGroup == "" && ref.Resource == "secrets" && ref.Subresource == "":
+		action = readAction(code, actor.Username)
+		switch ev.Verb {
+		case "get":
+			if k, ok := r.Secret(ref.Namespace, ref.Name); ok && action != "" {
+				keys = []KeyRef{k}
+			}
+		case "list", "watch":
+			if action != "" {
+				keys = listed(ev.RequestURI, ref.Namespace, r)
+			}
+		case "delete":
+			// The controller reissues the key; this names who revoked it. A
+			// Secret deleted with its APIKey (by the garbage collector) is
+			// part of the APIKey's deletion.
+			if k, ok := r.DeletedSecret(ref.Namespace, ref.Name); ok && success(code) {
+				if _, live, found := r.APIKey(k.Namespace, k.Name); found && live {
+					action, keys = audit.ActionReissued, []KeyRef{k}
+				}
+			}
+		}
+	case ref.APIGroup == keymintv1alpha1.GroupVersion.Group && ref.Resource == "apikeys" && ref.Subresource == "":
+		if ev.Verb == "delete" && success(code) {
+			if k, _, ok := r.APIKey(ref.Namespace, ref.Name); ok {
+				action, keys = audit.ActionDeleted, []KeyRef{k}
+			}
+		}
+	}
+	records := make([]audit.Record, 0, len(keys))
+	for _, k := range keys {
+		records = append(records, audit.Record{
+			Time:      ev.StageTimestamp.UTC(),
+			Action:    action,
+			Actor:     audit.Actor{Username: actor.Username, Groups: actor.Groups},
+			Namespace: k.Namespace,
+			Name:      k.Name,
+			UID:       k.UID,
+			User:      k.User,
+			KeyID:     k.KeyID,
+			SourceIPs: ev.SourceIPs,
+			UserAgent: ev.UserAgent,
+			AuditID:   string(ev.AuditID),
+			Message:   message(action, actor.Username, ev, code),
+		})
+	}
+	return records
+}
+
+// readAction is what a read of a managed Secret that ended with code is.
+func readAction(code int32, username string) audit.Action {
+	switch {
+	case code == 403:
+		return audit.ActionViewDenied
+	case !success(code):
+		return ""
+	case strings.HasPrefix(username, nodePrefix):
+		return audit.ActionMounted
+	}
+	return audit.ActionViewed
+}
+
+func success(code int32) bool { return code >= 200 && code < 300 }
+
+// listed returns the keys whose Secrets a list or watch in namespace with
+// the request's selectors could return. A selector that does not parse is
+// taken as none: the API server would have refused the request.
+func listed(requestURI, namespace string, r Resolver) []KeyRef {
+	u, err := url.ParseRequestURI(requestURI)
+	if err != nil {
+		return nil
+	}
+	q := u.Query()
+	labelSel, err := labels.Parse(q.Get("labelSelector"))
+	if err != nil {
+		return nil
+	}
+	fieldSel, err := fields.ParseSelector(q.Get("fieldSelector"))
+	if err != nil {
+		return nil
+	}
+	var keys []KeyRef
+	for _, s := range r.Secrets(namespace) {
+		if labelSel.Matches(labels.Set(s.Labels)) && fieldSel.Matches(s.fields()) {
+			keys = append(keys, s.Key)
+		}
+	}
+	return keys
+}
+
+func message(action audit.Action, username string, ev *auditv1.Event, code int32) string {
+	switch action {
+	case audit.ActionDeleted:
+		return fmt.Sprintf("%s deleted the APIKey", username)
+	case audit.ActionReissued:
+		return fmt.Sprintf("%s deleted the key's Secret; the controller issues a new key", username)
+	case audit.ActionViewDenied:
+		return fmt.Sprintf("%s was refused (%d) a %s of the key's Secret", username, code, ev.Verb)
+	case audit.ActionMounted:
+		return fmt.Sprintf("kubelet %s read the key's Secret (%s) for a pod on its node", strings.TrimPrefix(username, nodePrefix), ev.Verb)
+	}
+	return fmt.Sprintf("%s read the key's Secret (%s)", username, ev.Verb)
+}

@@ -1,0 +1,313 @@
+package auditserver_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	auditv1 "k8s.io/apiserver/pkg/apis/audit/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/keymint/keymint/internal/audit"
+	"github.com/keymint/keymint/internal/auditserver"
+	"github.com/keymint/keymint/internal/keysecret"
+)
+
+// Within says how soon the API server's batches (sent every second) arrive.
+const within = 15 * time.Second
+
+func TestViewsAreRecordedWithTheActor(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	log := openLog(t)
+	startManager(t, audit.Multi{log}, log)
+	ns := newNamespace(t)
+	alice := userIn(ns, "alice")
+	first := issue(t, ns, "first", alice)
+	second := issue(t, ns, "second", alice)
+	reader := as(t, alice, holders, "developers")
+
+	// A get is one Viewed record naming alice, her groups, IP and agent.
+	var s corev1.Secret
+	g.Expect(reader.Get(ctx, client.ObjectKey{Namespace: ns, Name: first.SecretNameOrDefault()}, &s)).To(Succeed())
+	g.Eventually(func() []audit.Record { return records(t, log, ns, audit.ActionViewed) }, within).Should(HaveLen(1))
+	viewed := records(t, log, ns, audit.ActionViewed)[0]
+	g.Expect(viewed.Actor.Username).To(Equal(alice))
+	g.Expect(viewed.Actor.Groups).To(ContainElement("developers"))
+	g.Expect(viewed.Name).To(Equal("first"))
+	g.Expect(viewed.UID).To(Equal(string(first.UID)))
+	g.Expect(viewed.User).To(Equal(first.Spec.User))
+	g.Expect(viewed.KeyID).To(Equal(first.Status.KeyID))
+	g.Expect(viewed.SourceIPs).NotTo(BeEmpty())
+	g.Expect(viewed.UserAgent).NotTo(BeEmpty())
+	g.Expect(viewed.AuditID).NotTo(BeEmpty())
+
+	// A list that cannot return a key (its selector) is no view; a list
+	// of the namespace is a view of both keys.
+	var none corev1.SecretList
+	g.Expect(reader.List(ctx, &none, client.InNamespace(ns), client.MatchingLabels{"app": "other"})).To(Succeed())
+	var all corev1.SecretList
+	g.Expect(reader.List(ctx, &all, client.InNamespace(ns))).To(Succeed())
+	g.Eventually(func() []audit.Record { return records(t, log, ns, audit.ActionViewed) }, within).Should(HaveLen(3))
+	listed := records(t, log, ns, audit.ActionViewed)[1:]
+	g.Expect([]string{listed[0].Name, listed[1].Name}).To(ConsistOf("first", "second"))
+	g.Expect(listed[0].AuditID).To(Equal(listed[1].AuditID))
+
+	// A field selector naming one Secret is a view of that key only.
+	g.Expect(reader.List(ctx, &all, client.InNamespace(ns),
+		client.MatchingFields{"metadata.name": second.SecretNameOrDefault()})).To(Succeed())
+	g.Eventually(func() []audit.Record { return records(t, log, ns, audit.ActionViewed) }, within).Should(HaveLen(4))
+	g.Expect(records(t, log, ns, audit.ActionViewed)[3].Name).To(Equal("second"))
+
+	// A kubelet's read is a mount.
+	node := as(t, "system:node:node-1", "system:nodes", holders)
+	g.Expect(node.Get(ctx, client.ObjectKey{Namespace: ns, Name: first.SecretNameOrDefault()}, &s)).To(Succeed())
+	g.Eventually(func() []audit.Record { return records(t, log, ns, audit.ActionMounted) }, within).Should(HaveLen(1))
+	g.Expect(records(t, log, ns, audit.ActionMounted)[0].Actor.Username).To(Equal("system:node:node-1"))
+
+	// An administrator without access to Secrets is refused, and that is
+	// on record.
+	err := as(t, "mallory").Get(ctx, client.ObjectKey{Namespace: ns, Name: first.SecretNameOrDefault()}, &s)
+	g.Expect(apierrors.IsForbidden(err)).To(BeTrue(), "%v", err)
+	g.Eventually(func() []audit.Record { return records(t, log, ns, audit.ActionViewDenied) }, within).Should(HaveLen(1))
+	denied := records(t, log, ns, audit.ActionViewDenied)[0]
+	g.Expect(denied.Actor.Username).To(Equal("mallory"))
+	g.Expect(denied.Name).To(Equal("first"))
+
+	// Views and denied views are mirrored as Events on the APIKey.
+	g.Eventually(func(g Gomega) {
+		var list eventsv1.EventList
+		g.Expect(env.Client.List(ctx, &list, client.InNamespace(ns))).To(Succeed())
+		reasons := map[string]string{}
+		for _, e := range list.Items {
+			if e.Regarding.Name == "first" {
+				reasons[e.Reason] = e.Note
+			}
+		}
+		g.Expect(reasons).To(HaveKeyWithValue("Viewed", ContainSubstring(alice + " read the key's Secret (get)")))
+		g.Expect(reasons).To(HaveKeyWithValue("ViewDenied", ContainSubstring("mallory was refused (403) a get")))
+	}, within).Should(Succeed())
+
+	// No view is recorded twice, and nothing else happened.
+	g.Consistently(func() []audit.Record { return records(t, log, ns, audit.ActionViewed) }, 2*time.Second).Should(HaveLen(4))
+}
+
+func TestDeletionsNameTheActor(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	log := openLog(t)
+	startManager(t, audit.Multi{log}, log)
+	ns := newNamespace(t)
+	alice := userIn(ns, "alice")
+	revoked := issue(t, ns, "revoked", alice)
+	rotated := issue(t, ns, "rotated", alice)
+	reader := as(t, alice, holders)
+
+	// Deleting a key's Secret revokes that key; the controller reissues.
+	g.Expect(reader.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: rotated.SecretNameOrDefault()}})).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		reissued := records(t, log, ns, audit.ActionReissued)
+		actors := map[string]string{}
+		for _, r := range reissued {
+			actors[r.Actor.Username] = r.KeyID
+		}
+		g.Expect(actors).To(HaveKeyWithValue(alice, rotated.Status.KeyID), "the revoked key is named")
+		g.Expect(actors).To(HaveKey(audit.UnknownActor), "the controller's own record")
+	}, within).Should(Succeed())
+
+	g.Expect(reader.Delete(ctx, revoked)).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		var actors []string
+		for _, r := range records(t, log, ns, audit.ActionDeleted) {
+			g.Expect(r.Name).To(Equal("revoked"))
+			g.Expect(r.User).To(Equal(revoked.Spec.User))
+			g.Expect(r.KeyID).To(Equal(revoked.Status.KeyID))
+			actors = append(actors, r.Actor.Username)
+		}
+		g.Expect(actors).To(ConsistOf(alice, audit.UnknownActor))
+	}, within).Should(Succeed())
+}
+
+func TestEveryViewIsRecorded(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	log := openLog(t)
+	startManager(t, audit.Multi{log}, log)
+	ns := newNamespace(t)
+	alice := userIn(ns, "alice")
+	key := issue(t, ns, "busy", alice)
+	reader := as(t, alice, holders)
+	const views = 500
+	for range views {
+		var s corev1.Secret
+		g.Expect(reader.Get(ctx, client.ObjectKey{Namespace: ns, Name: key.SecretNameOrDefault()}, &s)).To(Succeed())
+	}
+	g.Eventually(func() []audit.Record { return records(t, log, ns, audit.ActionViewed) }, 60*time.Second).Should(HaveLen(views))
+	g.Consistently(func() []audit.Record { return records(t, log, ns, audit.ActionViewed) }, 2*time.Second).Should(HaveLen(views))
+}
+
+// failingTrail fails its first write, as a full disk would, then writes.
+type failingTrail struct {
+	audit.Writer
+	failed bool
+	mu     sync.Mutex
+}
+
+func (f *failingTrail) Write(records []audit.Record) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.failed {
+		f.failed = true
+		return errors.New("disk full")
+	}
+	return f.Writer.Write(records)
+}
+
+func TestABatchNotWrittenIsSentAgain(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	log := openLog(t)
+	trail := &failingTrail{Writer: log}
+	startManager(t, trail, log)
+	ns := newNamespace(t)
+	alice := userIn(ns, "alice")
+	key := issue(t, ns, "retried", alice)
+	var s corev1.Secret
+	g.Expect(as(t, alice, holders).Get(ctx, client.ObjectKey{Namespace: ns, Name: key.SecretNameOrDefault()}, &s)).To(Succeed())
+	g.Eventually(func() []audit.Record { return records(t, log, ns, audit.ActionViewed) }, within).Should(HaveLen(1))
+	g.Expect(trail.failed).To(BeTrue())
+}
+
+// stuckTrail holds the first batch until released, then fails it: a
+// manager killed before it wrote.
+type stuckTrail struct {
+	received chan struct{}
+	release  chan struct{}
+	once     sync.Once
+}
+
+func (s *stuckTrail) Write([]audit.Record) error {
+	s.once.Do(func() { close(s.received) })
+	<-s.release
+	return errors.New("killed")
+}
+
+func TestAManagerKilledBeforeWritingLosesNothing(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	alice := userIn(ns, "alice")
+	stuck := &stuckTrail{received: make(chan struct{}), release: make(chan struct{})}
+	defer close(stuck.release)
+	kill := startManager(t, stuck, nil)
+	key := issue(t, ns, "crash", alice)
+	var s corev1.Secret
+	g.Expect(as(t, alice, holders).Get(ctx, client.ObjectKey{Namespace: ns, Name: key.SecretNameOrDefault()}, &s)).To(Succeed())
+	g.Eventually(stuck.received, within).Should(BeClosed())
+	kill()
+
+	log := openLog(t)
+	startManager(t, audit.Multi{log}, log)
+	g.Eventually(func() []audit.Record { return records(t, log, ns, audit.ActionViewed) }, within).Should(HaveLen(1))
+	g.Expect(records(t, log, ns, audit.ActionViewed)[0].Actor.Username).To(Equal(alice))
+}
+
+func TestTheSameBatchTwiceIsRecordedOnce(t *testing.T) {
+	g := NewWithT(t)
+	log := openLog(t)
+	startManager(t, audit.Multi{log}, log)
+	ns := newNamespace(t)
+	alice := userIn(ns, "alice")
+	key := issue(t, ns, "twice", alice)
+	batch := auditv1.EventList{Items: []auditv1.Event{{
+		AuditID:        types.UID("6d1c6c57-4c53-4a5e-9a53-000000000001"),
+		Stage:          auditv1.StageResponseComplete,
+		RequestURI:     "/api/v1/namespaces/" + ns + "/secrets/" + key.SecretNameOrDefault(),
+		Verb:           "get",
+		User:           authenticationv1.UserInfo{Username: "carol"},
+		ObjectRef:      &auditv1.ObjectReference{Resource: "secrets", Namespace: ns, Name: key.SecretNameOrDefault(), APIVersion: "v1"},
+		ResponseStatus: &metav1.Status{Code: 200},
+		StageTimestamp: metav1.NewMicroTime(time.Now()),
+	}}}
+	body, err := json.Marshal(batch)
+	g.Expect(err).NotTo(HaveOccurred())
+	token, err := os.ReadFile(env.Audit.TokenFile)
+	g.Expect(err).NotTo(HaveOccurred())
+	c := webhookClient(t)
+	post := func(token string) int {
+		req, err := http.NewRequest(http.MethodPost, "https://"+env.Audit.Addr+auditserver.EventsPath, bytes.NewReader(body))
+		g.Expect(err).NotTo(HaveOccurred())
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		var resp *http.Response
+		g.Eventually(func() (err error) { resp, err = c.Do(req); return err }).Should(Succeed())
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	g.Expect(post(string(token))).To(Equal(http.StatusOK))
+	g.Expect(post(string(token))).To(Equal(http.StatusOK))
+	g.Expect(records(t, log, ns, audit.ActionViewed)).To(HaveLen(1))
+
+	// Anybody else is refused.
+	g.Expect(post("")).To(Equal(http.StatusUnauthorized))
+	g.Expect(post("not-" + string(token))).To(Equal(http.StatusUnauthorized))
+	g.Expect(managerLogs.String()).To(ContainSubstring("refused an audit request"))
+	g.Expect(managerLogs.String()).NotTo(ContainSubstring(string(token)))
+}
+
+// webhookClient trusts the audit server's certificate.
+func webhookClient(t *testing.T) *http.Client {
+	t.Helper()
+	ca, err := os.ReadFile(env.Audit.CertFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(ca)
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
+}
+
+func TestNoKeyInRecordsEventsOrLogs(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	log := openLog(t)
+	var stdout syncBuffer
+	startManager(t, audit.Multi{log, &audit.Lines{W: &stdout}}, log)
+	ns := newNamespace(t)
+	alice := userIn(ns, "alice")
+	key := issue(t, ns, "secret", alice)
+	var s corev1.Secret
+	g.Expect(as(t, alice, holders).Get(ctx, client.ObjectKey{Namespace: ns, Name: key.SecretNameOrDefault()}, &s)).To(Succeed())
+	g.Expect(as(t, alice, holders).Delete(ctx, key)).To(Succeed())
+	g.Eventually(func() []audit.Record { return records(t, log, ns, audit.ActionDeleted) }, within).Should(HaveLen(2))
+	value := string(s.Data[keysecret.DataKey])
+	g.Expect(value).To(HavePrefix("kmk_"))
+
+	var file bytes.Buffer
+	g.Expect(audit.Export(log, audit.Filter{}, audit.FormatJSON, &file)).To(Succeed())
+	var events eventsv1.EventList
+	g.Expect(env.Client.List(ctx, &events, client.InNamespace(ns))).To(Succeed())
+	eventText, err := json.Marshal(events)
+	g.Expect(err).NotTo(HaveOccurred())
+	for what, text := range map[string]string{"audit log": file.String(), "stdout": stdout.String(), "events": string(eventText), "manager logs": managerLogs.String()} {
+		g.Expect(strings.Contains(text, value)).To(BeFalse(), "the key is in the %s", what)
+	}
+	g.Expect(stdout.String()).To(ContainSubstring(`{"audit":{`))
+}
