@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"flag"
 	"os"
+	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
@@ -20,6 +21,7 @@ import (
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
 	"github.com/keymint/keymint/controllers"
 	"github.com/keymint/keymint/internal/audit"
+	"github.com/keymint/keymint/internal/auditserver"
 	"github.com/keymint/keymint/internal/metrics"
 )
 
@@ -48,6 +50,8 @@ func main() {
 		auditMaxMiB, auditMaxBackups          int
 		qps                                   float64
 		burst                                 int
+		auditServer                           auditserver.Server
+		auditIgnoredUsers                     stringList
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", "0", "The address the metrics endpoint binds to. Use :8443 for HTTPS or :8080 for HTTP, or leave as 0 to disable the metrics service.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "The address the probe endpoint binds to.")
@@ -60,6 +64,12 @@ func main() {
 	flag.StringVar(&auditPath, "audit-log-path", "", "Append-only file for audit records (fsync'd, rotated); records always go to stdout as {\"audit\": ...} lines too.")
 	flag.IntVar(&auditMaxMiB, "audit-log-max-size", 100, "Size in MiB at which the audit log is rotated.")
 	flag.IntVar(&auditMaxBackups, "audit-log-max-backups", 10, "Rotated audit logs kept.")
+	flag.StringVar(&auditServer.Addr, "audit-bind-address", "0", "The address of the HTTPS audit endpoint: kube-apiserver's audit webhook ("+auditserver.EventsPath+") and the export ("+auditserver.ExportPath+"). 0 disables it.")
+	flag.StringVar(&auditServer.CertFile, "audit-tls-cert-file", "", "The audit endpoint's serving certificate (reloaded when it changes).")
+	flag.StringVar(&auditServer.KeyFile, "audit-tls-key-file", "", "The audit endpoint's serving key.")
+	flag.StringVar(&auditServer.ClientCAFile, "audit-webhook-client-ca-file", "", "CA of the client certificate kube-apiserver sends audit batches with.")
+	flag.StringVar(&auditServer.TokenFile, "audit-webhook-token-file", "", "File holding the bearer token kube-apiserver sends audit batches with.")
+	flag.Var(&auditIgnoredUsers, "audit-ignore-user", "A user whose requests are not audited as views (repeatable); the manager's own identity always is.")
 	flag.Float64Var(&qps, "kube-api-qps", 500, "Queries per second the manager may send to the API server.")
 	flag.IntVar(&burst, "kube-api-burst", 1000, "Burst of queries the manager may send to the API server.")
 	opts := zap.Options{Development: false}
@@ -68,6 +78,15 @@ func main() {
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
 	log := ctrl.Log.WithName("setup")
 
+	auditEnabled := auditServer.Addr != "0" && auditServer.Addr != ""
+	if auditEnabled && (auditServer.CertFile == "" || auditServer.KeyFile == "") {
+		log.Error(nil, "--audit-bind-address needs --audit-tls-cert-file and --audit-tls-key-file")
+		os.Exit(2)
+	}
+	if auditEnabled && auditServer.ClientCAFile == "" && auditServer.TokenFile == "" {
+		log.Error(nil, "--audit-bind-address needs --audit-webhook-client-ca-file or --audit-webhook-token-file to authenticate kube-apiserver")
+		os.Exit(2)
+	}
 	if maxKeysPerUser < 1 {
 		log.Error(nil, "--max-keys-per-user must be at least 1")
 		os.Exit(2)
@@ -114,6 +133,7 @@ func main() {
 		}
 		defer file.Close()
 		auditTrail = append(auditTrail, file)
+		auditServer.Log = file
 	}
 	auditTrail = append(auditTrail, &audit.Lines{W: os.Stdout})
 
@@ -131,6 +151,13 @@ func main() {
 	}).SetupWithManager(ctx, mgr); err != nil {
 		log.Error(err, "unable to set up the APIKey controller")
 		os.Exit(1)
+	}
+	if auditEnabled {
+		auditServer.Trail, auditServer.IgnoredUsers = auditTrail, auditIgnoredUsers
+		if err := auditServer.SetupWithManager(ctx, mgr); err != nil {
+			log.Error(err, "unable to set up the audit endpoint")
+			os.Exit(1)
+		}
 	}
 	if err := metrics.Register(mgr.GetCache()); err != nil {
 		log.Error(err, "unable to register metrics")
@@ -150,6 +177,16 @@ func main() {
 		log.Error(err, "problem running manager")
 		os.Exit(1)
 	}
+}
+
+// stringList is a repeatable string flag.
+type stringList []string
+
+func (l *stringList) String() string { return strings.Join(*l, ",") }
+
+func (l *stringList) Set(v string) error {
+	*l = append(*l, v)
+	return nil
 }
 
 func envOr(name, fallback string) string {

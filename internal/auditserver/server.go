@@ -67,6 +67,9 @@ type Server struct {
 	token []byte
 }
 
+// +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews;selfsubjectreviews,verbs=create
+// +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
+
 // SetupWithManager completes s from mgr: the resolver over its cache, its
 // own identity among the ignored users, delegated export authorisation and
 // Events. It adds s to mgr.
@@ -161,7 +164,9 @@ func (s *Server) tlsConfig(ctx context.Context) (*tls.Config, error) {
 			s.Logger.Error(err, "watching the audit server certificate failed")
 		}
 	}()
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: watcher.GetCertificate}
+	// HTTP/2 is off, as on the metrics endpoint: it is open to the Rapid
+	// Reset and Stream Cancellation attacks, and batches do not need it.
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: watcher.GetCertificate, NextProtos: []string{"http/1.1"}}
 	if s.ClientCAFile != "" {
 		raw, err := os.ReadFile(s.ClientCAFile)
 		if err != nil {
@@ -176,10 +181,10 @@ func (s *Server) tlsConfig(ctx context.Context) (*tls.Config, error) {
 	return cfg, nil
 }
 
-// resetListener closes its connections with a reset (SO_LINGER 0), so a
-// manager stopped while it holds a batch it has not acknowledged leaves
-// the API server a connection error it retries (a reset, or a lost HTTP/2
-// connection), never a clean close of an HTTP/1.1 connection.
+// resetListener closes its connections with a reset (SO_LINGER 0). A
+// manager stopped or killed while it holds a batch it has not acknowledged
+// then resets the API server's connection, which the API server retries,
+// instead of closing it cleanly, which it would take as a lost batch.
 type resetListener struct{ *net.TCPListener }
 
 func (l resetListener) Accept() (net.Conn, error) {

@@ -100,7 +100,7 @@ func TestViewsAreRecordedWithTheActor(t *testing.T) {
 				reasons[e.Reason] = e.Note
 			}
 		}
-		g.Expect(reasons).To(HaveKeyWithValue("Viewed", ContainSubstring(alice + " read the key's Secret (get)")))
+		g.Expect(reasons).To(HaveKeyWithValue("Viewed", ContainSubstring(alice+" read the key's Secret (get)")))
 		g.Expect(reasons).To(HaveKeyWithValue("ViewDenied", ContainSubstring("mallory was refused (403) a get")))
 	}, within).Should(Succeed())
 
