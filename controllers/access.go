@@ -98,41 +98,33 @@ func (r *APIKeyReconciler) denyAccess(ctx context.Context, key *keymintv1alpha1.
 // removed one may take it from keys that have it. Each key is checked now
 // and a few times in the next seconds.
 func (r *APIKeyReconciler) bindingChanged() handler.Funcs {
-	enqueue := func(ctx context.Context, obj client.Object, q workqueue.TypedRateLimitingInterface[reconcile.Request], want func(*keymintv1alpha1.APIKey) bool) {
+	// Every key in the binding's scope is checked, whatever its cached
+	// state: the cache may not yet show a key's last status (just
+	// suspended, just issued), and a key skipped on a stale status would
+	// keep or lack access until the periodic re-check.
+	enqueue := func(ctx context.Context, obj client.Object, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 		list := &keymintv1alpha1.APIKeyList{}
 		if err := r.List(ctx, list, client.InNamespace(obj.GetNamespace())); err != nil {
 			return
 		}
 		for i := range list.Items {
-			if k := &list.Items[i]; want(k) {
-				req := reconcile.Request{NamespacedName: client.ObjectKeyFromObject(k)}
-				q.Add(req)
-				for _, d := range bindingSettle {
-					q.AddAfter(req, d)
-				}
+			req := reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])}
+			q.Add(req)
+			for _, d := range bindingSettle {
+				q.AddAfter(req, d)
 			}
 		}
 	}
-	lacksAccess := func(k *keymintv1alpha1.APIKey) bool { return isAccessDenied(k) }
-	mayHaveAccess := func(k *keymintv1alpha1.APIKey) bool {
-		return !isAccessDenied(k) && k.Status.Phase != keymintv1alpha1.PhaseExpired
-	}
-	anyKey := func(*keymintv1alpha1.APIKey) bool { return true }
 	return handler.Funcs{
 		CreateFunc: func(ctx context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			enqueue(ctx, e.Object, q, lacksAccess)
+			enqueue(ctx, e.Object, q)
 		},
 		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			enqueue(ctx, e.ObjectNew, q, anyKey)
+			enqueue(ctx, e.ObjectNew, q)
 		},
 		DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			enqueue(ctx, e.Object, q, mayHaveAccess)
+			enqueue(ctx, e.Object, q)
 		},
 	}
 }
 
-// isAccessDenied reports whether key waits for its user to be granted access.
-func isAccessDenied(key *keymintv1alpha1.APIKey) bool {
-	reason := readyReason(key)
-	return reason == keymintv1alpha1.ReasonAccessDenied || reason == keymintv1alpha1.ReasonAccessRemoved
-}

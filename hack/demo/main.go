@@ -5,18 +5,25 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
-	"github.com/go-logr/logr"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/go-logr/logr"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/keymint/keymint/internal/auditserver"
+	"github.com/keymint/keymint/internal/testenv"
 )
 
 func main() {
@@ -50,6 +57,12 @@ func run() error {
 		BinaryAssetsDirectory: assets,
 		CRDDirectoryPaths:     []string{filepath.Join(root, "config", "crd", "bases")},
 		ErrorIfCRDPathMissing: true,
+	}
+	// The API server audits Secrets and APIKeys (config/audit/policy.yaml)
+	// and sends its batches to the manager's audit webhook every second.
+	webhook, err := testenv.ConfigureAudit(env, filepath.Join(root, "config"), dir)
+	if err != nil {
+		return err
 	}
 	if _, err := env.Start(); err != nil {
 		return fmt.Errorf("starting the control plane: %w", err)
@@ -102,8 +115,13 @@ func run() error {
 		return err
 	}
 	defer logFile.Close()
+	auditLog := filepath.Join(dir, "audit.log")
+	_ = os.Remove(auditLog)
 	manager := exec.Command(filepath.Join(root, "bin", "manager"),
-		"--slot-namespace=keymint-system", "--health-probe-bind-address=0", "--metrics-bind-address=0")
+		"--slot-namespace=keymint-system", "--health-probe-bind-address=0", "--metrics-bind-address=0",
+		"--audit-log-path="+auditLog, "--audit-bind-address="+webhook.Addr,
+		"--audit-tls-cert-file="+webhook.CertFile, "--audit-tls-key-file="+webhook.KeyFile,
+		"--audit-webhook-token-file="+webhook.TokenFile)
 	manager.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
 	manager.Stdout, manager.Stderr = logFile, logFile
 	if err := manager.Start(); err != nil {
@@ -135,15 +153,43 @@ func run() error {
 	_ = kubectl("get", "apikeys", "-A")
 	_ = kubectl("get", "events", "-n", "default", "--sort-by=.lastTimestamp", "--field-selector=involvedObject.kind=APIKey")
 
+	step("alice reads her key's Secret; bob, who may not, tries too")
+	_ = quiet("create", "role", "alice-reads-her-keys", "-n", "default", "--verb=get", "--resource=secrets",
+		"--resource-name=alice-ci-next", "--resource-name=alice-extra")
+	_ = quiet("create", "rolebinding", "alice-reads-her-keys", "-n", "default", "--role=alice-reads-her-keys", "--user=alice")
+	_ = kubectl("get", "secret", "-n", "default", "alice-ci-next", "--as=alice", "-o", "name")
+	_ = kubectl("get", "secret", "-n", "default", "alice-ci-next", "--as=bob", "-o", "name")
+
+	step("an administrator exports the audit records (GET " + auditserver.ExportPath + " with a token allowed get apikeys/audit)")
+	_ = quiet("create", "serviceaccount", "auditor", "-n", "keymint-system")
+	_ = quiet("create", "clusterrolebinding", "keymint-auditor", "--clusterrole=keymint-admin", "--serviceaccount=keymint-system:auditor")
+	token, err := exec.Command(filepath.Join(assets, "kubectl"), "--kubeconfig", kubeconfig, "create", "token", "auditor", "-n", "keymint-system").Output()
+	if err != nil {
+		return fmt.Errorf("creating the auditor's token: %w", err)
+	}
+	exportURL := "https://" + webhook.Addr + auditserver.ExportPath + "?namespace=default&format=csv"
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		body, err := export(exportURL, webhook.CertFile, strings.TrimSpace(string(token)))
+		if err == nil && strings.Contains(body, "ViewDenied") || time.Now().After(deadline) {
+			fmt.Printf("\n$ curl -H 'Authorization: Bearer ...' '%s'\n%s", exportURL, body)
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	_ = kubectl("get", "events", "-n", "default", "--field-selector=reason=Viewed")
+
 	step("the control plane and the operator keep running")
 	fmt.Printf(`
   export KUBECONFIG=%s
   kubectl get apikeys -A
   kubectl describe apikey -n default alice-extra
   kubectl apply -f config/samples/keymint_v1alpha1_apikey.yaml
+  kubectl get secret -n default alice-ci-next --as=alice -o name   # a Viewed record
+  cat %s                                              # the audit trail
 
 Stop with Ctrl-C (the control plane and its data go away with it).
-`, kubeconfig)
+`, kubeconfig, auditLog)
 
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
@@ -159,3 +205,30 @@ Stop with Ctrl-C (the control plane and its data go away with it).
 }
 
 func step(s string) { fmt.Printf("\n==> %s\n", s) }
+
+// export fetches the audit export at url as the holder of token, trusting
+// the manager's certificate.
+func export(url, caFile, token string) (string, error) {
+	ca, err := os.ReadFile(caFile)
+	if err != nil {
+		return "", err
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(ca)
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := c.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("%s: %s", resp.Status, body)
+	}
+	return string(body), err
+}
