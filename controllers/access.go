@@ -127,4 +127,3 @@ func (r *APIKeyReconciler) bindingChanged() handler.Funcs {
 		},
 	}
 }
-

@@ -122,7 +122,22 @@ func run() error {
 		"--audit-log-path="+auditLog, "--audit-bind-address="+webhook.Addr,
 		"--audit-tls-cert-file="+webhook.CertFile, "--audit-tls-key-file="+webhook.KeyFile,
 		"--audit-webhook-token-file="+webhook.TokenFile)
-	manager.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
+	// The manager has an identity of its own, as its ServiceAccount has in
+	// a cluster: the audit webhook leaves its requests out, not the
+	// administrator's.
+	operator, err := env.AddUser(envtest.User{Name: "keymint-manager", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return err
+	}
+	operatorKubeconfig, err := operator.KubeConfig()
+	if err != nil {
+		return err
+	}
+	managerKubeconfig := filepath.Join(dir, "manager.kubeconfig")
+	if err := os.WriteFile(managerKubeconfig, operatorKubeconfig, 0o600); err != nil {
+		return err
+	}
+	manager.Env = append(os.Environ(), "KUBECONFIG="+managerKubeconfig)
 	manager.Stdout, manager.Stderr = logFile, logFile
 	if err := manager.Start(); err != nil {
 		return fmt.Errorf("starting bin/manager (run `make build`): %w", err)
@@ -132,23 +147,25 @@ func run() error {
 		_ = manager.Wait()
 	}()
 
-	step("applying config/samples: two keys for alice, a third that must wait, one for bob")
-	if err := kubectl("apply", "-k", filepath.Join(root, "config", "samples")); err != nil {
-		return err
-	}
 	waitFor := func(args ...string) {
 		deadline := time.Now().Add(30 * time.Second)
 		for time.Now().Before(deadline) && quiet(args...) != nil {
 			time.Sleep(200 * time.Millisecond)
 		}
 	}
+	step("applying config/samples: two keys for alice, a third that must wait, one for bob")
+	// The admission policies take a moment to learn the new CRD.
+	waitFor("apply", "-k", filepath.Join(root, "config", "samples"), "--dry-run=server")
+	if err := kubectl("apply", "-k", filepath.Join(root, "config", "samples")); err != nil {
+		return err
+	}
 	waitFor("wait", "--for=jsonpath={.status.phase}=Active", "--timeout=1s", "-n", "default", "apikey/alice-ci", "apikey/alice-ci-next", "apikey/bob-reporting")
 	waitFor("wait", "--for=jsonpath={.status.conditions[?(@.type==\"Ready\")].reason}=KeyLimitReached", "--timeout=1s", "-n", "default", "apikey/alice-extra")
 	_ = kubectl("get", "apikeys", "-A")
 	_ = kubectl("get", "secrets", "-n", "default", "-l", "app.kubernetes.io/managed-by=keymint")
 
-	step("revoking alice-ci: its Secret goes and alice-extra, which waited, is issued")
-	_ = kubectl("delete", "apikey", "-n", "default", "alice-ci")
+	step("alice revokes alice-ci: its Secret goes and alice-extra, which waited, is issued")
+	_ = kubectl("delete", "apikey", "-n", "default", "alice-ci", "--as=alice")
 	waitFor("wait", "--for=jsonpath={.status.phase}=Active", "--timeout=1s", "-n", "default", "apikey/alice-extra")
 	_ = kubectl("get", "apikeys", "-A")
 	_ = kubectl("get", "events", "-n", "default", "--sort-by=.lastTimestamp", "--field-selector=involvedObject.kind=APIKey")
@@ -186,7 +203,7 @@ func run() error {
   kubectl describe apikey -n default alice-extra
   kubectl apply -f config/samples/keymint_v1alpha1_apikey.yaml
   kubectl get secret -n default alice-ci-next --as=alice -o name   # a Viewed record
-  cat %s                                              # the audit trail
+  cat %s   # the audit trail
 
 Stop with Ctrl-C (the control plane and its data go away with it).
 `, kubeconfig, auditLog)
