@@ -184,3 +184,18 @@ func TestExportFormats(t *testing.T) {
 		t.Error("an unknown format was accepted")
 	}
 }
+
+func TestRecentSetForgetsTheOldest(t *testing.T) {
+	s := newRecentSet(3)
+	for _, k := range []string{"a", "b", "c", "a", "d", "e"} {
+		s.add(k)
+	}
+	for k, want := range map[string]bool{"a": false, "b": false, "c": true, "d": true, "e": true} {
+		if s.has(k) != want {
+			t.Errorf("has(%q) = %v, want %v", k, !want, want)
+		}
+	}
+	if len(s.members) != 3 {
+		t.Errorf("%d members, want 3", len(s.members))
+	}
+}

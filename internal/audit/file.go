@@ -24,19 +24,56 @@ type File struct {
 	mu   sync.Mutex
 	f    *os.File
 	size int64
-	// seen holds the keys of the records on file, so a batch the API server
-	// sends again is not recorded twice.
-	seen map[string]bool
+	// seen holds the keys of the latest records on file, so a batch the
+	// API server sends again is not recorded twice.
+	seen *recentSet
+}
+
+// MaxRemembered bounds the record keys a File remembers for deduplication:
+// the API server resends a batch within a minute or so, and the
+// controller's replays come within a reconcile, so the latest 100,000
+// records (about 15 MiB) are plenty.
+const MaxRemembered = 100_000
+
+// recentSet is a set of strings that forgets the oldest beyond its size.
+type recentSet struct {
+	size    int
+	members map[string]struct{}
+	order   []string // a ring once full; next is its oldest
+	next    int
+}
+
+func newRecentSet(size int) *recentSet {
+	return &recentSet{size: size, members: map[string]struct{}{}}
+}
+
+func (s *recentSet) has(k string) bool {
+	_, ok := s.members[k]
+	return ok
+}
+
+func (s *recentSet) add(k string) {
+	if s.has(k) {
+		return
+	}
+	if len(s.order) < s.size {
+		s.order = append(s.order, k)
+	} else {
+		delete(s.members, s.order[s.next])
+		s.order[s.next] = k
+		s.next = (s.next + 1) % s.size
+	}
+	s.members[k] = struct{}{}
 }
 
 // OpenFile opens (or creates) the log at path and loads the audit IDs
 // already recorded in it and its backups.
 func OpenFile(path string, maxBytes int64, maxBackups int) (*File, error) {
-	l := &File{Path: path, MaxBytes: maxBytes, MaxBackups: maxBackups, seen: map[string]bool{}}
+	l := &File{Path: path, MaxBytes: maxBytes, MaxBackups: maxBackups, seen: newRecentSet(MaxRemembered)}
 	for _, p := range l.files() {
 		if err := readRecords(p, func(r Record) {
 			if k := r.dedupKey(); k != "" {
-				l.seen[k] = true
+				l.seen.add(k)
 			}
 		}); err != nil {
 			return nil, err
@@ -78,7 +115,7 @@ func (l *File) Append(records []Record) ([]Record, error) {
 	var fresh []Record
 	for _, r := range records {
 		if k := r.dedupKey(); k != "" {
-			if l.seen[k] || slices.Contains(keys, k) {
+			if l.seen.has(k) || slices.Contains(keys, k) {
 				continue
 			}
 			keys = append(keys, k)
@@ -106,7 +143,7 @@ func (l *File) Append(records []Record) ([]Record, error) {
 	}
 	l.size += int64(len(buf))
 	for _, k := range keys {
-		l.seen[k] = true
+		l.seen.add(k)
 	}
 	return fresh, nil
 }
