@@ -26,11 +26,16 @@ import (
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
 	"github.com/keymint/keymint/controllers"
+	"github.com/keymint/keymint/internal/audit"
+	"github.com/keymint/keymint/internal/auditserver"
 	"github.com/keymint/keymint/internal/keys"
 	"github.com/keymint/keymint/internal/testenv"
 )
 
-var env *testenv.Env
+var (
+	env      *testenv.Env
+	auditLog *audit.File
+)
 
 func TestMain(m *testing.M) {
 	os.Exit(runE2E(m))
@@ -42,8 +47,13 @@ func runE2E(m *testing.M) int {
 	logf.SetLogger(logr.Discard()) // the operator's logs are not under test here
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var err error
-	if env, err = testenv.Start(ctx, filepath.Join("..", "..", "config"), Scheme); err != nil {
+	dir, err := os.MkdirTemp("", "keymint-cli-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	if env, err = testenv.Start(ctx, filepath.Join("..", "..", "config"), Scheme, testenv.WithAuditWebhook(dir)); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
@@ -58,6 +68,10 @@ func runE2E(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	if auditLog, err = audit.OpenFile(filepath.Join(dir, "audit.log"), 0, 0); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	r := &controllers.APIKeyReconciler{
 		Client:         mgr.GetClient(),
 		APIReader:      mgr.GetAPIReader(),
@@ -65,8 +79,21 @@ func runE2E(m *testing.M) int {
 		Clock:          clock.RealClock{},
 		MaxKeysPerUser: 2,
 		SlotNamespace:  testenv.SlotNamespace,
+		Audit:          auditLog,
 	}
 	if err := r.SetupWithManager(ctx, mgr); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	auditServer := &auditserver.Server{
+		Addr:      env.Audit.Addr,
+		CertFile:  env.Audit.CertFile,
+		KeyFile:   env.Audit.KeyFile,
+		TokenFile: env.Audit.TokenFile,
+		Trail:     auditLog,
+		Log:       auditLog,
+	}
+	if err := auditServer.SetupWithManager(ctx, mgr); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}

@@ -126,6 +126,7 @@ Exit codes: 0 success, 1 error (the message says what to do next),
 		newRotateCommand(o),
 		newDeleteCommand(o),
 		newStatusCommand(o),
+		newAuditCommand(o),
 	)
 	return cmd
 }
