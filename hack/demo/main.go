@@ -5,11 +5,7 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -19,10 +15,12 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/keymint/keymint/internal/auditserver"
+	"github.com/keymint/keymint/internal/cli"
 	"github.com/keymint/keymint/internal/testenv"
 )
 
@@ -177,19 +175,23 @@ func run() error {
 	_ = kubectl("get", "secret", "-n", "default", "alice-ci-next", "--as=alice", "-o", "name")
 	_ = kubectl("get", "secret", "-n", "default", "alice-ci-next", "--as=bob", "-o", "name")
 
-	step("an administrator exports the audit records (GET " + auditserver.ExportPath + " with a token allowed get apikeys/audit)")
+	step("an administrator exports the audit records with the plugin (" + auditserver.ExportPath + ", a token allowed get apikeys/audit)")
 	_ = quiet("create", "serviceaccount", "auditor", "-n", "keymint-system")
 	_ = quiet("create", "clusterrolebinding", "keymint-auditor", "--clusterrole=keymint-admin", "--serviceaccount=keymint-system:auditor")
 	token, err := exec.Command(filepath.Join(assets, "kubectl"), "--kubeconfig", kubeconfig, "create", "token", "auditor", "-n", "keymint-system").Output()
 	if err != nil {
 		return fmt.Errorf("creating the auditor's token: %w", err)
 	}
-	exportURL := "https://" + webhook.Addr + auditserver.ExportPath + "?namespace=default&format=csv"
+	args := []string{"audit", "export", "-n", "default", "--format", "csv",
+		"--audit-server", "https://" + webhook.Addr, "--audit-certificate-authority", webhook.CertFile}
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		body, err := export(exportURL, webhook.CertFile, strings.TrimSpace(string(token)))
-		if err == nil && strings.Contains(body, "ViewDenied") || time.Now().After(deadline) {
-			fmt.Printf("\n$ curl -H 'Authorization: Bearer ...' '%s'\n%s", exportURL, body)
+		var out, errOut strings.Builder
+		code := cli.Execute(&cli.Options{Streams: genericiooptions.IOStreams{In: os.Stdin, Out: &out, ErrOut: &errOut}},
+			append(args, "--kubeconfig", kubeconfig, "--token", strings.TrimSpace(string(token))))
+		if code == cli.ExitOK && strings.Contains(out.String(), "ViewDenied") || time.Now().After(deadline) {
+			fmt.Printf("\n$ kubectl apikey %s --token \"$(kubectl create token auditor -n keymint-system)\"\n%s%s",
+				strings.Join(args, " "), out.String(), errOut.String())
 			break
 		}
 		time.Sleep(500 * time.Millisecond)
@@ -222,30 +224,3 @@ Stop with Ctrl-C (the control plane and its data go away with it).
 }
 
 func step(s string) { fmt.Printf("\n==> %s\n", s) }
-
-// export fetches the audit export at url as the holder of token, trusting
-// the manager's certificate.
-func export(url, caFile, token string) (string, error) {
-	ca, err := os.ReadFile(caFile)
-	if err != nil {
-		return "", err
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(ca)
-	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
-	req, err := http.NewRequest(http.MethodGet, url, nil)
-	if err != nil {
-		return "", err
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := c.Do(req)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("%s: %s", resp.Status, body)
-	}
-	return string(body), err
-}

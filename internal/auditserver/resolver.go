@@ -29,19 +29,21 @@ type CacheResolver struct {
 
 	mu         sync.Mutex
 	tombstones map[tombstoneKey]tombstone
+	pruned     time.Time
 }
 
 type tombstoneKey struct{ kind, namespace, name string }
 
 type tombstone struct {
-	ref     KeyRef
-	expires time.Time
+	ref    KeyRef
+	secret ManagedSecret // for a Secret, with its deletion time
+	at     time.Time     // when the deletion was seen
 }
 
 // NewCacheResolver returns a resolver over c that records the deletions c's
 // informers report.
 func NewCacheResolver(ctx context.Context, c cache.Cache, clk clock.Clock) (*CacheResolver, error) {
-	r := &CacheResolver{reader: c, clock: clk, tombstones: map[tombstoneKey]tombstone{}}
+	r := &CacheResolver{reader: c, clock: clk, tombstones: map[tombstoneKey]tombstone{}, pruned: clk.Now()}
 	for _, obj := range []client.Object{&corev1.Secret{}, &keymintv1alpha1.APIKey{}} {
 		informer, err := c.GetInformer(ctx, obj)
 		if err != nil {
@@ -58,33 +60,40 @@ func (r *CacheResolver) deleted(obj any) {
 	if d, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
 		obj = d.Obj
 	}
+	now := r.clock.Now()
 	switch o := obj.(type) {
 	case *corev1.Secret:
-		if ref, ok := secretRef(o); ok {
-			r.bury("Secret", o.Namespace, o.Name, ref)
+		if s, ok := managedSecret(o); ok {
+			s.Deleted = now
+			r.bury(tombstoneKey{"Secret", o.Namespace, o.Name}, tombstone{ref: s.Key, secret: s, at: now})
 		}
 	case *keymintv1alpha1.APIKey:
-		r.bury("APIKey", o.Namespace, o.Name, apiKeyRef(o))
+		r.bury(tombstoneKey{"APIKey", o.Namespace, o.Name}, tombstone{ref: apiKeyRef(o), at: now})
 	}
 }
 
-func (r *CacheResolver) bury(kind, namespace, name string, ref KeyRef) {
+// bury remembers a deletion for TombstoneTTL; expired ones are dropped at
+// most once a minute, so a mass deletion costs no quadratic sweep.
+func (r *CacheResolver) bury(k tombstoneKey, t tombstone) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := r.clock.Now()
-	for k, t := range r.tombstones {
-		if now.After(t.expires) {
-			delete(r.tombstones, k)
+	if now.Sub(r.pruned) > time.Minute {
+		for key, old := range r.tombstones {
+			if now.Sub(old.at) > TombstoneTTL {
+				delete(r.tombstones, key)
+			}
 		}
+		r.pruned = now
 	}
-	r.tombstones[tombstoneKey{kind, namespace, name}] = tombstone{ref: ref, expires: now.Add(TombstoneTTL)}
+	r.tombstones[k] = t
 }
 
 func (r *CacheResolver) dug(kind, namespace, name string) (KeyRef, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	t, ok := r.tombstones[tombstoneKey{kind, namespace, name}]
-	if !ok || r.clock.Now().After(t.expires) {
+	if !ok || r.clock.Since(t.at) > TombstoneTTL {
 		return KeyRef{}, false
 	}
 	return t.ref, true
@@ -96,7 +105,8 @@ func (r *CacheResolver) Secret(namespace, name string) (KeyRef, bool) {
 	ctx := context.Background()
 	var s corev1.Secret
 	if err := r.reader.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, &s); err == nil {
-		return secretRef(&s)
+		m, ok := managedSecret(&s)
+		return m.Key, ok
 	}
 	if ref, ok := r.dug("Secret", namespace, name); ok {
 		return ref, true
@@ -121,7 +131,8 @@ func (r *CacheResolver) DeletedSecret(namespace, name string) (KeyRef, bool) {
 	return r.Secret(namespace, name)
 }
 
-// Secrets implements Resolver.
+// Secrets implements Resolver: the cached Secrets and those deleted
+// lately, which a list made before their deletion could still return.
 func (r *CacheResolver) Secrets(namespace string) []ManagedSecret {
 	var list corev1.SecretList
 	if err := r.reader.List(context.Background(), &list, client.InNamespace(namespace),
@@ -129,10 +140,18 @@ func (r *CacheResolver) Secrets(namespace string) []ManagedSecret {
 		return nil
 	}
 	out := make([]ManagedSecret, 0, len(list.Items))
+	live := map[tombstoneKey]bool{}
 	for i := range list.Items {
-		s := &list.Items[i]
-		if ref, ok := secretRef(s); ok {
-			out = append(out, ManagedSecret{Name: s.Name, Namespace: s.Namespace, Labels: s.Labels, Type: s.Type, Key: ref})
+		if s, ok := managedSecret(&list.Items[i]); ok {
+			out = append(out, s)
+			live[tombstoneKey{"Secret", s.Namespace, s.Name}] = true
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k, t := range r.tombstones {
+		if k.kind == "Secret" && (namespace == "" || k.namespace == namespace) && !live[k] && r.clock.Since(t.at) <= TombstoneTTL {
+			out = append(out, t.secret)
 		}
 	}
 	return out
@@ -148,10 +167,10 @@ func (r *CacheResolver) APIKey(namespace, name string) (KeyRef, bool, bool) {
 	return ref, false, ok
 }
 
-// secretRef reads the key a managed Secret holds; false for any other.
-func secretRef(s *corev1.Secret) (KeyRef, bool) {
+// managedSecret reads the key a managed Secret holds; false for any other.
+func managedSecret(s *corev1.Secret) (ManagedSecret, bool) {
 	if s.Labels[keysecret.LabelManagedBy] != keysecret.ManagedBy || s.Type != keysecret.Type {
-		return KeyRef{}, false
+		return ManagedSecret{}, false
 	}
 	ref := KeyRef{
 		Namespace: s.Namespace,
@@ -164,7 +183,7 @@ func secretRef(s *corev1.Secret) (KeyRef, bool) {
 			ref.UID = string(o.UID)
 		}
 	}
-	return ref, true
+	return ManagedSecret{Name: s.Name, Namespace: s.Namespace, Labels: s.Labels, Type: s.Type, Created: s.CreationTimestamp.Time, Key: ref}, true
 }
 
 func apiKeyRef(k *keymintv1alpha1.APIKey) KeyRef {

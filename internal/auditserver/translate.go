@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -28,7 +29,16 @@ type ManagedSecret struct {
 	Name, Namespace string
 	Labels          map[string]string
 	Type            corev1.SecretType
-	Key             KeyRef
+	// Created is the Secret's creation time (to the second); Deleted, when
+	// set, when it was seen deleted.
+	Created, Deleted time.Time
+	Key              KeyRef
+}
+
+// existedAt reports whether the Secret may have existed at t: not created
+// in a later second, not deleted before.
+func (s ManagedSecret) existedAt(t time.Time) bool {
+	return !s.Created.After(t) && (s.Deleted.IsZero() || !s.Deleted.Before(t))
 }
 
 // fields are the Secret fields a field selector can name.
@@ -83,7 +93,7 @@ func Translate(ev *auditv1.Event, r Resolver, ignored func(username string) bool
 			}
 		case "list", "watch":
 			if action != "" {
-				keys = listed(ev.RequestURI, ref.Namespace, r)
+				keys = listed(ev, r)
 			}
 		case "delete":
 			// The controller reissues the key; this names who revoked it. A
@@ -137,11 +147,12 @@ func readAction(code int32, username string) audit.Action {
 
 func success(code int32) bool { return code >= 200 && code < 300 }
 
-// listed returns the keys whose Secrets a list or watch in namespace with
-// the request's selectors could return. A selector that does not parse is
-// taken as none: the API server would have refused the request.
-func listed(requestURI, namespace string, r Resolver) []KeyRef {
-	u, err := url.ParseRequestURI(requestURI)
+// listed returns the keys whose Secrets a list or watch could return: in
+// its namespace (or all), matching its selectors, existing when it was
+// received. A selector that does not parse is taken as none: the API server
+// would have refused the request.
+func listed(ev *auditv1.Event, r Resolver) []KeyRef {
+	u, err := url.ParseRequestURI(ev.RequestURI)
 	if err != nil {
 		return nil
 	}
@@ -155,8 +166,9 @@ func listed(requestURI, namespace string, r Resolver) []KeyRef {
 		return nil
 	}
 	var keys []KeyRef
-	for _, s := range r.Secrets(namespace) {
-		if labelSel.Matches(labels.Set(s.Labels)) && fieldSel.Matches(s.fields()) {
+	received := ev.RequestReceivedTimestamp.Time
+	for _, s := range r.Secrets(ev.ObjectRef.Namespace) {
+		if labelSel.Matches(labels.Set(s.Labels)) && fieldSel.Matches(s.fields()) && (received.IsZero() || s.existedAt(received)) {
 			keys = append(keys, s.Key)
 		}
 	}

@@ -12,13 +12,16 @@ import (
 )
 
 // fakeResolver knows two keys' Secrets in namespace team, one of them
-// labelled tier=prod, and the APIKey "gone", deleted.
+// labelled tier=prod; a Secret created after the requests, one deleted
+// before them and one deleted after them; and the APIKey "gone", deleted.
 type fakeResolver struct{}
 
 var (
 	keyA = KeyRef{Namespace: "team", Name: "a", UID: "uid-a", User: "alice", KeyID: "kid_a"}
 	keyB = KeyRef{Namespace: "team", Name: "b", UID: "uid-b", User: "bob", KeyID: "kid_b"}
 	gone = KeyRef{Namespace: "team", Name: "gone", UID: "uid-gone", User: "alice", KeyID: "kid_gone"}
+	// received is when the API server received every request below.
+	received = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
 )
 
 func (fakeResolver) Secret(ns, name string) (KeyRef, bool) {
@@ -44,6 +47,9 @@ func (fakeResolver) Secrets(ns string) []ManagedSecret {
 	return []ManagedSecret{
 		{Name: "a-secret", Namespace: "team", Type: "keymint.io/api-key", Labels: map[string]string{"tier": "prod"}, Key: keyA},
 		{Name: "b-secret", Namespace: "team", Type: "keymint.io/api-key", Key: keyB},
+		{Name: "later", Namespace: "team", Type: "keymint.io/api-key", Created: received.Add(time.Second), Key: KeyRef{Name: "later"}},
+		{Name: "before", Namespace: "team", Type: "keymint.io/api-key", Deleted: received.Add(-time.Second), Key: KeyRef{Name: "before"}},
+		{Name: "after", Namespace: "team", Type: "keymint.io/api-key", Labels: map[string]string{"tier": "dev"}, Deleted: received.Add(time.Second), Key: KeyRef{Name: "after"}},
 	}
 }
 
@@ -63,16 +69,17 @@ func event(verb, user, uri, resource, ns, name string, code int32) *auditv1.Even
 		group = "keymint.io"
 	}
 	return &auditv1.Event{
-		AuditID:        "id-1",
-		Stage:          auditv1.StageResponseComplete,
-		Verb:           verb,
-		RequestURI:     uri,
-		User:           authenticationv1.UserInfo{Username: user, Groups: []string{"devs"}},
-		SourceIPs:      []string{"10.0.0.7"},
-		UserAgent:      "kubectl/v1.37.2",
-		ObjectRef:      &auditv1.ObjectReference{Resource: resource, APIGroup: group, Namespace: ns, Name: name},
-		ResponseStatus: &metav1.Status{Code: code},
-		StageTimestamp: metav1.NewMicroTime(time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)),
+		AuditID:                  "id-1",
+		Stage:                    auditv1.StageResponseComplete,
+		Verb:                     verb,
+		RequestURI:               uri,
+		User:                     authenticationv1.UserInfo{Username: user, Groups: []string{"devs"}},
+		SourceIPs:                []string{"10.0.0.7"},
+		UserAgent:                "kubectl/v1.37.2",
+		ObjectRef:                &auditv1.ObjectReference{Resource: resource, APIGroup: group, Namespace: ns, Name: name},
+		ResponseStatus:           &metav1.Status{Code: code},
+		RequestReceivedTimestamp: metav1.NewMicroTime(received),
+		StageTimestamp:           metav1.NewMicroTime(received.Add(20 * time.Millisecond)),
 	}
 }
 
@@ -101,16 +108,16 @@ func TestTranslate(t *testing.T) {
 			action: audit.ActionMounted, keys: []string{"a"}, actor: "system:node:n1", note: "kubelet n1 read the key's Secret (get) for a pod on its node"},
 		{name: "kubelet watch of one Secret is a mount", event: event("watch", "system:node:n1", "/api/v1/namespaces/team/secrets?fieldSelector=metadata.name%3Db-secret&watch=true", "secrets", "team", "", 200),
 			action: audit.ActionMounted, keys: []string{"b"}, actor: "system:node:n1"},
-		{name: "list of the namespace views every key", event: event("list", "alice", "/api/v1/namespaces/team/secrets", "secrets", "team", "", 200),
-			action: audit.ActionViewed, keys: []string{"a", "b"}, actor: "alice"},
+		{name: "list of the namespace views every key it could return", event: event("list", "alice", "/api/v1/namespaces/team/secrets", "secrets", "team", "", 200),
+			action: audit.ActionViewed, keys: []string{"a", "b", "after"}, actor: "alice"},
 		{name: "list of all namespaces views every key", event: event("list", "alice", "/api/v1/secrets?limit=500", "secrets", "", "", 200),
-			action: audit.ActionViewed, keys: []string{"a", "b"}, actor: "alice"},
+			action: audit.ActionViewed, keys: []string{"a", "b", "after"}, actor: "alice"},
 		{name: "label selector narrows a list", event: event("list", "alice", "/api/v1/namespaces/team/secrets?labelSelector=tier%3Dprod", "secrets", "team", "", 200),
 			action: audit.ActionViewed, keys: []string{"a"}, actor: "alice"},
-		{name: "a selector matching no key is no view", event: event("list", "alice", "/api/v1/namespaces/team/secrets?labelSelector=tier%3Ddev", "secrets", "team", "", 200)},
+		{name: "a selector matching no key is no view", event: event("list", "alice", "/api/v1/namespaces/team/secrets?labelSelector=tier%3Dtest", "secrets", "team", "", 200)},
 		{name: "a type selector for other Secrets is no view", event: event("list", "kcm", "/api/v1/secrets?fieldSelector=type%3Dkubernetes.io%2Fservice-account-token", "secrets", "", "", 200)},
 		{name: "forbidden list is denied views", event: event("list", "mallory", "/api/v1/namespaces/team/secrets", "secrets", "team", "", 403),
-			action: audit.ActionViewDenied, keys: []string{"a", "b"}, actor: "mallory"},
+			action: audit.ActionViewDenied, keys: []string{"a", "b", "after"}, actor: "mallory"},
 		{name: "list in another namespace is nothing", event: event("list", "alice", "/api/v1/namespaces/other/secrets", "secrets", "other", "", 200)},
 		{name: "the operator is ignored", event: event("get", "system:serviceaccount:keymint-system:keymint-manager", "/api/v1/namespaces/team/secrets/a-secret", "secrets", "team", "a-secret", 200)},
 		{name: "impersonation names the impersonated user", event: impersonated,

@@ -34,7 +34,7 @@ type auditExport struct {
 	server, ca         string
 	since              time.Duration
 	from, to           string
-	user, action       string
+	user, action, key  string
 	allNamespaces      bool
 	format             string
 	insecureSkipVerify bool
@@ -43,26 +43,20 @@ type auditExport struct {
 func newAuditExportCommand(o *Options) *cobra.Command {
 	e := &auditExport{o: o}
 	cmd := &cobra.Command{
-		Use:   "export [NAME]",
+		Use:   "export",
 		Short: "Export audit records as JSON lines or CSV",
 		Long: `export prints the audit records of API keys: who issued, viewed, mounted,
 was refused, expired or deleted which key, and when. It reads them from the
 keymint manager's audit endpoint, which allows callers whose bearer token
 (--token) may get apikeys/audit in group keymint.io: cluster-wide for
 --all-namespaces, else in the namespace exported (ClusterRole keymint-admin).
-NAME narrows the export to one APIKey.`,
+--key narrows the export to one APIKey.`,
 		Example: `  kubectl apikey audit export -A --since 24h --action Viewed \
     --token "$(kubectl create token auditor -n keymint-system)" \
     --audit-server https://keymint-audit.keymint-system:9443 --audit-certificate-authority ca.crt
-  kubectl apikey audit export ci -n team-a -o csv > ci-audit.csv`,
-		Args: cobra.MaximumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			name := ""
-			if len(args) == 1 {
-				name = args[0]
-			}
-			return e.run(cmd.Context(), name)
-		},
+  kubectl apikey audit export -n team-a --key ci --format csv > ci-audit.csv`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return e.run(cmd.Context()) },
 	}
 	f := cmd.Flags()
 	f.StringVar(&e.server, "audit-server", os.Getenv(AuditServerEnv), "the manager's audit endpoint, https://HOST:PORT (default $"+AuditServerEnv+")")
@@ -72,13 +66,14 @@ NAME narrows the export to one APIKey.`,
 	f.StringVar(&e.from, "from", "", "only records at or after this time (RFC 3339)")
 	f.StringVar(&e.to, "to", "", "only records before this time (RFC 3339)")
 	f.StringVar(&e.user, "user", "", "only records of this user's keys")
+	f.StringVar(&e.key, "key", "", "only records of this APIKey (in the namespace of -n)")
 	f.StringVar(&e.action, "action", "", "only this action: Issued, Reissued, KeyLimitReached, Expired, Deleted, Suspended, Viewed, Mounted, ViewDenied")
 	f.BoolVarP(&e.allNamespaces, "all-namespaces", "A", false, "records of every namespace")
-	f.StringVarP(&e.format, "output", "o", "json", "json (JSON lines) or csv")
+	f.StringVar(&e.format, "format", "json", "json (JSON lines) or csv")
 	return cmd
 }
 
-func (e *auditExport) run(ctx context.Context, name string) error {
+func (e *auditExport) run(ctx context.Context) error {
 	if e.server == "" {
 		return usageErrorf("--audit-server (or $%s) is required: the manager's audit endpoint, https://HOST:PORT", AuditServerEnv)
 	}
@@ -86,13 +81,13 @@ func (e *auditExport) run(ctx context.Context, name string) error {
 		return usageErrorf("--since and --from both set the start; pass one")
 	}
 	if e.format != "json" && e.format != "csv" {
-		return usageErrorf("--output must be json or csv, not %q", e.format)
+		return usageErrorf("--format must be json or csv, not %q", e.format)
 	}
-	if name != "" && e.allNamespaces {
-		return usageErrorf("NAME is an APIKey of one namespace; drop --all-namespaces")
+	if e.key != "" && e.allNamespaces {
+		return usageErrorf("--key names an APIKey of one namespace; drop --all-namespaces")
 	}
 	query := url.Values{"format": {e.format}}
-	for param, v := range map[string]string{"to": e.to, "user": e.user, "action": e.action, "name": name} {
+	for param, v := range map[string]string{"to": e.to, "user": e.user, "action": e.action, "name": e.key} {
 		if v != "" {
 			query.Set(param, v)
 		}

@@ -57,7 +57,7 @@ func TestAuditExport(t *testing.T) {
 		return alice.run(append(append([]string{"audit", "export", "--token", token}, server...), args...)...)
 	}
 	g.Eventually(func(g Gomega) {
-		out, stderr, code := export(admin, "ci", "--action", "Viewed", "--since", "1h")
+		out, stderr, code := export(admin, "--key", "ci", "--action", "Viewed", "--since", "1h")
 		g.Expect(code).To(Equal(ExitOK), stderr)
 		lines := strings.Split(strings.TrimSpace(out), "\n")
 		g.Expect(lines).To(HaveLen(1))
@@ -68,7 +68,7 @@ func TestAuditExport(t *testing.T) {
 		g.Expect(r.Namespace).To(Equal(alice.namespace))
 	}).WithTimeout(20 * time.Second).Should(Succeed())
 
-	out, stderr, code := export(admin, "-o", "csv", "--action", "Issued")
+	out, stderr, code := export(admin, "--format", "csv", "--action", "Issued")
 	g.Expect(code).To(Equal(ExitOK), stderr)
 	g.Expect(out).To(HavePrefix("time,action,actor,"))
 	g.Expect(out).To(ContainSubstring(",Issued,unknown,"))
