@@ -4,6 +4,8 @@ IMG ?= keymint:latest
 LOCALBIN ?= $(shell pwd)/bin
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen
+STATICCHECK ?= $(LOCALBIN)/staticcheck
+STATICCHECK_VERSION ?= v0.8.2
 CONTROLPLANE_DIR ?= $(LOCALBIN)/k8s
 # envtest and the demo find kube-apiserver, etcd and kubectl here; an
 # already set KUBEBUILDER_ASSETS wins.
@@ -40,8 +42,12 @@ fmt: ## go fmt.
 vet: ## go vet.
 	go vet ./...
 
+.PHONY: lint
+lint: $(STATICCHECK) ## staticcheck.
+	$(STATICCHECK) ./...
+
 .PHONY: test
-test: manifests generate fmt vet controlplane ## Run every test: unit and envtest (real kube-apiserver and etcd).
+test: manifests generate fmt vet lint controlplane ## Run every test: unit and envtest (real kube-apiserver and etcd).
 	go test $(GOTEST_FLAGS) ./... -coverprofile cover.out
 
 BENCH_FLAGS ?=
@@ -109,6 +115,9 @@ controlplane: ## Build kube-apiserver, etcd and kubectl from Go modules into bin
 	@if [ "$(KUBEBUILDER_ASSETS)" = "$(CONTROLPLANE_DIR)" ]; then hack/controlplane.sh "$(CONTROLPLANE_DIR)"; fi
 
 .PHONY: controller-gen
+$(STATICCHECK):
+	GOBIN=$(LOCALBIN) go install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
 controller-gen: $(CONTROLLER_GEN)
 $(CONTROLLER_GEN):
 	GOBIN=$(LOCALBIN) go install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS_VERSION)

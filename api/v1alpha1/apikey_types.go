@@ -164,10 +164,6 @@ type APIKeyList struct {
 	Items           []APIKey `json:"items"`
 }
 
-func init() {
-	SchemeBuilder.Register(&APIKey{}, &APIKeyList{})
-}
-
 // SecretNameOrDefault is the Secret this APIKey mints into.
 func (k *APIKey) SecretNameOrDefault() string {
 	if k.Spec.SecretName != "" {

@@ -39,7 +39,7 @@ func reveal(ctx context.Context, o *Options, name string) error {
 		return err
 	}
 	if !keysecret.OwnedBy(secret, key) {
-		return fmt.Errorf("Secret %s does not belong to apikey/%s; not revealing it", secret.Name, name)
+		return fmt.Errorf("secret %s does not belong to apikey/%s; not revealing it", secret.Name, name)
 	}
 	fmt.Fprintf(o.Streams.ErrOut, "Revealing key %s of apikey/%s; this read of Secret %s/%s is audited.\n",
 		key.Status.KeyID, name, secret.Namespace, secret.Name)

@@ -34,7 +34,8 @@ func TestNamesAreValidAndDistinct(t *testing.T) {
 			names[n] = true
 		}
 	}
-	if Name("alice", 0) != Name("alice", 0) {
+	first, again := Name("alice", 0), Name("alice", 0)
+	if first != again {
 		t.Error("names are not deterministic")
 	}
 }
