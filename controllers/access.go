@@ -68,7 +68,7 @@ func (r *APIKeyReconciler) hasAccess(ctx context.Context, key *keymintv1alpha1.A
 // Suspended (Secret deleted, slot freed); a key never issued stays Pending.
 // Both wait for an administrator to grant access again.
 func (r *APIKeyReconciler) denyAccess(ctx context.Context, key *keymintv1alpha1.APIKey) error {
-	if err := r.deleteOwnedSecret(ctx, key); err != nil {
+	if _, err := r.deleteOwnedSecret(ctx, key); err != nil {
 		return err
 	}
 	if err := r.releaseSlots(ctx, key, r.APIReader); err != nil {

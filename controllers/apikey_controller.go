@@ -152,7 +152,7 @@ func (r *APIKeyReconciler) reconcileKey(ctx context.Context, key *keymintv1alpha
 	case key.Status.Phase == keymintv1alpha1.PhaseExpired:
 		return ctrl.Result{}, r.releaseSlots(ctx, key, r.Client)
 	case r.isDue(key, now):
-		return ctrl.Result{}, r.expire(ctx, key)
+		return r.expire(ctx, key)
 	}
 
 	allowed, err := r.hasAccess(ctx, key)

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
 	"github.com/keymint/keymint/internal/expiry"
@@ -18,20 +19,28 @@ func (r *APIKeyReconciler) isDue(key *keymintv1alpha1.APIKey, now time.Time) boo
 
 // expire deletes the key's Secret, frees its slot and records it Expired.
 // The APIKey stays, as a record, until someone deletes it.
-func (r *APIKeyReconciler) expire(ctx context.Context, key *keymintv1alpha1.APIKey) error {
-	if err := r.deleteOwnedSecret(ctx, key); err != nil {
-		return err
+//
+// The deletion is a pass of its own: when many keys expire at once, every
+// Secret goes first, one request each, and the slots, Events and statuses
+// follow when the key comes round again.
+func (r *APIKeyReconciler) expire(ctx context.Context, key *keymintv1alpha1.APIKey) (ctrl.Result, error) {
+	expiresAt := knownExpiry(key)
+	deleted, err := r.deleteOwnedSecret(ctx, key)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if deleted {
+		metrics.ExpiryLag.Observe(r.Clock.Since(*expiresAt).Seconds())
+		return ctrl.Result{RequeueAfter: time.Millisecond}, nil
 	}
 	// An Active key took its slot long before it expires: the cache has it.
 	if err := r.releaseSlots(ctx, key, r.Client); err != nil {
-		return err
+		return ctrl.Result{}, err
 	}
-	expiresAt := knownExpiry(key)
 	keyID := keyIDText(key)
 	r.record(ctx, key, corev1.EventTypeNormal, keymintv1alpha1.ReasonExpired, "key %s of user %s expired at %s",
 		keyID, key.Spec.User, expiresAt.UTC().Format(time.RFC3339))
 	now := r.Clock.Now()
-	metrics.ExpiryLag.Observe(now.Sub(*expiresAt).Seconds())
 	setExpired(key, now, expiresAt, "key "+keyID+" expired at "+expiresAt.UTC().Format(time.RFC3339))
-	return nil
+	return ctrl.Result{}, nil
 }

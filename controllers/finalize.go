@@ -17,7 +17,7 @@ func (r *APIKeyReconciler) finalize(ctx context.Context, key *keymintv1alpha1.AP
 	if !controllerutil.ContainsFinalizer(key, Finalizer) {
 		return nil
 	}
-	if err := r.deleteOwnedSecret(ctx, key); err != nil {
+	if _, err := r.deleteOwnedSecret(ctx, key); err != nil {
 		return err
 	}
 	if err := r.releaseSlots(ctx, key, r.APIReader); err != nil {

@@ -153,24 +153,27 @@ func apiErrorWithoutObject(err error) error {
 // someone else's Secret or a newer one; a Secret the cache has not seen yet
 // is looked up on the API server, so none is missed. Reading the cache
 // first keeps an expiry to one request before the Secret is gone.
-func (r *APIKeyReconciler) deleteOwnedSecret(ctx context.Context, key *keymintv1alpha1.APIKey) error {
+func (r *APIKeyReconciler) deleteOwnedSecret(ctx context.Context, key *keymintv1alpha1.APIKey) (deleted bool, err error) {
 	name := key.Status.SecretName
 	if name == "" {
 		name = key.SecretNameOrDefault()
 	}
 	ref := types.NamespacedName{Namespace: key.Namespace, Name: name}
 	secret := &corev1.Secret{}
-	err := r.Get(ctx, ref, secret)
+	err = r.Get(ctx, ref, secret)
 	if apierrors.IsNotFound(err) {
 		err = r.APIReader.Get(ctx, ref, secret)
 	}
 	if err != nil {
-		return client.IgnoreNotFound(err)
+		return false, client.IgnoreNotFound(err)
 	}
 	if !keysecret.OwnedBy(secret, key) {
-		return nil
+		return false, nil
 	}
-	return client.IgnoreNotFound(r.Delete(ctx, secret, client.Preconditions{UID: &secret.UID}))
+	if err := r.Delete(ctx, secret, client.Preconditions{UID: &secret.UID}); err != nil {
+		return false, client.IgnoreNotFound(err)
+	}
+	return true, nil
 }
 
 // stall records a key that needs a person's change.

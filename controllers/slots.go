@@ -249,7 +249,7 @@ func (r *APIKeyReconciler) deleteSlot(ctx context.Context, lease *coordinationv1
 // also loses its Secret: no key works without a slot.
 func (r *APIKeyReconciler) awaitSlot(ctx context.Context, key *keymintv1alpha1.APIKey, holders []string) error {
 	if key.Status.KeyID != "" {
-		if err := r.deleteOwnedSecret(ctx, key); err != nil {
+		if _, err := r.deleteOwnedSecret(ctx, key); err != nil {
 			return err
 		}
 	}
