@@ -43,6 +43,7 @@ const (
 func main() {
 	var (
 		metricsAddr, probeAddr, slotNamespace string
+		pprofAddr                             string
 		secureMetrics, enableLeaderElection   bool
 		maxKeysPerUser, concurrency           int
 		accessRecheck                         time.Duration
@@ -55,6 +56,7 @@ func main() {
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", "0", "The address the metrics endpoint binds to. Use :8443 for HTTPS or :8080 for HTTP, or leave as 0 to disable the metrics service.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "The address the probe endpoint binds to.")
+	flag.StringVar(&pprofAddr, "pprof-bind-address", "0", "The address of Go's /debug/pprof endpoints (profiling; unauthenticated, so keep it on localhost). 0 disables them.")
 	flag.BoolVar(&enableLeaderElection, "leader-elect", false, "Enable leader election, so that only one manager is active at a time.")
 	flag.BoolVar(&secureMetrics, "metrics-secure", true, "Serve metrics over HTTPS, for callers authorised through the API server.")
 	flag.IntVar(&maxKeysPerUser, "max-keys-per-user", 2, "The number of Active keys a user may hold, across all namespaces.")
@@ -111,6 +113,7 @@ func main() {
 		Scheme:                  scheme,
 		Metrics:                 metricsOptions,
 		HealthProbeBindAddress:  probeAddr,
+		PprofBindAddress:        pprofAddr,
 		LeaderElection:          enableLeaderElection,
 		LeaderElectionID:        "keymint.io",
 		LeaderElectionNamespace: slotNamespace,

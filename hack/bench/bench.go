@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -40,6 +41,7 @@ type bench struct {
 
 	manager     *exec.Cmd
 	metricsAddr string
+	pprofAddr   string
 	granted     bool
 }
 
@@ -75,12 +77,16 @@ func (b *bench) startManager(ctx context.Context) error {
 		return err
 	}
 	b.metricsAddr = fmt.Sprintf("127.0.0.1:%d", port)
+	if port, err = freePort(); err != nil {
+		return err
+	}
+	b.pprofAddr = fmt.Sprintf("127.0.0.1:%d", port)
 	log, err := os.Create(filepath.Join(dir, "bench-manager.log"))
 	if err != nil {
 		return err
 	}
 	args := append([]string{"--slot-namespace=" + testenv.SlotNamespace, "--health-probe-bind-address=0",
-		"--metrics-bind-address=" + b.metricsAddr, "--metrics-secure=false"}, managerArgs...)
+		"--metrics-bind-address=" + b.metricsAddr, "--metrics-secure=false", "--pprof-bind-address=" + b.pprofAddr}, managerArgs...)
 	b.manager = exec.Command(filepath.Join(dir, "manager"), args...)
 	b.manager.Env = append(os.Environ(), "KUBECONFIG="+path)
 	b.manager.Stdout, b.manager.Stderr = log, log
@@ -113,10 +119,23 @@ func freePort() (int, error) {
 // metrics is what the manager's /metrics says.
 type metrics struct {
 	requests map[string]float64 // client requests by HTTP method
-	heap     float64
+	heap     float64            // heap allocated, garbage included
+	liveHeap float64            // heap live at the last garbage collection
 }
 
 var methodLabel = regexp.MustCompile(`method="([A-Z]+)"`)
+
+// collectGarbage makes the manager run a garbage collection (a heap
+// profile with gc=1 does), so the live heap it reports next is current.
+func (b *bench) collectGarbage() error {
+	resp, err := http.Get("http://" + b.pprofAddr + "/debug/pprof/heap?gc=1")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	_, err = io.Copy(io.Discard, resp.Body)
+	return err
+}
 
 func (b *bench) scrape() (metrics, error) {
 	resp, err := http.Get("http://" + b.metricsAddr + "/metrics")
@@ -141,6 +160,8 @@ func (b *bench) scrape() (metrics, error) {
 			}
 		case strings.HasPrefix(line, "go_memstats_heap_alloc_bytes "):
 			m.heap = v
+		case strings.HasPrefix(line, "keymint_go_heap_live_bytes "):
+			m.liveHeap = v
 		}
 	}
 	return m, sc.Err()
