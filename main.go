@@ -61,7 +61,7 @@ func main() {
 	flag.BoolVar(&secureMetrics, "metrics-secure", true, "Serve metrics over HTTPS, for callers authorised through the API server.")
 	flag.IntVar(&maxKeysPerUser, "max-keys-per-user", 2, "The number of Active keys a user may hold, across all namespaces.")
 	flag.StringVar(&slotNamespace, "slot-namespace", envOr("POD_NAMESPACE", "keymint-system"), "The namespace of the Leases that enforce --max-keys-per-user.")
-	flag.IntVar(&concurrency, "max-concurrent-reconciles", 16, "The number of APIKeys reconciled at once.")
+	flag.IntVar(&concurrency, "max-concurrent-reconciles", 32, "The number of APIKeys reconciled at once.")
 	flag.DurationVar(&accessRecheck, "access-recheck-interval", controllers.DefaultAccessRecheck, "How often a key's access is checked again besides on RoleBinding and ClusterRoleBinding changes.")
 	flag.StringVar(&auditPath, "audit-log-path", "", "Append-only file for audit records (fsync'd, rotated); records always go to stdout as {\"audit\": ...} lines too.")
 	flag.IntVar(&auditMaxMiB, "audit-log-max-size", 100, "Size in MiB at which the audit log is rotated.")

@@ -125,15 +125,29 @@ type metrics struct {
 
 var methodLabel = regexp.MustCompile(`method="([A-Z]+)"`)
 
+// heapProfile, when set, is where the scale scenario saves the manager's
+// heap profile.
+var heapProfile string
+
 // collectGarbage makes the manager run a garbage collection (a heap
 // profile with gc=1 does), so the live heap it reports next is current.
-func (b *bench) collectGarbage() error {
+// The profile goes to path, or nowhere when path is empty.
+func (b *bench) collectGarbage(path string) error {
 	resp, err := http.Get("http://" + b.pprofAddr + "/debug/pprof/heap?gc=1")
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
-	_, err = io.Copy(io.Discard, resp.Body)
+	var w io.Writer = io.Discard
+	if path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		w = f
+	}
+	_, err = io.Copy(w, resp.Body)
 	return err
 }
 

@@ -350,7 +350,7 @@ func (b *bench) scale(ctx context.Context, n int) (result, error) {
 	if err := b.startManager(ctx); err != nil {
 		return r, err
 	}
-	if err := b.collectGarbage(); err != nil {
+	if err := b.collectGarbage(""); err != nil {
 		return r, err
 	}
 	empty, err := b.scrape()
@@ -374,7 +374,7 @@ func (b *bench) scale(ctx context.Context, n int) (result, error) {
 	}
 	r.KeymintSeconds = time.Since(start).Seconds()
 	b.settle()
-	if err := b.collectGarbage(); err != nil {
+	if err := b.collectGarbage(heapProfile); err != nil {
 		return r, err
 	}
 	m, err := b.scrape()
