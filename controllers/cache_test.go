@@ -22,7 +22,11 @@ func TestCacheHoldsOnlyWhatKeymintOwns(t *testing.T) {
 	g := NewWithT(t)
 	ns := newNamespace(t)
 	owned := map[string]string{keysecret.LabelManagedBy: keysecret.ManagedBy}
-	mine := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "mine", Labels: owned}}
+	mine := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "mine", Labels: owned,
+			Annotations: map[string]string{corev1.LastAppliedConfigAnnotation: `{"kind":"Secret"}`, "kept": "yes"}},
+		Data: map[string][]byte{keysecret.DataKey: []byte("kmk_value"), keysecret.DataKeyID: []byte("kid_1")},
+	}
 	unrelated := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "unrelated"}}
 	elsewhere := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "elsewhere", Labels: owned}}
 	for _, obj := range []client.Object{mine, unrelated, elsewhere} {
@@ -42,6 +46,9 @@ func TestCacheHoldsOnlyWhatKeymintOwns(t *testing.T) {
 		got := &corev1.Secret{}
 		g.Expect(c.Get(ctx, client.ObjectKeyFromObject(mine), got)).To(Succeed())
 		g.Expect(got.ManagedFields).To(BeEmpty())
+		g.Expect(got.Data).NotTo(HaveKey(keysecret.DataKey), "no key in the manager's memory")
+		g.Expect(got.Data).To(HaveKeyWithValue(keysecret.DataKeyID, []byte("kid_1")))
+		g.Expect(got.Annotations).To(Equal(map[string]string{"kept": "yes"}), "no last-applied copy")
 	}).Should(Succeed())
 	err = c.Get(ctx, client.ObjectKeyFromObject(unrelated), &corev1.Secret{})
 	g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "an unlabelled Secret is not cached: %v", err)

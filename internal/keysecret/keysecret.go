@@ -37,6 +37,9 @@ const (
 	// AnnotationIssuedAt records when the key was first issued, so that a
 	// status lost before it was written can be rebuilt from the Secret.
 	AnnotationIssuedAt = "keymint.io/issued-at"
+	// AnnotationKeyHash is the key's hash (as in the APIKey's status), so
+	// that a Secret read without its key still tells which key it holds.
+	AnnotationKeyHash = "keymint.io/key-hash"
 )
 
 // Issue is what a Secret says about the key it holds: everything the
@@ -64,6 +67,7 @@ func Build(owner *keymintv1alpha1.APIKey, key keys.Key, issuedAt time.Time, expi
 			},
 			Annotations: map[string]string{
 				AnnotationIssuedAt: issuedAt.UTC().Format(time.RFC3339),
+				AnnotationKeyHash:  keys.Hash(key.Value),
 			},
 			OwnerReferences: []metav1.OwnerReference{{
 				APIVersion:         keymintv1alpha1.GroupVersion.String(),
@@ -93,12 +97,27 @@ func OwnedBy(secret *corev1.Secret, owner *keymintv1alpha1.APIKey) bool {
 	return ref != nil && ref.UID == owner.UID && secret.Type == Type
 }
 
+// WithoutKey drops the key from a managed Secret, leaving what Read needs:
+// the manager caches its Secrets so, and holds no key in memory.
+func WithoutKey(secret *corev1.Secret) {
+	delete(secret.Data, DataKey)
+}
+
 // Read returns what secret says about its key. It fails on a Secret that
-// is not a well-formed minted one; the error never holds key material.
+// is not a well-formed minted one; the error never holds key material. A
+// Secret without its key (the manager's cache drops it, see WithoutKey) is
+// read by its key-hash annotation.
 func Read(secret *corev1.Secret) (Issue, error) {
-	value := string(secret.Data[DataKey])
-	if err := keys.Validate(value); err != nil {
-		return Issue{}, fmt.Errorf("secret %s/%s: data %q is not a keymint key", secret.Namespace, secret.Name, DataKey)
+	hash := secret.Annotations[AnnotationKeyHash]
+	if value, ok := secret.Data[DataKey]; ok || hash == "" {
+		if err := keys.Validate(string(value)); err != nil {
+			return Issue{}, fmt.Errorf("secret %s/%s: data %q is not a keymint key", secret.Namespace, secret.Name, DataKey)
+		}
+		actual := keys.Hash(string(value))
+		if hash != "" && hash != actual {
+			return Issue{}, fmt.Errorf("secret %s/%s: data %q does not match annotation %s", secret.Namespace, secret.Name, DataKey, AnnotationKeyHash)
+		}
+		hash = actual
 	}
 	issuedAt, err := time.Parse(time.RFC3339, secret.Annotations[AnnotationIssuedAt])
 	if err != nil {
@@ -106,7 +125,7 @@ func Read(secret *corev1.Secret) (Issue, error) {
 	}
 	in := Issue{
 		KeyID:    string(secret.Data[DataKeyID]),
-		KeyHash:  keys.Hash(value),
+		KeyHash:  hash,
 		IssuedAt: issuedAt,
 	}
 	if raw := string(secret.Data[DataExpiresAt]); raw != Never {

@@ -34,11 +34,23 @@ func TestBuildThenRead(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if in.KeyID != k.ID || in.KeyHash != keys.Hash(k.Value) || !in.IssuedAt.Equal(issued) {
-			t.Fatalf("Read = %+v", in)
+		// As the manager's cache holds it: without the key.
+		cached := s.DeepCopy()
+		WithoutKey(cached)
+		if _, ok := cached.Data[DataKey]; ok {
+			t.Fatal("WithoutKey kept the key")
 		}
-		if (exp == nil) != (in.ExpiresAt == nil) || (exp != nil && !in.ExpiresAt.Equal(*exp)) {
-			t.Fatalf("ExpiresAt = %v, want %v", in.ExpiresAt, exp)
+		fromCache, err := Read(cached)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, got := range []Issue{in, fromCache} {
+			if got.KeyID != k.ID || got.KeyHash != keys.Hash(k.Value) || !got.IssuedAt.Equal(issued) {
+				t.Fatalf("Read = %+v", got)
+			}
+			if (exp == nil) != (got.ExpiresAt == nil) || (exp != nil && !got.ExpiresAt.Equal(*exp)) {
+				t.Fatalf("ExpiresAt = %v, want %v", got.ExpiresAt, exp)
+			}
 		}
 	}
 }
@@ -72,5 +84,17 @@ func TestReadRejectsAMalformedKeyWithoutPrintingIt(t *testing.T) {
 	}
 	if strings.Contains(err.Error(), tampered) {
 		t.Fatal("the error holds the key")
+	}
+	// A valid key that is not the one the annotation names is refused too.
+	other, _ := keys.Mint()
+	s.Data[DataKey] = []byte(other.Value)
+	if _, err := Read(s); err == nil || strings.Contains(err.Error(), other.Value) {
+		t.Fatalf("a swapped key: err = %v", err)
+	}
+	// Without key and without hash there is nothing to read.
+	delete(s.Data, DataKey)
+	delete(s.Annotations, AnnotationKeyHash)
+	if _, err := Read(s); err == nil {
+		t.Fatal("a Secret without key or hash was read")
 	}
 }
