@@ -22,8 +22,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	kruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -252,23 +252,52 @@ func (b *bench) floor(ctx context.Context, n int) (time.Duration, error) {
 type keyWatch struct {
 	mu     sync.Mutex
 	active map[string]time.Time
-	w      watch.Interface
+	stop   context.CancelFunc
 }
 
+// Stop ends the watch.
+func (kw *keyWatch) Stop() { kw.stop() }
+
+func (kw *keyWatch) see(obj kruntime.Object) {
+	if k, ok := obj.(*keymintv1alpha1.APIKey); ok && k.Status.Phase == keymintv1alpha1.PhaseActive {
+		kw.mu.Lock()
+		if _, seen := kw.active[k.Name]; !seen {
+			kw.active[k.Name] = time.Now()
+		}
+		kw.mu.Unlock()
+	}
+}
+
+// watchKeys notes when each APIKey in ns is first seen Active. When the API
+// server ends the watch (under load it drops watchers it finds slow), it
+// catches up with a list and watches again.
 func (b *bench) watchKeys(ctx context.Context, ns string) (*keyWatch, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	kw := &keyWatch{active: map[string]time.Time{}, stop: cancel}
 	w, err := b.env.Client.Watch(ctx, &keymintv1alpha1.APIKeyList{}, client.InNamespace(ns))
 	if err != nil {
+		cancel()
 		return nil, err
 	}
-	kw := &keyWatch{active: map[string]time.Time{}, w: w}
 	go func() {
-		for ev := range w.ResultChan() {
-			if k, ok := ev.Object.(*keymintv1alpha1.APIKey); ok && k.Status.Phase == keymintv1alpha1.PhaseActive {
-				kw.mu.Lock()
-				if _, seen := kw.active[k.Name]; !seen {
-					kw.active[k.Name] = time.Now()
+		for {
+			for ev := range w.ResultChan() {
+				kw.see(ev.Object)
+			}
+			_ = wait.PollUntilContextCancel(ctx, 500*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+				list := &keymintv1alpha1.APIKeyList{}
+				if err := b.env.Client.List(ctx, list, client.InNamespace(ns)); err != nil {
+					return false, nil
 				}
-				kw.mu.Unlock()
+				for i := range list.Items {
+					kw.see(&list.Items[i])
+				}
+				w, err = b.env.Client.Watch(ctx, &keymintv1alpha1.APIKeyList{}, client.InNamespace(ns),
+					&client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: list.ResourceVersion}})
+				return err == nil, nil
+			})
+			if ctx.Err() != nil {
+				return
 			}
 		}
 	}()

@@ -32,7 +32,7 @@ func (b *bench) throughput(ctx context.Context, n int) (result, error) {
 	if err != nil {
 		return r, err
 	}
-	defer kw.w.Stop()
+	defer kw.Stop()
 	before, err := b.scrape()
 	if err != nil {
 		return r, err
@@ -248,7 +248,7 @@ func (b *bench) expiryPrecision(ctx context.Context, n int) (result, error) {
 	if err != nil {
 		return r, err
 	}
-	defer kw.w.Stop()
+	defer kw.Stop()
 	// Time to issue them all first (the floor rate, generously), then expire.
 	at := time.Now().Add(20*time.Second + time.Duration(n)*20*time.Millisecond).Truncate(time.Second)
 	exp := keymintv1alpha1.Expiration{At: &metav1.Time{Time: at}}
@@ -364,7 +364,7 @@ func (b *bench) scale(ctx context.Context, n int) (result, error) {
 	if err != nil {
 		return r, err
 	}
-	defer kw.w.Stop()
+	defer kw.Stop()
 	start := time.Now()
 	if _, err := b.createKeys(ctx, "keys", n, func(i int) string { return fmt.Sprintf("user-%d", i/2) }, never); err != nil {
 		return r, err
@@ -420,7 +420,7 @@ func (b *bench) activeKeys(ctx context.Context, n int) error {
 	if err != nil {
 		return err
 	}
-	defer kw.w.Stop()
+	defer kw.Stop()
 	if err := b.issueAll(ctx, kw, n); err != nil {
 		return err
 	}
