@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"runtime"
 	"strings"
 	"testing"
 
@@ -38,5 +39,17 @@ keymint_apikeys{phase="Suspended"} 0
 `
 	if err := testutil.CollectAndCompare(c, strings.NewReader(want)); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestHeapLiveReportsTheRuntimesLiveHeap(t *testing.T) {
+	runtime.GC()
+	live := testutil.ToFloat64(heapLive)
+	var stats runtime.MemStats
+	runtime.ReadMemStats(&stats)
+	// Live heap after a collection is positive and no more than what is
+	// allocated.
+	if live <= 0 || live > float64(stats.HeapAlloc)*1.5 {
+		t.Fatalf("keymint_go_heap_live_bytes = %.0f, heap allocated %d", live, stats.HeapAlloc)
 	}
 }
