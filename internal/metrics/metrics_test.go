@@ -1,7 +1,7 @@
 package metrics
 
 import (
-	"runtime"
+	goruntime "runtime"
 	"strings"
 	"testing"
 
@@ -43,10 +43,10 @@ keymint_apikeys{phase="Suspended"} 0
 }
 
 func TestHeapLiveReportsTheRuntimesLiveHeap(t *testing.T) {
-	runtime.GC()
+	goruntime.GC()
 	live := testutil.ToFloat64(heapLive)
-	var stats runtime.MemStats
-	runtime.ReadMemStats(&stats)
+	var stats goruntime.MemStats
+	goruntime.ReadMemStats(&stats)
 	// Live heap after a collection is positive and no more than what is
 	// allocated.
 	if live <= 0 || live > float64(stats.HeapAlloc)*1.5 {
