@@ -8,12 +8,8 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
-	authenticationv1 "k8s.io/api/authentication/v1"
-	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/utils/ptr"
 
 	"github.com/keymint/keymint/internal/audit"
 )
@@ -24,7 +20,8 @@ func serviceAccountToken(t *testing.T, ns, name, role string) string {
 	t.Helper()
 	ctx := context.Background()
 	g := NewWithT(t)
-	g.Expect(env.Client.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}})).To(Succeed())
+	token, err := env.ServiceAccountToken(ctx, ns, name)
+	g.Expect(err).NotTo(HaveOccurred())
 	if role != "" {
 		g.Expect(env.Client.Create(ctx, &rbacv1.RoleBinding{
 			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
@@ -32,13 +29,7 @@ func serviceAccountToken(t *testing.T, ns, name, role string) string {
 			Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: ns, Name: name}},
 		})).To(Succeed())
 	}
-	cs, err := kubernetes.NewForConfig(env.Config)
-	g.Expect(err).NotTo(HaveOccurred())
-	tr, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, name, &authenticationv1.TokenRequest{
-		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](600)},
-	}, metav1.CreateOptions{})
-	g.Expect(err).NotTo(HaveOccurred())
-	return tr.Status.Token
+	return token
 }
 
 // TestAuditExport: a user's reveal is on record, and an administrator

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"time"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -157,4 +158,19 @@ func (e *Env) waitForPolicies(ctx context.Context) error {
 		return fmt.Errorf("the admission policies did not take effect: %w", err)
 	}
 	return nil
+}
+
+// ServiceAccountToken creates ServiceAccount namespace/name and returns a
+// token of it (a TokenRequest, valid ten minutes): a bearer token a
+// TokenReview accepts, for tests of delegated authentication.
+func (e *Env) ServiceAccountToken(ctx context.Context, namespace, name string) (string, error) {
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name}}
+	if err := e.Client.Create(ctx, sa); err != nil {
+		return "", err
+	}
+	req := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](600)}}
+	if err := e.Client.SubResource("token").Create(ctx, sa, req); err != nil {
+		return "", err
+	}
+	return req.Status.Token, nil
 }
