@@ -93,7 +93,7 @@ func (r *APIKeyReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manage
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&keymintv1alpha1.APIKey{}, builder.WithPredicates(specOrMetaChanged)).
-		Owns(&corev1.Secret{}, builder.WithPredicates(secretGone)).
+		Watches(&corev1.Secret{}, ownerBehindQueuedWork, builder.WithPredicates(secretGone)).
 		// A slot freed lets a waiting key of its user in.
 		Watches(&coordinationv1.Lease{}, handler.EnqueueRequestsFromMapFunc(r.waitingKeysOfSlot),
 			builder.WithPredicates(slotChanged)).

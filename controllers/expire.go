@@ -5,7 +5,9 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
 	"github.com/keymint/keymint/internal/expiry"
@@ -22,7 +24,7 @@ func (r *APIKeyReconciler) isDue(key *keymintv1alpha1.APIKey, now time.Time) boo
 //
 // The deletion is a pass of its own: when many keys expire at once, every
 // Secret goes first, one request each, and the slots, Events and statuses
-// follow when the key comes round again.
+// follow at low priority, behind the deletions still queued.
 func (r *APIKeyReconciler) expire(ctx context.Context, key *keymintv1alpha1.APIKey) (ctrl.Result, error) {
 	expiresAt := knownExpiry(key)
 	deleted, err := r.deleteOwnedSecret(ctx, key)
@@ -31,7 +33,7 @@ func (r *APIKeyReconciler) expire(ctx context.Context, key *keymintv1alpha1.APIK
 	}
 	if deleted {
 		metrics.ExpiryLag.Observe(r.Clock.Since(*expiresAt).Seconds())
-		return ctrl.Result{RequeueAfter: time.Millisecond}, nil
+		return ctrl.Result{RequeueAfter: time.Millisecond, Priority: ptr.To(handler.LowPriority)}, nil
 	}
 	// An Active key took its slot long before it expires: the cache has it.
 	if err := r.releaseSlots(ctx, key, r.Client); err != nil {

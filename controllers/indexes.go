@@ -6,8 +6,14 @@ import (
 	"slices"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/priorityqueue"
 	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -73,4 +79,28 @@ var secretGone = predicate.Funcs{
 	CreateFunc:  func(event.CreateEvent) bool { return false },
 	UpdateFunc:  func(event.UpdateEvent) bool { return false },
 	GenericFunc: func(event.GenericEvent) bool { return false },
+}
+
+// ownerBehindQueuedWork enqueues the APIKey that controls a Secret at low
+// priority. A Secret's deletion calls for its key's follow-up (reissue, or
+// the rest of an expiry), which can wait behind the Secrets of other keys
+// due at the same moment: under no load it runs at once.
+var ownerBehindQueuedWork = handler.Funcs{
+	DeleteFunc: func(_ context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+		owner := metav1.GetControllerOfNoCopy(e.Object)
+		if owner == nil || owner.Kind != "APIKey" || owner.APIVersion != keymintv1alpha1.GroupVersion.String() {
+			return
+		}
+		addBehindQueuedWork(q, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: e.Object.GetNamespace(), Name: owner.Name}})
+	},
+}
+
+// addBehindQueuedWork adds req at low priority when the queue has
+// priorities.
+func addBehindQueuedWork(q workqueue.TypedRateLimitingInterface[reconcile.Request], req reconcile.Request) {
+	if pq, ok := q.(priorityqueue.PriorityQueue[reconcile.Request]); ok {
+		pq.AddWithOpts(priorityqueue.AddOpts{Priority: ptr.To(handler.LowPriority)}, req)
+		return
+	}
+	q.Add(req)
 }
