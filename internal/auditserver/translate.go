@@ -35,10 +35,10 @@ type ManagedSecret struct {
 	Key              KeyRef
 }
 
-// existedAt reports whether the Secret may have existed at t: not created
-// in a later second, not deleted before.
-func (s ManagedSecret) existedAt(t time.Time) bool {
-	return !s.Created.After(t) && (s.Deleted.IsZero() || !s.Deleted.Before(t))
+// existedDuring reports whether the Secret may have existed at some time
+// between from and to: not created in a later second, not deleted before.
+func (s ManagedSecret) existedDuring(from, to time.Time) bool {
+	return !s.Created.After(to) && (s.Deleted.IsZero() || !s.Deleted.Before(from))
 }
 
 // fields are the Secret fields a field selector can name.
@@ -148,9 +148,10 @@ func readAction(code int32, username string) audit.Action {
 func success(code int32) bool { return code >= 200 && code < 300 }
 
 // listed returns the keys whose Secrets a list or watch could return: in
-// its namespace (or all), matching its selectors, existing when it was
-// received. A selector that does not parse is taken as none: the API server
-// would have refused the request.
+// its namespace (or all), matching its selectors, existing at some time
+// while it ran (a watch also sees the Secrets created during it). A
+// selector that does not parse is taken as none: the API server would have
+// refused the request.
 func listed(ev *auditv1.Event, r Resolver) []KeyRef {
 	u, err := url.ParseRequestURI(ev.RequestURI)
 	if err != nil {
@@ -166,9 +167,9 @@ func listed(ev *auditv1.Event, r Resolver) []KeyRef {
 		return nil
 	}
 	var keys []KeyRef
-	received := ev.RequestReceivedTimestamp.Time
+	from, to := ev.RequestReceivedTimestamp.Time, ev.StageTimestamp.Time
 	for _, s := range r.Secrets(ev.ObjectRef.Namespace) {
-		if labelSel.Matches(labels.Set(s.Labels)) && fieldSel.Matches(s.fields()) && (received.IsZero() || s.existedAt(received)) {
+		if labelSel.Matches(labels.Set(s.Labels)) && fieldSel.Matches(s.fields()) && (from.IsZero() || s.existedDuring(from, to)) {
 			keys = append(keys, s.Key)
 		}
 	}

@@ -87,6 +87,8 @@ func TestTranslate(t *testing.T) {
 	operator := func(u string) bool { return u == "system:serviceaccount:keymint-system:keymint-manager" }
 	impersonated := event("get", "admin", "/api/v1/namespaces/team/secrets/a-secret", "secrets", "team", "a-secret", 200)
 	impersonated.ImpersonatedUser = &authenticationv1.UserInfo{Username: "carol"}
+	longWatch := event("watch", "alice", "/api/v1/namespaces/team/secrets?watch=true", "secrets", "team", "", 200)
+	longWatch.StageTimestamp = metav1.NewMicroTime(received.Add(10 * time.Minute))
 	started := event("get", "alice", "/api/v1/namespaces/team/secrets/a-secret", "secrets", "team", "a-secret", 200)
 	started.Stage = auditv1.StageResponseStarted
 
@@ -110,6 +112,8 @@ func TestTranslate(t *testing.T) {
 			action: audit.ActionMounted, keys: []string{"b"}, actor: "system:node:n1"},
 		{name: "list of the namespace views every key it could return", event: event("list", "alice", "/api/v1/namespaces/team/secrets", "secrets", "team", "", 200),
 			action: audit.ActionViewed, keys: []string{"a", "b", "after"}, actor: "alice"},
+		{name: "a watch also views the Secrets created while it ran", event: longWatch,
+			action: audit.ActionViewed, keys: []string{"a", "b", "later", "after"}, actor: "alice"},
 		{name: "list of all namespaces views every key", event: event("list", "alice", "/api/v1/secrets?limit=500", "secrets", "", "", 200),
 			action: audit.ActionViewed, keys: []string{"a", "b", "after"}, actor: "alice"},
 		{name: "label selector narrows a list", event: event("list", "alice", "/api/v1/namespaces/team/secrets?labelSelector=tier%3Dprod", "secrets", "team", "", 200),
