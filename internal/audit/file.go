@@ -187,13 +187,24 @@ func (l *File) files() []string {
 	return append(out, l.Path)
 }
 
-// Each calls fn for every record on file that passes f, oldest first.
+// Each calls fn for every record on file that passes f, oldest first. It
+// reads what was on file when it began and holds up no writer while it
+// reads (an export of a large log must not stall the acknowledgements the
+// API server waits for): the files are opened under the lock, which a
+// rotation's renames do not disturb, and read after.
 func (l *File) Each(f Filter, fn func(Record) error) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
+	files, err := l.snapshot()
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for _, s := range files {
+			_ = s.file.Close()
+		}
+	}()
 	var ferr error
-	for _, p := range l.files() {
-		err := readRecords(p, func(r Record) {
+	for _, s := range files {
+		err := scanRecords(io.LimitReader(s.file, s.size), func(r Record) {
 			if ferr == nil && f.Match(r) {
 				ferr = fn(r)
 			}
@@ -205,8 +216,41 @@ func (l *File) Each(f Filter, fn func(Record) error) error {
 	return ferr
 }
 
-// readRecords reads the JSON lines of path; a missing file has none, and a
-// torn last line (a crash mid-write, never acknowledged) is skipped.
+// openedFile is a log file open for reading, up to the size it had.
+type openedFile struct {
+	file *os.File
+	size int64
+}
+
+// snapshot opens the log's files, oldest first, as they are now.
+func (l *File) snapshot() ([]openedFile, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []openedFile
+	for _, p := range l.files() {
+		f, err := os.Open(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		var st os.FileInfo
+		if err == nil {
+			st, err = f.Stat()
+		}
+		if err != nil {
+			if f != nil {
+				_ = f.Close()
+			}
+			for _, o := range out {
+				_ = o.file.Close()
+			}
+			return nil, err
+		}
+		out = append(out, openedFile{file: f, size: st.Size()})
+	}
+	return out, nil
+}
+
+// readRecords reads the JSON lines of path; a missing file has none.
 func readRecords(path string, fn func(Record)) error {
 	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -216,7 +260,13 @@ func readRecords(path string, fn func(Record)) error {
 		return err
 	}
 	defer f.Close()
-	r := bufio.NewReader(f)
+	return scanRecords(f, fn)
+}
+
+// scanRecords reads JSON lines; a torn last line (a crash mid-write, never
+// acknowledged) is skipped.
+func scanRecords(in io.Reader, fn func(Record)) error {
+	r := bufio.NewReader(in)
 	for {
 		line, err := r.ReadBytes('\n')
 		if len(line) > 0 && line[len(line)-1] == '\n' {
