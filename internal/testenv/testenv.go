@@ -42,15 +42,17 @@ type Env struct {
 }
 
 // Option changes how the control plane starts.
-type Option func(env *envtest.Environment, configDir string) (*AuditWebhook, error)
+type Option func(*options)
+
+type options struct {
+	auditDir string
+}
 
 // WithAuditWebhook makes the API server audit with config/audit's policy
 // and send the batches to a webhook, with its files in dir (see
 // ConfigureAudit).
 func WithAuditWebhook(dir string) Option {
-	return func(env *envtest.Environment, configDir string) (*AuditWebhook, error) {
-		return ConfigureAudit(env, configDir, dir)
-	}
+	return func(o *options) { o.auditDir = dir }
 }
 
 // Start starts the control plane and installs keymint's CRD, roles and
@@ -63,14 +65,15 @@ func Start(ctx context.Context, configDir string, scheme *runtime.Scheme, opts .
 		CRDDirectoryPaths:     []string{filepath.Join(configDir, "crd", "bases")},
 		ErrorIfCRDPathMissing: true,
 	}
-	var auditWebhook *AuditWebhook
+	var o options
 	for _, opt := range opts {
-		w, err := opt(env, configDir)
-		if err != nil {
+		opt(&o)
+	}
+	var auditWebhook *AuditWebhook
+	if o.auditDir != "" {
+		var err error
+		if auditWebhook, err = ConfigureAudit(env, configDir, o.auditDir); err != nil {
 			return nil, err
-		}
-		if w != nil {
-			auditWebhook = w
 		}
 	}
 	cfg, err := env.Start()
