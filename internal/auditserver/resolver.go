@@ -100,7 +100,8 @@ func (r *CacheResolver) dug(kind, namespace, name string) (KeyRef, bool) {
 }
 
 // Secret implements Resolver. A Secret not (or no longer) cached is found
-// among recent deletions, then by the APIKey that names it.
+// among recent deletions, then by the issued APIKey whose status names it
+// (not by spec: a Secret of that name may be someone else's).
 func (r *CacheResolver) Secret(namespace, name string) (KeyRef, bool) {
 	ctx := context.Background()
 	var s corev1.Secret
@@ -116,7 +117,7 @@ func (r *CacheResolver) Secret(namespace, name string) (KeyRef, bool) {
 		return KeyRef{}, false
 	}
 	for i := range list.Items {
-		if list.Items[i].SecretNameOrDefault() == name {
+		if list.Items[i].Status.SecretName == name {
 			return apiKeyRef(&list.Items[i]), true
 		}
 	}
