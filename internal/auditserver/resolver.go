@@ -40,10 +40,23 @@ type tombstone struct {
 	at     time.Time     // when the deletion was seen
 }
 
+// indexSecretName indexes APIKeys by the Secret their status names, so an
+// audited read of a Secret the cache no longer holds finds its key without
+// a scan.
+const indexSecretName = "status.secretName"
+
 // NewCacheResolver returns a resolver over c that records the deletions c's
-// informers report.
+// informers report. Call it before c starts: it adds an index.
 func NewCacheResolver(ctx context.Context, c cache.Cache, clk clock.Clock) (*CacheResolver, error) {
 	r := &CacheResolver{reader: c, clock: clk, tombstones: map[tombstoneKey]tombstone{}, pruned: clk.Now()}
+	if err := c.IndexField(ctx, &keymintv1alpha1.APIKey{}, indexSecretName, func(obj client.Object) []string {
+		if name := obj.(*keymintv1alpha1.APIKey).Status.SecretName; name != "" {
+			return []string{name}
+		}
+		return nil
+	}); err != nil {
+		return nil, err
+	}
 	for _, obj := range []client.Object{&corev1.Secret{}, &keymintv1alpha1.APIKey{}} {
 		informer, err := c.GetInformer(ctx, obj)
 		if err != nil {
@@ -113,15 +126,11 @@ func (r *CacheResolver) Secret(namespace, name string) (KeyRef, bool) {
 		return ref, true
 	}
 	var list keymintv1alpha1.APIKeyList
-	if err := r.reader.List(ctx, &list, client.InNamespace(namespace)); err != nil {
+	if err := r.reader.List(ctx, &list, client.InNamespace(namespace), client.MatchingFields{indexSecretName: name},
+		client.UnsafeDisableDeepCopy); err != nil || len(list.Items) == 0 {
 		return KeyRef{}, false
 	}
-	for i := range list.Items {
-		if list.Items[i].Status.SecretName == name {
-			return apiKeyRef(&list.Items[i]), true
-		}
-	}
-	return KeyRef{}, false
+	return apiKeyRef(&list.Items[0]), true
 }
 
 // DeletedSecret implements Resolver.
@@ -136,8 +145,9 @@ func (r *CacheResolver) DeletedSecret(namespace, name string) (KeyRef, bool) {
 // lately, which a list made before their deletion could still return.
 func (r *CacheResolver) Secrets(namespace string) []ManagedSecret {
 	var list corev1.SecretList
+	// Read-only: the cached objects are not copied.
 	if err := r.reader.List(context.Background(), &list, client.InNamespace(namespace),
-		client.MatchingLabels{keysecret.LabelManagedBy: keysecret.ManagedBy}); err != nil {
+		client.MatchingLabels{keysecret.LabelManagedBy: keysecret.ManagedBy}, client.UnsafeDisableDeepCopy); err != nil {
 		return nil
 	}
 	out := make([]ManagedSecret, 0, len(list.Items))
