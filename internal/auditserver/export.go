@@ -94,7 +94,7 @@ func (s *Server) serveExport(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if s.Log == nil {
-		http.Error(w, errNoLog.Error(), http.StatusServiceUnavailable)
+		http.Error(w, "the audit trail is not kept in a file: start the manager with --audit-log-path", http.StatusServiceUnavailable)
 		return
 	}
 	s.Logger.Info("audit export", "user", username, "filter", filter)

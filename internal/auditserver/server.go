@@ -5,7 +5,6 @@ import (
 	"crypto/subtle"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -131,7 +130,7 @@ func (s *Server) Start(ctx context.Context) error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+EventsPath, s.serveEvents)
 	mux.HandleFunc("GET "+ExportPath, s.serveExport)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: nil}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(tls.NewListener(resetListener{ln.(*net.TCPListener)}, tlsConfig)) }()
 	s.Logger.Info("serving the audit webhook and export", "address", ln.Addr().String())
@@ -219,5 +218,3 @@ func (s *Server) refuse(w http.ResponseWriter, r *http.Request, why string) {
 	s.Logger.Info("refused an audit request", "path", r.URL.Path, "remoteAddr", r.RemoteAddr, "userAgent", r.UserAgent(), "reason", why)
 	http.Error(w, "Unauthorized", http.StatusUnauthorized)
 }
-
-var errNoLog = errors.New("the audit trail is not kept in a file: start the manager with --audit-log-path")
