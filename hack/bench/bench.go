@@ -24,6 +24,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	kruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -128,6 +129,38 @@ var methodLabel = regexp.MustCompile(`method="([A-Z]+)"`)
 // heapProfile, when set, is where the scale scenario saves the manager's
 // heap profile.
 var heapProfile string
+
+// apiserverProfile, when set, is where the throughput scenario saves a CPU
+// profile of kube-apiserver taken while the keys are issued.
+var apiserverProfile string
+
+// profileAPIServer starts a CPU profile of kube-apiserver lasting d and
+// returns a function that waits for it and writes it to path.
+func (b *bench) profileAPIServer(d time.Duration, path string) func() error {
+	done := make(chan error, 1)
+	go func() {
+		httpClient, err := rest.HTTPClientFor(b.env.Config)
+		if err != nil {
+			done <- err
+			return
+		}
+		resp, err := httpClient.Get(fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", strings.TrimSuffix(b.env.Config.Host, "/"), int(d.Seconds())))
+		if err != nil {
+			done <- err
+			return
+		}
+		defer resp.Body.Close()
+		f, err := os.Create(path)
+		if err != nil {
+			done <- err
+			return
+		}
+		defer f.Close()
+		_, err = io.Copy(f, resp.Body)
+		done <- err
+	}()
+	return func() error { return <-done }
+}
 
 // collectGarbage makes the manager run a garbage collection (a heap
 // profile with gc=1 does), so the live heap it reports next is current.

@@ -68,6 +68,7 @@ func main() {
 		out       = flag.String("json", "bin/bench.json", "where to write the results")
 	)
 	flag.StringVar(&heapProfile, "heap-profile", "", "write the manager's heap profile after the scale scenario settles to this file (go tool pprof)")
+	flag.StringVar(&apiserverProfile, "apiserver-profile", "", "write a CPU profile of kube-apiserver taken while the throughput scenario issues keys to this file (go tool pprof)")
 	flag.Var(&managerArgs, "manager-arg", "an extra flag for bin/manager (repeatable), such as --max-concurrent-reconciles=32")
 	flag.Parse()
 	if err := run(strings.Split(*scenarios, ","), *n, *workers, *scaleN, *unrelated, *out); err != nil {

@@ -37,6 +37,10 @@ func (b *bench) throughput(ctx context.Context, n int) (result, error) {
 	if err != nil {
 		return r, err
 	}
+	profiled := func() error { return nil }
+	if apiserverProfile != "" {
+		profiled = b.profileAPIServer(5*time.Second, apiserverProfile)
+	}
 	start := time.Now()
 	created, err := b.createKeys(ctx, "keys", n, func(i int) string { return fmt.Sprintf("user-%d", i) }, never)
 	if err != nil {
@@ -60,7 +64,7 @@ func (b *bench) throughput(ctx context.Context, n int) (result, error) {
 	}
 	r.RequestsPerKey = perKey(before.requests, after.requests, n)
 	r.PeakRSSMiB, r.HeapMiB = b.peakRSSMiB(), after.heap/(1<<20)
-	return r, nil
+	return r, profiled()
 }
 
 // settle waits for the manager's queue to drain after a burst.
