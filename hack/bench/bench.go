@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -24,6 +25,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	kruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -231,13 +233,18 @@ func (b *bench) peakRSSMiB() float64 {
 
 // parallel runs do(i) for i in [0, n) on b.workers goroutines.
 func (b *bench) parallel(n int, do func(i int) error) error {
+	return parallel(b.workers, n, do)
+}
+
+// parallel runs do(i) for i in [0, n) on workers goroutines.
+func parallel(workers, n int, do func(i int) error) error {
 	var (
 		wg       sync.WaitGroup
 		mu       sync.Mutex
 		firstErr error
 		next     = make(chan int)
 	)
-	for range b.workers {
+	for range workers {
 		wg.Go(func() {
 			for i := range next {
 				if err := do(i); err != nil {
@@ -279,6 +286,98 @@ func (b *bench) floor(ctx context.Context, n int) (time.Duration, error) {
 		return b.env.Client.Patch(ctx, s, client.RawPatch("application/merge-patch+json", []byte(`{"metadata":{"labels":{"done":"true"}}}`)))
 	})
 	return time.Since(start), err
+}
+
+// deleteWorkers is the manager's default --max-concurrent-reconciles: the
+// deletion floor deletes with as many clients as keymint has reconcilers.
+const deleteWorkers = 32
+
+// deleteFloor is the expiry scenario's floor: n Secrets deleted at once by
+// a bare client with deleteWorkers workers, on the same API server. It
+// returns p50 and p99 of (deletion seen by a watch − start), measured as
+// the expiry scenario measures keymint.
+func (b *bench) deleteFloor(ctx context.Context, n int) (p50, p99 float64, err error) {
+	const ns = "floor-delete"
+	if err := b.namespace(ctx, ns); err != nil {
+		return 0, 0, err
+	}
+	secret := func(i int) *corev1.Secret {
+		return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("s-%d", i)},
+			Data: map[string][]byte{"api-key": bytes.Repeat([]byte("k"), 53)}}
+	}
+	if err := b.parallel(n, func(i int) error { return b.env.Client.Create(ctx, secret(i)) }); err != nil {
+		return 0, 0, err
+	}
+	dw, err := b.watchDeletions(ctx, ns)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer dw.Stop()
+	start := time.Now()
+	if err := parallel(deleteWorkers, n, func(i int) error { return b.env.Client.Delete(ctx, secret(i)) }); err != nil {
+		return 0, 0, err
+	}
+	gone, err := dw.waitFor(ctx, n, time.Minute)
+	if err != nil {
+		return 0, 0, err
+	}
+	p50, p99 = lagsAfter(start, gone)
+	return p50, p99, nil
+}
+
+// deletionWatch records when each Secret of a namespace was seen deleted.
+type deletionWatch struct {
+	mu   sync.Mutex
+	gone map[string]time.Time
+	stop context.CancelFunc
+}
+
+// Stop ends the watch.
+func (dw *deletionWatch) Stop() { dw.stop() }
+
+// watchDeletions notes when each Secret in ns is seen deleted.
+func (b *bench) watchDeletions(ctx context.Context, ns string) (*deletionWatch, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	w, err := b.env.Client.Watch(ctx, &corev1.SecretList{}, client.InNamespace(ns))
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	dw := &deletionWatch{gone: map[string]time.Time{}, stop: func() { cancel(); w.Stop() }}
+	go func() {
+		for ev := range w.ResultChan() {
+			if s, ok := ev.Object.(*corev1.Secret); ok && ev.Type == watch.Deleted {
+				dw.mu.Lock()
+				dw.gone[s.Name] = time.Now()
+				dw.mu.Unlock()
+			}
+		}
+	}()
+	return dw, nil
+}
+
+// waitFor waits until n Secrets were seen deleted and returns when each was.
+func (dw *deletionWatch) waitFor(ctx context.Context, n int, timeout time.Duration) (map[string]time.Time, error) {
+	err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, timeout, true, func(context.Context) (bool, error) {
+		dw.mu.Lock()
+		defer dw.mu.Unlock()
+		return len(dw.gone) >= n, nil
+	})
+	dw.mu.Lock()
+	defer dw.mu.Unlock()
+	if err != nil {
+		return nil, fmt.Errorf("%d of %d Secrets deleted: %w", len(dw.gone), n, err)
+	}
+	return maps.Clone(dw.gone), nil
+}
+
+// lagsAfter is p50 and p99 of the times in gone after t.
+func lagsAfter(t time.Time, gone map[string]time.Time) (p50, p99 float64) {
+	from := map[string]time.Time{}
+	for name := range gone {
+		from[name] = t
+	}
+	return latencies(from, gone)
 }
 
 // keyWatch records when each APIKey of a namespace was first seen Active.
