@@ -28,6 +28,14 @@ func CacheOptions(slotNamespace string) cache.Options {
 			&coordinationv1.Lease{}: {
 				Label:      owned,
 				Namespaces: map[string]cache.Config{slotNamespace: {}},
+				// The user annotation is for people; the manager goes by
+				// the user-hash label. One map less per slot.
+				Transform: func(obj any) (any, error) {
+					if l, ok := obj.(*coordinationv1.Lease); ok {
+						l.Annotations = nil
+					}
+					return stripCopies(obj)
+				},
 			},
 		},
 	}

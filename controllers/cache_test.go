@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/keymint/keymint/internal/keysecret"
+	"github.com/keymint/keymint/internal/slots"
 )
 
 // TestCacheHoldsOnlyWhatKeymintOwns starts a cache with the manager's
@@ -29,7 +30,9 @@ func TestCacheHoldsOnlyWhatKeymintOwns(t *testing.T) {
 	}
 	unrelated := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "unrelated"}}
 	elsewhere := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "elsewhere", Labels: owned}}
-	for _, obj := range []client.Object{mine, unrelated, elsewhere} {
+	slot := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: slotNamespace, Name: "cache-test-" + ns, Labels: owned,
+		Annotations: map[string]string{slots.AnnotationUser: "alice"}}}
+	for _, obj := range []client.Object{mine, unrelated, elsewhere, slot} {
 		g.Expect(k8sClient.Create(ctx, obj)).To(Succeed())
 	}
 
@@ -57,9 +60,12 @@ func TestCacheHoldsOnlyWhatKeymintOwns(t *testing.T) {
 	g.Expect(secrets.Items).To(HaveLen(1))
 	g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(unrelated), &corev1.Secret{})).To(Succeed(), "it exists on the API server")
 
-	// Leases are cached only in the slot namespace.
-	leases := &coordinationv1.LeaseList{}
-	g.Expect(c.List(ctx, leases, client.InNamespace(slotNamespace))).To(Succeed())
+	// Leases are cached only in the slot namespace, by their labels.
+	cachedSlot := &coordinationv1.Lease{}
+	g.Expect(c.Get(ctx, client.ObjectKeyFromObject(slot), cachedSlot)).To(Succeed())
+	g.Expect(cachedSlot.Labels).To(Equal(owned))
+	g.Expect(cachedSlot.Annotations).To(BeNil(), "the user annotation is for people, not for the cache")
+	g.Expect(k8sClient.Delete(ctx, slot)).To(Succeed())
 	err = c.Get(ctx, client.ObjectKeyFromObject(elsewhere), &coordinationv1.Lease{})
 	g.Expect(err).To(HaveOccurred(), "a Lease outside the slot namespace is not cached")
 }

@@ -21,12 +21,13 @@ import (
 	"github.com/keymint/keymint/internal/slots"
 )
 
-// IndexUser indexes APIKeys by spec.user, to find a user's keys in every
-// namespace without a scan.
-const IndexUser = "spec.user"
+// IndexUser indexes APIKeys by the hash of spec.user that labels the
+// user's slots (slots.UserHash), to find a user's keys in every namespace
+// without a scan, from a user name or from a slot.
+const IndexUser = "spec.user.hash"
 
 func indexUser(obj client.Object) []string {
-	return []string{obj.(*keymintv1alpha1.APIKey).Spec.User}
+	return []string{slots.UserHash(obj.(*keymintv1alpha1.APIKey).Spec.User)}
 }
 
 // slotChanged passes the creation and deletion of slot Leases: a slot
@@ -40,12 +41,12 @@ var slotChanged = predicate.Funcs{
 // waitingKeysOfSlot maps a slot to the keys of its user that have no
 // key yet.
 func (r *APIKeyReconciler) waitingKeysOfSlot(ctx context.Context, lease client.Object) []reconcile.Request {
-	user, ok := lease.GetAnnotations()[slots.AnnotationUser]
+	userHash, ok := lease.GetLabels()[slots.LabelUserHash]
 	if !ok {
 		return nil
 	}
 	list := &keymintv1alpha1.APIKeyList{}
-	if err := r.List(ctx, list, client.MatchingFields{IndexUser: user}); err != nil {
+	if err := r.List(ctx, list, client.MatchingFields{IndexUser: userHash}); err != nil {
 		return nil
 	}
 	var reqs []reconcile.Request

@@ -121,9 +121,10 @@ func freePort() (int, error) {
 
 // metrics is what the manager's /metrics says.
 type metrics struct {
-	requests map[string]float64 // client requests by HTTP method
-	heap     float64            // heap allocated, garbage included
-	liveHeap float64            // heap live at the last garbage collection
+	requests   map[string]float64 // client requests by HTTP method
+	heap       float64            // heap allocated, garbage included
+	liveHeap   float64            // heap live at the last garbage collection
+	reconciles float64            // reconciles finished, whatever their result
 }
 
 var methodLabel = regexp.MustCompile(`method="([A-Z]+)"`)
@@ -209,6 +210,8 @@ func (b *bench) scrape() (metrics, error) {
 			}
 		case strings.HasPrefix(line, "go_memstats_heap_alloc_bytes "):
 			m.heap = v
+		case strings.HasPrefix(line, "controller_runtime_reconcile_total{"):
+			m.reconciles += v
 		case strings.HasPrefix(line, "keymint_go_heap_live_bytes "):
 			m.liveHeap = v
 		}

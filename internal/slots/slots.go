@@ -26,8 +26,8 @@ const (
 	// LabelHolderNamespace and LabelHolderName name the APIKey holding a slot.
 	LabelHolderNamespace = "keymint.io/holder-namespace"
 	LabelHolderName      = "keymint.io/holder-name"
-	// AnnotationUser is the user in clear, for people and for mapping a
-	// slot's events back to the user's keys.
+	// AnnotationUser is the user in clear, for people; the manager's
+	// cache drops it and goes by LabelUserHash.
 	AnnotationUser = "keymint.io/user"
 )
 
