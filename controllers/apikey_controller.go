@@ -88,7 +88,7 @@ func (r *APIKeyReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manage
 	if r.AccessRecheck <= 0 {
 		r.AccessRecheck = DefaultAccessRecheck
 	}
-	if err := mgr.GetFieldIndexer().IndexField(ctx, &keymintv1alpha1.APIKey{}, IndexUser, indexUser); err != nil {
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &keymintv1alpha1.APIKey{}, IndexWaitingUser, indexWaitingUser); err != nil {
 		return err
 	}
 	return ctrl.NewControllerManagedBy(mgr).

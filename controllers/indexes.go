@@ -21,13 +21,19 @@ import (
 	"github.com/keymint/keymint/internal/slots"
 )
 
-// IndexUser indexes APIKeys by the hash of spec.user that labels the
-// user's slots (slots.UserHash), to find a user's keys in every namespace
-// without a scan, from a user name or from a slot.
-const IndexUser = "spec.user.hash"
+// IndexWaitingUser indexes the APIKeys that wait for a slot by the hash of
+// their user that labels the user's slots (slots.UserHash): a key finds the
+// keys waiting with it, and a freed slot the keys waiting for it, in every
+// namespace without a scan. Active and expired keys, most of a cluster's,
+// are left out: every indexed value costs the manager memory.
+const IndexWaitingUser = "waiting.spec.user.hash"
 
-func indexUser(obj client.Object) []string {
-	return []string{slots.UserHash(obj.(*keymintv1alpha1.APIKey).Spec.User)}
+func indexWaitingUser(obj client.Object) []string {
+	key := obj.(*keymintv1alpha1.APIKey)
+	if !isWaiting(key) {
+		return nil
+	}
+	return []string{slots.UserHash(key.Spec.User)}
 }
 
 // slotChanged passes the creation and deletion of slot Leases: a slot
@@ -46,13 +52,13 @@ func (r *APIKeyReconciler) waitingKeysOfSlot(ctx context.Context, lease client.O
 		return nil
 	}
 	list := &keymintv1alpha1.APIKeyList{}
-	if err := r.List(ctx, list, client.MatchingFields{IndexUser: userHash}); err != nil {
+	if err := r.List(ctx, list, client.MatchingFields{IndexWaitingUser: userHash}); err != nil {
 		return nil
 	}
 	var reqs []reconcile.Request
 	for i := range list.Items {
 		// The key that just took this slot has nothing to wait for.
-		if k := &list.Items[i]; isWaiting(k) && !holds(lease.(*coordinationv1.Lease), k) {
+		if k := &list.Items[i]; !holds(lease.(*coordinationv1.Lease), k) {
 			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(k)})
 		}
 	}

@@ -145,13 +145,13 @@ func (r *APIKeyReconciler) userSlots(ctx context.Context, user string, reader cl
 // holds one of the taken slots does not wait, whatever its cached status says.
 func (r *APIKeyReconciler) waitingKeys(ctx context.Context, user string, taken []coordinationv1.Lease) ([]slots.Candidate, error) {
 	list := &keymintv1alpha1.APIKeyList{}
-	if err := r.List(ctx, list, client.MatchingFields{IndexUser: slots.UserHash(user)}); err != nil {
+	if err := r.List(ctx, list, client.MatchingFields{IndexWaitingUser: slots.UserHash(user)}); err != nil {
 		return nil, err
 	}
 	var out []slots.Candidate
 	for i := range list.Items {
 		k := &list.Items[i]
-		if k.Spec.User == user && isWaiting(k) && !slices.ContainsFunc(taken, func(l coordinationv1.Lease) bool { return holds(&l, k) }) {
+		if k.Spec.User == user && !slices.ContainsFunc(taken, func(l coordinationv1.Lease) bool { return holds(&l, k) }) {
 			out = append(out, candidate(k))
 		}
 	}
