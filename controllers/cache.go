@@ -1,6 +1,8 @@
 package controllers
 
 import (
+	"unique"
+
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -22,6 +24,7 @@ func CacheOptions(slotNamespace string) cache.Options {
 			&corev1.Secret{}: {Label: owned, Transform: func(obj any) (any, error) {
 				if s, ok := obj.(*corev1.Secret); ok {
 					keysecret.WithoutKey(s)
+					s.Type = corev1.SecretType(intern(string(s.Type)))
 				}
 				return stripCopies(obj)
 			}},
@@ -43,7 +46,8 @@ func CacheOptions(slotNamespace string) cache.Options {
 
 // stripCopies drops what only repeats an object: its managedFields and
 // kubectl's last-applied-configuration annotation (a copy of the spec on
-// every object applied with kubectl apply or a GitOps tool).
+// every object applied with kubectl apply or a GitOps tool). It also keeps
+// one copy of the metadata strings that thousands of cached objects repeat.
 func stripCopies(obj any) (any, error) {
 	obj, err := cache.TransformStripManagedFields()(obj)
 	if err != nil {
@@ -51,11 +55,41 @@ func stripCopies(obj any) (any, error) {
 	}
 	if o, ok := obj.(client.Object); ok {
 		if a := o.GetAnnotations(); a != nil {
-			if _, ok := a[corev1.LastAppliedConfigAnnotation]; ok {
-				delete(a, corev1.LastAppliedConfigAnnotation)
-				o.SetAnnotations(a)
-			}
+			delete(a, corev1.LastAppliedConfigAnnotation)
 		}
+		shareMetadataStrings(o)
 	}
 	return obj, nil
+}
+
+// shareMetadataStrings replaces the namespace, label and annotation keys
+// and values, finalizers and owner kinds of o, each decoded into memory of
+// its own, by one shared copy (unique.Make interns them).
+func shareMetadataStrings(o client.Object) {
+	o.SetNamespace(intern(o.GetNamespace()))
+	o.SetLabels(internMap(o.GetLabels()))
+	o.SetAnnotations(internMap(o.GetAnnotations()))
+	finalizers := o.GetFinalizers()
+	for i := range finalizers {
+		finalizers[i] = intern(finalizers[i])
+	}
+	refs := o.GetOwnerReferences()
+	for i := range refs {
+		refs[i].APIVersion, refs[i].Kind = intern(refs[i].APIVersion), intern(refs[i].Kind)
+	}
+}
+
+func intern(s string) string { return unique.Make(s).Value() }
+
+// internMap returns m with interned keys and values; nil when m is empty,
+// since an empty map still holds memory.
+func internMap(m map[string]string) map[string]string {
+	if len(m) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[intern(k)] = intern(v)
+	}
+	return out
 }
