@@ -338,23 +338,39 @@ type deletionWatch struct {
 // Stop ends the watch.
 func (dw *deletionWatch) Stop() { dw.stop() }
 
-// watchDeletions notes when each Secret in ns is seen deleted.
+// watchDeletions notes when each Secret in ns is seen deleted. When the API
+// server ends the watch (under load it drops watchers it finds slow), it
+// watches again from the last event it saw, so that no deletion is missed.
 func (b *bench) watchDeletions(ctx context.Context, ns string) (*deletionWatch, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	w, err := b.env.Client.Watch(ctx, &corev1.SecretList{}, client.InNamespace(ns))
-	if err != nil {
-		cancel()
+	list := &corev1.SecretList{}
+	if err := b.env.Client.List(ctx, list, client.InNamespace(ns)); err != nil {
 		return nil, err
 	}
-	dw := &deletionWatch{gone: map[string]time.Time{}, stop: func() { cancel(); w.Stop() }}
+	ctx, cancel := context.WithCancel(ctx)
+	dw := &deletionWatch{gone: map[string]time.Time{}, stop: cancel}
+	rv := list.ResourceVersion
 	go func() {
-		for ev := range w.ResultChan() {
-			if s, ok := ev.Object.(*corev1.Secret); ok && ev.Type == watch.Deleted {
-				dw.mu.Lock()
-				dw.gone[s.Name] = time.Now()
-				dw.mu.Unlock()
+		_ = wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+			w, err := b.env.Client.Watch(ctx, &corev1.SecretList{}, client.InNamespace(ns),
+				&client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: rv}})
+			if err != nil {
+				return false, nil
 			}
-		}
+			defer w.Stop()
+			for ev := range w.ResultChan() {
+				s, ok := ev.Object.(*corev1.Secret)
+				if !ok {
+					continue // an error event: the watch ends and starts again
+				}
+				rv = s.ResourceVersion
+				if ev.Type == watch.Deleted {
+					dw.mu.Lock()
+					dw.gone[s.Name] = time.Now()
+					dw.mu.Unlock()
+				}
+			}
+			return false, nil
+		})
 	}()
 	return dw, nil
 }
