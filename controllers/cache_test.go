@@ -69,3 +69,32 @@ func TestCacheHoldsOnlyWhatKeymintOwns(t *testing.T) {
 	err = c.Get(ctx, client.ObjectKeyFromObject(elsewhere), &coordinationv1.Lease{})
 	g.Expect(err).To(HaveOccurred(), "a Lease outside the slot namespace is not cached")
 }
+
+// TestStripCopiesKeepsWhatItShares: sharing the metadata strings changes no
+// value; only the copies (managedFields, last-applied) go.
+func TestStripCopiesKeepsWhatItShares(t *testing.T) {
+	g := NewWithT(t)
+	secret := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{
+			Namespace:       "team-a",
+			Name:            "ci",
+			Labels:          map[string]string{keysecret.LabelManagedBy: keysecret.ManagedBy, keysecret.LabelAPIKey: "ci"},
+			Annotations:     map[string]string{corev1.LastAppliedConfigAnnotation: "{}", keysecret.AnnotationIssuedAt: "2026-01-31T10:00:00Z"},
+			Finalizers:      []string{"example.com/hold"},
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "keymint.io/v1alpha1", Kind: "APIKey", Name: "ci", UID: "uid-1"}},
+			ManagedFields:   []metav1.ManagedFieldsEntry{{Manager: "kubectl"}},
+		},
+	}
+	want := secret.DeepCopy()
+	want.ManagedFields = nil
+	delete(want.Annotations, corev1.LastAppliedConfigAnnotation)
+
+	got, err := stripCopies(secret)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(got).To(Equal(want))
+
+	onlyLastApplied := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{corev1.LastAppliedConfigAnnotation: "{}"}}}
+	got, err = stripCopies(onlyLastApplied)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(got.(*corev1.Secret).Annotations).To(BeNil(), "an emptied map is dropped, not kept")
+}
