@@ -125,8 +125,13 @@ func (r *APIKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res
 		}
 	}
 
+	now := r.Clock.Now()
 	base := key.DeepCopy()
 	defer func() {
+		// The steps count a requeue from now. The writes since then take
+		// time, under load a good part of a second, which must not make an
+		// expiry late.
+		result.RequeueAfter = requeueFrom(result.RequeueAfter, r.Clock.Since(now))
 		if retErr != nil && !errors.Is(retErr, errCacheStale) {
 			setRetrying(key, r.Clock.Now(), retErr.Error())
 		}
@@ -137,12 +142,12 @@ func (r *APIKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res
 			result, retErr = ctrl.Result{RequeueAfter: time.Second}, nil
 		}
 	}()
-	return r.reconcileKey(ctx, key)
+	return r.reconcileKey(ctx, key, now)
 }
 
-// reconcileKey runs the steps in order; the first that settles the key ends it.
-func (r *APIKeyReconciler) reconcileKey(ctx context.Context, key *keymintv1alpha1.APIKey) (ctrl.Result, error) {
-	now := r.Clock.Now()
+// reconcileKey runs the steps in order; the first that settles the key ends
+// it. Requeues count from now.
+func (r *APIKeyReconciler) reconcileKey(ctx context.Context, key *keymintv1alpha1.APIKey, now time.Time) (ctrl.Result, error) {
 	switch {
 	case invalidAt(key):
 		// spec.expiration.at is immutable, so such a key never held a slot.
@@ -177,7 +182,7 @@ func (r *APIKeyReconciler) reconcileKey(ctx context.Context, key *keymintv1alpha
 		// A key can expire while it waits, without ever being issued.
 		return ctrl.Result{RequeueAfter: r.nextCheck(now, knownExpiry(key))}, r.awaitSlot(ctx, key, claim.holders)
 	}
-	return r.issue(ctx, key, claim.fresh)
+	return r.issue(ctx, key, claim.fresh, now)
 }
 
 // nextCheck is when to look at a key again: at its expiry, but no later
@@ -198,6 +203,16 @@ func (r *APIKeyReconciler) patchStatus(ctx context.Context, base, key *keymintv1
 		return nil
 	}
 	return r.Status().Patch(ctx, key, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}))
+}
+
+// requeueFrom is a requeue after d counted from a moment that is elapsed
+// ago: what remains of d, but at least a millisecond, since no wait means
+// no requeue.
+func requeueFrom(d, elapsed time.Duration) time.Duration {
+	if d <= 0 {
+		return d
+	}
+	return max(d-elapsed, time.Millisecond)
 }
 
 // requeueOnConflict turns a write conflict, the normal result of a stale

@@ -22,8 +22,9 @@ const conflictRetry = time.Minute
 
 // issue makes sure the key, which holds a slot, has its Secret, and records
 // it Active until it expires. fresh says the cached key was already
-// confirmed current in this reconcile.
-func (r *APIKeyReconciler) issue(ctx context.Context, key *keymintv1alpha1.APIKey, fresh bool) (ctrl.Result, error) {
+// confirmed current in this reconcile, which began at start: the requeue at
+// its expiry counts from there.
+func (r *APIKeyReconciler) issue(ctx context.Context, key *keymintv1alpha1.APIKey, fresh bool, start time.Time) (ctrl.Result, error) {
 	name := key.SecretNameOrDefault()
 	secret, err := r.ownedSecret(ctx, key, name, fresh)
 	if err != nil {
@@ -46,7 +47,7 @@ func (r *APIKeyReconciler) issue(ctx context.Context, key *keymintv1alpha1.APIKe
 			metrics.IssueLatency.Observe(now.Sub(key.CreationTimestamp.Time).Seconds())
 		}
 	}
-	return ctrl.Result{RequeueAfter: r.nextCheck(now, in.ExpiresAt)}, nil
+	return ctrl.Result{RequeueAfter: r.nextCheck(start, in.ExpiresAt)}, nil
 }
 
 // secretConflict reports whether key's Secret exists on the API server and
