@@ -1,7 +1,8 @@
 package controllers
 
 import (
-	"unique"
+	"strings"
+	"sync"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -62,13 +63,14 @@ func stripCopies(obj any) (any, error) {
 	return obj, nil
 }
 
-// shareMetadataStrings replaces the namespace, label and annotation keys
-// and values, finalizers and owner kinds of o, each decoded into memory of
-// its own, by one shared copy (unique.Make interns them).
+// shareMetadataStrings replaces the namespace, the label and annotation
+// keys, the finalizers and the owner kinds of o, each decoded into memory of
+// its own, by one shared copy. These are few in a cluster, however many
+// objects repeat them; values, often one per object, are left alone.
 func shareMetadataStrings(o client.Object) {
 	o.SetNamespace(intern(o.GetNamespace()))
-	o.SetLabels(internMap(o.GetLabels()))
-	o.SetAnnotations(internMap(o.GetAnnotations()))
+	o.SetLabels(internKeys(o.GetLabels()))
+	o.SetAnnotations(internKeys(o.GetAnnotations()))
 	finalizers := o.GetFinalizers()
 	for i := range finalizers {
 		finalizers[i] = intern(finalizers[i])
@@ -79,17 +81,27 @@ func shareMetadataStrings(o client.Object) {
 	}
 }
 
-func intern(s string) string { return unique.Make(s).Value() }
+// interned holds the one copy of each string intern has seen. It only
+// grows, so intern takes only strings of which a cluster has few.
+var interned sync.Map // string -> string
 
-// internMap returns m with interned keys and values; nil when m is empty,
-// since an empty map still holds memory.
-func internMap(m map[string]string) map[string]string {
+func intern(s string) string {
+	if v, ok := interned.Load(s); ok {
+		return v.(string)
+	}
+	v, _ := interned.LoadOrStore(s, strings.Clone(s))
+	return v.(string)
+}
+
+// internKeys returns m with interned keys; nil when m is empty, since an
+// empty map still holds memory.
+func internKeys(m map[string]string) map[string]string {
 	if len(m) == 0 {
 		return nil
 	}
 	out := make(map[string]string, len(m))
 	for k, v := range m {
-		out[intern(k)] = intern(v)
+		out[intern(k)] = v
 	}
 	return out
 }
