@@ -279,16 +279,21 @@ func (b *bench) floor(ctx context.Context, n int) (time.Duration, error) {
 	}
 	start := time.Now()
 	err := b.parallel(n, func(i int) error {
-		s := &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Namespace: "floor", Name: fmt.Sprintf("s-%d", i)},
-			Data:       map[string][]byte{"api-key": bytes.Repeat([]byte("k"), 53)},
-		}
+		s := floorSecret("floor", i)
 		if err := b.env.Client.Create(ctx, s); err != nil {
 			return err
 		}
 		return b.env.Client.Patch(ctx, s, client.RawPatch("application/merge-patch+json", []byte(`{"metadata":{"labels":{"done":"true"}}}`)))
 	})
 	return time.Since(start), err
+}
+
+// floorSecret is the i-th Secret a floor writes in ns: a key's size of data.
+func floorSecret(ns string, i int) *corev1.Secret {
+	return &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("s-%d", i)},
+		Data:       map[string][]byte{"api-key": bytes.Repeat([]byte("k"), 53)},
+	}
 }
 
 // deleteWorkers is the manager's default --max-concurrent-reconciles: the
@@ -304,11 +309,7 @@ func (b *bench) deleteFloor(ctx context.Context, n int) (p50, p99 float64, err e
 	if err := b.namespace(ctx, ns); err != nil {
 		return 0, 0, err
 	}
-	secret := func(i int) *corev1.Secret {
-		return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("s-%d", i)},
-			Data: map[string][]byte{"api-key": bytes.Repeat([]byte("k"), 53)}}
-	}
-	if err := b.parallel(n, func(i int) error { return b.env.Client.Create(ctx, secret(i)) }); err != nil {
+	if err := b.parallel(n, func(i int) error { return b.env.Client.Create(ctx, floorSecret(ns, i)) }); err != nil {
 		return 0, 0, err
 	}
 	dw, err := b.watchDeletions(ctx, ns)
@@ -317,7 +318,7 @@ func (b *bench) deleteFloor(ctx context.Context, n int) (p50, p99 float64, err e
 	}
 	defer dw.Stop()
 	start := time.Now()
-	if err := parallel(deleteWorkers, n, func(i int) error { return b.env.Client.Delete(ctx, secret(i)) }); err != nil {
+	if err := parallel(deleteWorkers, n, func(i int) error { return b.env.Client.Delete(ctx, floorSecret(ns, i)) }); err != nil {
 		return 0, 0, err
 	}
 	gone, err := dw.waitFor(ctx, n, time.Minute)

@@ -372,10 +372,7 @@ func (b *bench) scale(ctx context.Context, n int) (result, error) {
 	if err := b.startManager(ctx); err != nil {
 		return r, err
 	}
-	if err := b.collectGarbage(""); err != nil {
-		return r, err
-	}
-	empty, err := b.scrape()
+	empty, err := b.liveHeap("")
 	if err != nil {
 		return r, err
 	}
@@ -421,9 +418,9 @@ func (b *bench) scale(ctx context.Context, n int) (result, error) {
 	// Per key counts what the manager holds: the live heap, not the
 	// garbage waiting for the next collection.
 	r.HeapMiB = steady / (1 << 20)
-	r.HeapPerKeyBytes = (steady - empty.liveHeap) / float64(n)
+	r.HeapPerKeyBytes = (steady - empty) / float64(n)
 	r.Notes = append(r.Notes, fmt.Sprintf("heap per key is of a manager restarted over the converged keys; right after the burst, with its Events, it was %.0f B",
-		(burst-empty.liveHeap)/float64(n)))
+		(burst-empty)/float64(n)))
 	return r, nil
 }
 
