@@ -53,6 +53,7 @@ func main() {
 		burst                                 int
 		auditServer                           auditserver.Server
 		auditIgnoredUsers                     stringList
+		auditClientNames                      stringList
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", "0", "The address the metrics endpoint binds to. Use :8443 for HTTPS or :8080 for HTTP, or leave as 0 to disable the metrics service.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "The address the probe endpoint binds to.")
@@ -70,6 +71,7 @@ func main() {
 	flag.StringVar(&auditServer.CertFile, "audit-tls-cert-file", "", "The audit endpoint's serving certificate (reloaded when it changes).")
 	flag.StringVar(&auditServer.KeyFile, "audit-tls-key-file", "", "The audit endpoint's serving key.")
 	flag.StringVar(&auditServer.ClientCAFile, "audit-webhook-client-ca-file", "", "CA of the client certificate kube-apiserver sends audit batches with.")
+	flag.Var(&auditClientNames, "audit-webhook-client-name", "A common name of the client certificate kube-apiserver sends audit batches with (repeatable; required with --audit-webhook-client-ca-file). Use a CA dedicated to that certificate.")
 	flag.StringVar(&auditServer.TokenFile, "audit-webhook-token-file", "", "File holding the bearer token kube-apiserver sends audit batches with.")
 	flag.Var(&auditIgnoredUsers, "audit-ignore-user", "A user whose requests are not audited as views (repeatable); the manager's own identity always is.")
 	flag.Float64Var(&qps, "kube-api-qps", 500, "Queries per second the manager may send to the API server.")
@@ -89,6 +91,11 @@ func main() {
 		log.Error(nil, "--audit-bind-address needs --audit-webhook-client-ca-file or --audit-webhook-token-file to authenticate kube-apiserver")
 		os.Exit(2)
 	}
+	if auditEnabled && auditServer.ClientCAFile != "" && len(auditClientNames) == 0 {
+		log.Error(nil, "--audit-webhook-client-ca-file needs --audit-webhook-client-name: the common names of kube-apiserver's client certificates")
+		os.Exit(2)
+	}
+	auditServer.ClientNames = auditClientNames
 	if maxKeysPerUser < 1 {
 		log.Error(nil, "--max-keys-per-user must be at least 1")
 		os.Exit(2)

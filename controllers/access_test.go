@@ -7,6 +7,7 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -209,4 +210,30 @@ func TestUserWithoutUseGetsNoKey(t *testing.T) {
 	err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "for-carol"}, &corev1.Secret{})
 	g.Expect(apierrors.IsNotFound(err)).To(BeTrue())
 	g.Expect(userSlotCount(g, userIn(ns, "carol"))).To(BeZero())
+}
+
+// TestAdminRoleGrantsItsVerbsAndNotUse asks the API server's RBAC what
+// keymint-admin grants: every verb that manages APIKeys, delegate included,
+// and not use, which holding keys takes.
+func TestAdminRoleGrantsItsVerbsAndNotUse(t *testing.T) {
+	g := NewWithT(t)
+	ns := newRestrictedNamespace(t)
+	admin := userIn(ns, "admin")
+	bind(t, ns, "admin-keys", "keymint-admin", userSubject(admin))
+	allowed := func(verb string) bool {
+		review := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+			User: admin,
+			ResourceAttributes: &authorizationv1.ResourceAttributes{
+				Namespace: ns, Verb: verb, Group: keymintv1alpha1.GroupVersion.Group, Resource: "apikeys",
+			},
+		}}
+		g.Expect(k8sClient.Create(ctx, review)).To(Succeed())
+		return review.Status.Allowed
+	}
+	for _, verb := range []string{"get", "list", "watch", "create", "update", "patch", "delete", "deletecollection", "delegate"} {
+		g.Expect(allowed(verb)).To(BeTrue(), "keymint-admin lacks %s", verb)
+	}
+	for _, verb := range []string{VerbUse, "escalate", "impersonate"} {
+		g.Expect(allowed(verb)).To(BeFalse(), "keymint-admin grants %s", verb)
+	}
 }

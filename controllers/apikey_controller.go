@@ -21,13 +21,13 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
-	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
 	"github.com/keymint/keymint/internal/audit"
 	"github.com/keymint/keymint/internal/expiry"
 	"github.com/keymint/keymint/internal/keys"
+	"github.com/keymint/keymint/internal/keysecret"
 )
 
 // Finalizer holds an APIKey until its Secret is deleted and its slot freed,
@@ -63,6 +63,9 @@ type APIKeyReconciler struct {
 	MaxConcurrentReconciles int
 	// Mint draws a key; keys.Mint unless a test says otherwise.
 	Mint func() (keys.Key, error)
+	// Signer signs the Secrets the controller mints and tells them from
+	// planted ones; SetupWithManager loads it when nil.
+	Signer *keysecret.Signer
 	// Audit receives a record of every Event about a key's life; nil
 	// records nothing.
 	Audit audit.Writer
@@ -88,15 +91,21 @@ func (r *APIKeyReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manage
 	if r.AccessRecheck <= 0 {
 		r.AccessRecheck = DefaultAccessRecheck
 	}
+	if r.Signer == nil {
+		signer, err := LoadSigner(ctx, mgr.GetAPIReader(), mgr.GetClient(), r.SlotNamespace)
+		if err != nil {
+			return err
+		}
+		r.Signer = signer
+	}
 	if err := mgr.GetFieldIndexer().IndexField(ctx, &keymintv1alpha1.APIKey{}, IndexWaitingUser, indexWaitingUser); err != nil {
 		return err
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&keymintv1alpha1.APIKey{}, builder.WithPredicates(specOrMetaChanged)).
-		Watches(&corev1.Secret{}, ownerBehindQueuedWork, builder.WithPredicates(secretGone)).
+		Watches(&corev1.Secret{}, r.secretEvents(), builder.WithPredicates(secretCreatedOrGone)).
 		// A slot freed lets a waiting key of its user in.
-		Watches(&coordinationv1.Lease{}, handler.EnqueueRequestsFromMapFunc(r.waitingKeysOfSlot),
-			builder.WithPredicates(slotChanged)).
+		Watches(&coordinationv1.Lease{}, r.slotEvents(), builder.WithPredicates(slotChanged)).
 		// Access granted or removed changes which keys may be Active.
 		Watches(&rbacv1.RoleBinding{}, r.bindingChanged(), builder.OnlyMetadata).
 		Watches(&rbacv1.ClusterRoleBinding{}, r.bindingChanged(), builder.OnlyMetadata).
@@ -110,7 +119,7 @@ func (r *APIKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res
 	key := &keymintv1alpha1.APIKey{}
 	if err := r.Get(ctx, req.NamespacedName, key); err != nil {
 		if apierrors.IsNotFound(err) {
-			return ctrl.Result{}, r.releaseOrphanedSlots(ctx, req.NamespacedName)
+			return ctrl.Result{}, r.cleanUpAfter(ctx, req.NamespacedName)
 		}
 		return ctrl.Result{}, err
 	}

@@ -1,8 +1,7 @@
 package controllers
 
 import (
-	"strings"
-	"sync"
+	"unique"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -10,7 +9,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
 	"github.com/keymint/keymint/internal/keysecret"
+	"github.com/keymint/keymint/internal/slots"
 )
 
 // CacheOptions caches only what keymint owns: Secrets and slot Leases with
@@ -81,16 +82,32 @@ func shareMetadataStrings(o client.Object) {
 	}
 }
 
-// interned holds the one copy of each string intern has seen. It only
-// grows, so intern takes only strings of which a cluster has few.
-var interned sync.Map // string -> string
-
-func intern(s string) string {
-	if v, ok := interned.Load(s); ok {
-		return v.(string)
+// ownStrings are the metadata strings keymint itself writes on the objects
+// it caches: one copy of each serves them all, for as long as the manager
+// runs.
+var ownStrings = func() map[string]string {
+	m := map[string]string{}
+	for _, s := range []string{
+		keysecret.LabelManagedBy, keysecret.LabelAPIKey, string(keysecret.Type),
+		keysecret.AnnotationIssuedAt, keysecret.AnnotationKeyHash, keysecret.AnnotationSignature,
+		slots.LabelUserHash, slots.LabelHolderNamespace, slots.LabelHolderName,
+		Finalizer, "APIKey", keymintv1alpha1.GroupVersion.String(),
+	} {
+		m[s] = s
 	}
-	v, _ := interned.LoadOrStore(s, strings.Clone(s))
-	return v.(string)
+	return m
+}()
+
+// intern returns one shared copy of s. keymint's own strings come from a
+// fixed table. Any other, such as an annotation key a user wrote or a
+// namespace's name, is shared through package unique, which forgets it
+// with its last holder: nothing a user writes outlives the objects that
+// hold it.
+func intern(s string) string {
+	if own, ok := ownStrings[s]; ok {
+		return own
+	}
+	return unique.Make(s).Value()
 }
 
 // internKeys returns m with interned keys; nil when m is empty, since an

@@ -2,6 +2,9 @@ package controllers
 
 import (
 	"context"
+	"fmt"
+	goruntime "runtime"
+	"strings"
 	"testing"
 
 	. "github.com/onsi/gomega"
@@ -12,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
 	"github.com/keymint/keymint/internal/keysecret"
 	"github.com/keymint/keymint/internal/slots"
 )
@@ -97,4 +101,41 @@ func TestStripCopiesKeepsWhatItShares(t *testing.T) {
 	got, err = stripCopies(onlyLastApplied)
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(got.(*corev1.Secret).Annotations).To(BeNil(), "an emptied map is dropped, not kept")
+}
+
+// TestInternForgetsWhatUsersWrote: metadata keys a user chose, however
+// many, are not kept once the objects that held them are gone.
+func TestInternForgetsWhatUsersWrote(t *testing.T) {
+	liveHeap := func() uint64 {
+		var m goruntime.MemStats
+		for range 3 {
+			goruntime.GC()
+		}
+		goruntime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	baseline := liveHeap()
+	var held []any
+	for i := range 20 {
+		key := &keymintv1alpha1.APIKey{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: fmt.Sprint("k", i), Annotations: map[string]string{}}}
+		for j := range 2000 {
+			key.Annotations[fmt.Sprintf("example.com/%d-%d-%s", i, j, strings.Repeat("x", 64))] = "v"
+		}
+		obj, err := stripCopies(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, obj)
+	}
+	holding := liveHeap()
+	goruntime.KeepAlive(held)
+	held = nil
+	after := liveHeap()
+	t.Logf("live heap: %d KiB before, %d KiB holding the objects, %d KiB after", baseline>>10, holding>>10, after>>10)
+	if holding < baseline+2<<20 {
+		t.Fatalf("the objects held %d KiB only: the test measures nothing", (holding-baseline)>>10)
+	}
+	if after > baseline+1<<20 {
+		t.Fatalf("%d KiB more live heap after the objects are gone", (after-baseline)>>10)
+	}
 }

@@ -4,8 +4,10 @@ import (
 	"context"
 	"maps"
 	"slices"
+	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
@@ -14,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/priorityqueue"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -36,12 +39,64 @@ func indexWaitingUser(obj client.Object) []string {
 	return []string{slots.UserHash(key.Spec.User)}
 }
 
-// slotChanged passes the creation and deletion of slot Leases: a slot
-// freed lets a waiting key in, and a slot taken changes what the waiting
-// keys report.
+// slotChanged passes the creation and deletion of slot Leases.
 var slotChanged = predicate.Funcs{
 	UpdateFunc:  func(event.UpdateEvent) bool { return false },
 	GenericFunc: func(event.GenericEvent) bool { return false },
+}
+
+// slotTakenRefresh is how long after a slot is taken the user's waiting
+// keys look again.
+const slotTakenRefresh = time.Second
+
+// slotEvents maps slot Leases to the keys they concern. A slot taken
+// changes what the user's waiting keys report. A slot freed lets a waiting
+// key in, unless its holder is still Active with its Secret: keymint frees
+// a slot only after the holder's Secret is gone or while it is deleted, so
+// that slot was deleted by someone else. Its holder then claims a slot
+// again at once, and the waiting keys are not called in to take it.
+func (r *APIKeyReconciler) slotEvents() handler.TypedFuncs[client.Object, reconcile.Request] {
+	return handler.TypedFuncs[client.Object, reconcile.Request]{
+		// Only the waiting keys' messages change, which can wait a moment:
+		// a holder claiming its slot again after a deletion (below) must
+		// not find its other slot taken by a key called in meanwhile.
+		CreateFunc: func(ctx context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			for _, req := range r.waitingKeysOfSlot(ctx, e.Object) {
+				q.AddAfter(req, slotTakenRefresh)
+			}
+		},
+		DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			lease, ok := e.Object.(*coordinationv1.Lease)
+			if !ok {
+				return
+			}
+			holder := holderRef(lease)
+			q.Add(reconcile.Request{NamespacedName: holder})
+			if r.stillActive(ctx, lease, holder) {
+				log.FromContext(ctx).Info("a slot Lease of an Active key was deleted by someone else; the key claims a slot again",
+					"lease", lease.Name, "apikey", holder.String())
+				return
+			}
+			addAll(q, r.waitingKeysOfSlot(ctx, lease))
+		},
+	}
+}
+
+// stillActive reports whether the cache shows the holder of lease Active,
+// not being deleted, with its Secret.
+func (r *APIKeyReconciler) stillActive(ctx context.Context, lease *coordinationv1.Lease, holder types.NamespacedName) bool {
+	key := &keymintv1alpha1.APIKey{}
+	if err := r.Get(ctx, holder, key); err != nil || !holds(lease, key) ||
+		!key.DeletionTimestamp.IsZero() || key.Status.Phase != keymintv1alpha1.PhaseActive {
+		return false
+	}
+	return r.Get(ctx, types.NamespacedName{Namespace: key.Namespace, Name: key.Status.SecretName}, &corev1.Secret{}) == nil
+}
+
+func addAll(q workqueue.TypedRateLimitingInterface[reconcile.Request], reqs []reconcile.Request) {
+	for _, req := range reqs {
+		q.Add(req)
+	}
 }
 
 // waitingKeysOfSlot maps a slot to the keys of its user that have no
@@ -79,27 +134,45 @@ var specOrMetaChanged = predicate.Funcs{
 	},
 }
 
-// secretGone passes deletions of minted Secrets only: a deleted Secret is
-// reissued; the controller's own creates need no second look, and minted
-// Secrets are immutable.
-var secretGone = predicate.Funcs{
-	CreateFunc:  func(event.CreateEvent) bool { return false },
+// secretCreatedOrGone passes the creation and deletion of minted Secrets:
+// minted Secrets are immutable.
+var secretCreatedOrGone = predicate.Funcs{
 	UpdateFunc:  func(event.UpdateEvent) bool { return false },
 	GenericFunc: func(event.GenericEvent) bool { return false },
 }
 
-// ownerBehindQueuedWork enqueues the APIKey that controls a Secret at low
-// priority. A Secret's deletion calls for its key's follow-up (reissue, or
-// the rest of an expiry), which can wait behind the Secrets of other keys
-// due at the same moment: under no load it runs at once.
-var ownerBehindQueuedWork = handler.Funcs{
-	DeleteFunc: func(_ context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-		owner := metav1.GetControllerOfNoCopy(e.Object)
-		if owner == nil || owner.Kind != "APIKey" || owner.APIVersion != keymintv1alpha1.GroupVersion.String() {
-			return
-		}
-		addBehindQueuedWork(q, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: e.Object.GetNamespace(), Name: owner.Name}})
-	},
+// secretEvents maps minted Secrets to the APIKey that controls them. A
+// Secret's deletion calls for its key's follow-up (reissue, or the rest of
+// an expiry), which can wait, at low priority, behind the Secrets of other
+// keys due at the same moment: under no load it runs at once. A Secret
+// whose APIKey the cache does not hold, such as one left by an APIKey
+// deleted without its finalizer (seen at once, or at the manager's start),
+// calls in that APIKey's name, whose reconcile deletes it.
+func (r *APIKeyReconciler) secretEvents() handler.TypedFuncs[client.Object, reconcile.Request] {
+	return handler.TypedFuncs[client.Object, reconcile.Request]{
+		CreateFunc: func(ctx context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			if req, owner, ok := ownerOf(e.Object); ok {
+				key := &keymintv1alpha1.APIKey{}
+				if err := r.Get(ctx, req.NamespacedName, key); err != nil || key.UID != owner.UID {
+					q.Add(req)
+				}
+			}
+		},
+		DeleteFunc: func(_ context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			if req, _, ok := ownerOf(e.Object); ok {
+				addBehindQueuedWork(q, req)
+			}
+		},
+	}
+}
+
+// ownerOf names the APIKey that controls a Secret.
+func ownerOf(secret client.Object) (reconcile.Request, *metav1.OwnerReference, bool) {
+	owner := metav1.GetControllerOfNoCopy(secret)
+	if owner == nil || owner.Kind != "APIKey" || owner.APIVersion != keymintv1alpha1.GroupVersion.String() {
+		return reconcile.Request{}, nil, false
+	}
+	return reconcile.Request{NamespacedName: types.NamespacedName{Namespace: secret.GetNamespace(), Name: owner.Name}}, owner, true
 }
 
 // addBehindQueuedWork adds req at low priority when the queue has

@@ -26,16 +26,12 @@ const conflictRetry = time.Minute
 // its expiry counts from there.
 func (r *APIKeyReconciler) issue(ctx context.Context, key *keymintv1alpha1.APIKey, fresh bool, start time.Time) (ctrl.Result, error) {
 	name := key.SecretNameOrDefault()
-	secret, err := r.ownedSecret(ctx, key, name, fresh)
+	in, owned, err := r.ownedSecret(ctx, key, name, fresh)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	if secret == nil {
+	if !owned {
 		return r.stallOnConflict(ctx, key, nil)
-	}
-	in, err := keysecret.Read(secret)
-	if err != nil {
-		return ctrl.Result{}, err
 	}
 	now := r.Clock.Now()
 	reason := issueEvent(key.Status.KeyID, in.KeyID)
@@ -76,47 +72,96 @@ func (r *APIKeyReconciler) stallOnConflict(ctx context.Context, key *keymintv1al
 			key.Namespace, key.SecretNameOrDefault()))
 }
 
-// ownedSecret returns key's Secret, minting it when there is none, or nil
-// when a Secret of that name belongs to someone else. A Secret is created
-// only if absent and never replaced, so however often this runs, with
-// whatever cache, an APIKey's key changes only when its Secret is deleted.
-func (r *APIKeyReconciler) ownedSecret(ctx context.Context, key *keymintv1alpha1.APIKey, name string, fresh bool) (*corev1.Secret, error) {
+// ownedSecret returns what key's Secret says, minting the Secret when
+// there is none; owned is false when a Secret of that name belongs to
+// someone else. A Secret is created only if absent and never replaced, so
+// however often this runs, with whatever cache, an APIKey's key changes
+// only when its Secret is deleted. A Secret that claims the APIKey but that
+// keymint did not sign is deleted, never adopted.
+func (r *APIKeyReconciler) ownedSecret(ctx context.Context, key *keymintv1alpha1.APIKey, name string, fresh bool) (in keysecret.Issue, owned bool, err error) {
 	ref := types.NamespacedName{Namespace: key.Namespace, Name: name}
 	secret := &corev1.Secret{}
-	err := r.Get(ctx, ref, secret)
-	if err == nil {
-		return ownedOrNil(secret, key), nil
+	err = r.Get(ctx, ref, secret)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return in, false, err
 	}
-	if !apierrors.IsNotFound(err) {
-		return nil, err
+	if err == nil {
+		if in, found, err := r.trustedSecret(ctx, key, secret); err != nil || found != secretDiscarded {
+			return in, found == secretOurs, err
+		}
 	}
 
 	// The status decides whether this is a first issue or a reissue and
 	// what expiry the key gets, so it must not be a stale copy.
 	if !fresh {
 		if err := r.confirmFresh(ctx, key); err != nil {
-			return nil, err
+			return in, false, err
 		}
 	}
 	minted, err := r.Mint()
 	if err != nil {
-		return nil, err
+		return in, false, err
 	}
 	issuedAt, expiresAt := issuance(key, r.Clock.Now())
 	secret = keysecret.Build(key, minted, issuedAt, expiresAt)
+	if err := r.Signer.Sign(secret, key); err != nil {
+		return in, false, err
+	}
 	err = r.Create(ctx, secret)
 	if err == nil {
-		return secret, nil
+		in, err := keysecret.Read(secret)
+		return in, true, err
 	}
 	if !apierrors.IsAlreadyExists(err) {
-		return nil, fmt.Errorf("creating Secret %s: %w", ref, apiErrorWithoutObject(err))
+		return in, false, fmt.Errorf("creating Secret %s: %w", ref, apiErrorWithoutObject(err))
 	}
 	// Created by an earlier reconcile the cache has not seen, or by someone else.
 	secret = &corev1.Secret{}
 	if err := r.APIReader.Get(ctx, ref, secret); err != nil {
-		return nil, err
+		return in, false, err
 	}
-	return ownedOrNil(secret, key), nil
+	in, found, err := r.trustedSecret(ctx, key, secret)
+	if err == nil && found == secretDiscarded {
+		err = fmt.Errorf("Secret %s was not minted by keymint and is being deleted; a key is minted once it is gone", ref)
+	}
+	return in, found == secretOurs, err
+}
+
+// secretFound is what a Secret named like an APIKey's turned out to be.
+type secretFound int
+
+const (
+	// secretOthers belongs to someone else: it is left alone.
+	secretOthers secretFound = iota
+	// secretOurs was minted by keymint for the APIKey.
+	secretOurs
+	// secretDiscarded claimed the APIKey without keymint's signature and
+	// was deleted.
+	secretDiscarded
+)
+
+// trustedSecret tells whether secret is key's. One that claims key (by its
+// controller reference and type, which anyone who may create Secrets can
+// forge) without keymint's signature is deleted, that very object, and
+// recorded: its key, times and expiry never reach the status.
+func (r *APIKeyReconciler) trustedSecret(ctx context.Context, key *keymintv1alpha1.APIKey, secret *corev1.Secret) (keysecret.Issue, secretFound, error) {
+	if !keysecret.OwnedBy(secret, key) {
+		return keysecret.Issue{}, secretOthers, nil
+	}
+	in, err := r.Signer.Verify(secret, key)
+	if err == nil {
+		return in, secretOurs, nil
+	}
+	if !secret.DeletionTimestamp.IsZero() {
+		return in, secretDiscarded, nil
+	}
+	if err := r.Delete(ctx, secret, client.Preconditions{UID: &secret.UID}); client.IgnoreNotFound(err) != nil {
+		return in, secretDiscarded, fmt.Errorf("deleting Secret %s/%s, which keymint did not mint: %w", secret.Namespace, secret.Name, err)
+	}
+	r.record(ctx, key, corev1.EventTypeWarning, keymintv1alpha1.ReasonUntrustedSecret,
+		"Secret %s/%s claimed this APIKey but keymint did not mint it; it was deleted and its key is not this APIKey's",
+		secret.Namespace, secret.Name)
+	return in, secretDiscarded, nil
 }
 
 // confirmFresh fails with errCacheStale when the API server holds a newer
@@ -129,13 +174,6 @@ func (r *APIKeyReconciler) confirmFresh(ctx context.Context, key *keymintv1alpha
 	}
 	if live.ResourceVersion != key.ResourceVersion {
 		return errCacheStale
-	}
-	return nil
-}
-
-func ownedOrNil(secret *corev1.Secret, key *keymintv1alpha1.APIKey) *corev1.Secret {
-	if keysecret.OwnedBy(secret, key) {
-		return secret
 	}
 	return nil
 }

@@ -59,6 +59,18 @@ func (r *APIKeyReconciler) claimSlot(ctx context.Context, key *keymintv1alpha1.A
 	if err := r.confirmFresh(ctx, key); err != nil {
 		return slotClaim{}, err
 	}
+	// Nor the slots: a slot this key claimed a moment ago, not yet in the
+	// cache, would otherwise make it claim a second one, and keep another
+	// key of the user waiting.
+	if taken, err = r.userSlots(ctx, key.Spec.User, r.APIReader); err != nil {
+		return slotClaim{}, err
+	}
+	if slices.ContainsFunc(taken, func(l coordinationv1.Lease) bool { return holds(&l, key) }) {
+		return slotClaim{held: true, fresh: true}, nil
+	}
+	if len(taken) >= r.MaxKeysPerUser {
+		return slotClaim{fresh: true, holders: holderNames(taken)}, nil
+	}
 	names := map[string]bool{}
 	for _, l := range taken {
 		names[l.Name] = true
@@ -203,18 +215,6 @@ func (r *APIKeyReconciler) reclaimStaleSlots(ctx context.Context, leases []coord
 // callers that must not miss a slot just taken read the API server.
 func (r *APIKeyReconciler) releaseSlots(ctx context.Context, key *keymintv1alpha1.APIKey, reader client.Reader) error {
 	return r.releaseSlotsOf(ctx, client.ObjectKeyFromObject(key), reader, func(l *coordinationv1.Lease) bool { return holds(l, key) })
-}
-
-// releaseOrphanedSlots frees the slots held under a name whose APIKey is
-// gone, so a key deleted without its finalizer does not keep a slot.
-func (r *APIKeyReconciler) releaseOrphanedSlots(ctx context.Context, name types.NamespacedName) error {
-	live := &keymintv1alpha1.APIKey{}
-	err := r.APIReader.Get(ctx, name, live)
-	if err != nil && !apierrors.IsNotFound(err) {
-		return err
-	}
-	// A new APIKey of the same name keeps its own slot.
-	return r.releaseSlotsOf(ctx, name, r.Client, func(l *coordinationv1.Lease) bool { return err != nil || !holds(l, live) })
 }
 
 func (r *APIKeyReconciler) releaseSlotsOf(ctx context.Context, name types.NamespacedName, reader client.Reader, release func(*coordinationv1.Lease) bool) error {

@@ -36,6 +36,9 @@ const (
 	ReasonAccessRemoved = "AccessRemoved"
 	// ReasonSuspended names the Event of a key suspended for lost access.
 	ReasonSuspended = "Suspended"
+	// ReasonUntrustedSecret names the Event of a Secret that claimed the
+	// APIKey without keymint's signature, and was deleted.
+	ReasonUntrustedSecret = "UntrustedSecret"
 	// ReasonProgressing: the controller is working on the key (or retrying an error).
 	ReasonProgressing = "Progressing"
 )

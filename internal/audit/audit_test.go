@@ -247,3 +247,30 @@ func TestAnExportHoldsUpNoWriter(t *testing.T) {
 		t.Fatalf("%d records written during the export, want 8", len(got))
 	}
 }
+
+func TestCSVCellsAreNoFormulas(t *testing.T) {
+	l, err := OpenFile(filepath.Join(t.TempDir(), "audit.log"), 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	r := rec(0, ActionViewDenied, "=HYPERLINK(\"http://evil\")", "v1")
+	r.UserAgent = "=cmd|' /C calc'!A0"
+	r.Actor = Actor{Username: "@SUM(1+1)", Groups: []string{"+1", "g"}}
+	r.Message = "-2+3"
+	r.Namespace = "\tteam-a"
+	r.Name = "\rkey"
+	r.KeyID = "kid=safe"
+	if err := l.Write([]Record{r}); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := Export(l, Filter{}, FormatCSV, &out); err != nil {
+		t.Fatal(err)
+	}
+	want := "2026-11-26T12:00:00Z,ViewDenied,'@SUM(1+1),'+1;g,'\tteam-a,\"'\rkey\",\"uid-=HYPERLINK(\"\"http://evil\"\")\",\"'=HYPERLINK(\"\"http://evil\"\")\",kid=safe,10.0.0.1,'=cmd|' /C calc'!A0,v1,'-2+3\n"
+	got := strings.SplitN(out.String(), "\n", 2)[1]
+	if got != want {
+		t.Errorf("CSV row:\n%q\nwant\n%q", got, want)
+	}
+}

@@ -32,10 +32,14 @@ func Export(log *File, f Filter, format Format, w io.Writer) error {
 			return err
 		}
 		if err := log.Each(f, func(r Record) error {
-			return cw.Write([]string{
+			row := []string{
 				r.Time.UTC().Format(time.RFC3339Nano), string(r.Action), r.Actor.Username, strings.Join(r.Actor.Groups, ";"),
 				r.Namespace, r.Name, r.UID, r.User, r.KeyID, strings.Join(r.SourceIPs, ";"), r.UserAgent, r.AuditID, r.Message,
-			})
+			}
+			for i := range row {
+				row[i] = noFormula(row[i])
+			}
+			return cw.Write(row)
 		}); err != nil {
 			return err
 		}
@@ -43,4 +47,15 @@ func Export(log *File, f Filter, format Format, w io.Writer) error {
 		return cw.Error()
 	}
 	return fmt.Errorf("unknown format %q: use json or csv", format)
+}
+
+// noFormula keeps a spreadsheet from running a cell as a formula (CSV
+// injection): user agents, user names and messages come from requests,
+// so a cell that starts like a formula gets a leading quote, as OWASP
+// recommends.
+func noFormula(cell string) string {
+	if cell != "" && strings.ContainsRune("=+-@\t\r", rune(cell[0])) {
+		return "'" + cell
+	}
+	return cell
 }

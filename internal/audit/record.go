@@ -23,6 +23,7 @@ const (
 	ActionExpired         Action = keymintv1alpha1.ReasonExpired
 	ActionDeleted         Action = keymintv1alpha1.ReasonDeleted
 	ActionSuspended       Action = keymintv1alpha1.ReasonSuspended
+	ActionUntrustedSecret Action = keymintv1alpha1.ReasonUntrustedSecret
 	ActionViewed          Action = "Viewed"
 	ActionViewDenied      Action = "ViewDenied"
 	ActionMounted         Action = "Mounted"

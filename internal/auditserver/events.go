@@ -30,6 +30,10 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "decoding the audit.k8s.io/v1 EventList: "+err.Error(), http.StatusBadRequest)
 		return
 	}
+	if batch.APIVersion != auditv1.SchemeGroupVersion.String() || batch.Kind != "EventList" {
+		http.Error(w, "the body is not an audit.k8s.io/v1 EventList", http.StatusBadRequest)
+		return
+	}
 	var records []audit.Record
 	for i := range batch.Items {
 		records = append(records, Translate(&batch.Items[i], s.Resolver, s.ignored)...)

@@ -44,6 +44,10 @@ type Server struct {
 	// certificate; TokenFile, if set, by a bearer token. At least one is
 	// needed to accept batches.
 	ClientCAFile, TokenFile string
+	// ClientNames are the common names of the client certificates accepted
+	// from ClientCAFile: a CA often signs more clients than the API server,
+	// and none of them may post audit batches.
+	ClientNames []string
 
 	// Trail takes the records; a batch is acknowledged only once Trail
 	// returned, so it should be durable (an audit.File first).
@@ -110,6 +114,9 @@ func (s *Server) NeedLeaderElection() bool { return false }
 
 // Start serves until ctx ends.
 func (s *Server) Start(ctx context.Context) error {
+	if s.ClientCAFile != "" && len(s.ClientNames) == 0 {
+		return fmt.Errorf("the audit webhook client CA needs the common names of the API server's client certificates (--audit-webhook-client-name)")
+	}
 	tlsConfig, err := s.tlsConfig(ctx)
 	if err != nil {
 		return err
@@ -198,10 +205,12 @@ func (l resetListener) Accept() (net.Conn, error) {
 	return c, nil
 }
 
-// webhookCaller reports whether r comes from the API server: a verified
-// client certificate or the bearer token.
+// webhookCaller reports whether r comes from the API server: a client
+// certificate verified by the client CA with one of the allowed common
+// names, or the bearer token.
 func (s *Server) webhookCaller(r *http.Request) bool {
-	if s.ClientCAFile != "" && r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
+	if s.ClientCAFile != "" && r.TLS != nil && len(r.TLS.VerifiedChains) > 0 &&
+		slices.Contains(s.ClientNames, r.TLS.VerifiedChains[0][0].Subject.CommonName) {
 		return true
 	}
 	token, ok := bearerToken(r)

@@ -29,7 +29,9 @@ import (
 type pki struct {
 	caFile, certFile, keyFile string
 	client                    tls.Certificate
-	pool                      *x509.CertPool
+	// other is a client certificate of the same CA for another name.
+	other tls.Certificate
+	pool  *x509.CertPool
 }
 
 func newPKI(t *testing.T, dir string) pki {
@@ -45,10 +47,10 @@ func newPKI(t *testing.T, dir string) pki {
 		t.Fatal(err)
 	}
 	ca, _ := x509.ParseCertificate(caDER)
-	issue := func(serial int64, usage x509.ExtKeyUsage, ips []net.IP) ([]byte, []byte) {
+	issue := func(serial int64, usage x509.ExtKeyUsage, ips []net.IP, name string) ([]byte, []byte) {
 		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{
-			SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "kube-apiserver"},
+			SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: name},
 			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
 			ExtKeyUsage: []x509.ExtKeyUsage{usage}, KeyUsage: x509.KeyUsageDigitalSignature, IPAddresses: ips,
 		}, ca, &key.PublicKey, caKey)
@@ -60,14 +62,18 @@ func newPKI(t *testing.T, dir string) pki {
 	}
 	p := pki{caFile: filepath.Join(dir, "ca.crt"), certFile: filepath.Join(dir, "tls.crt"), keyFile: filepath.Join(dir, "tls.key"), pool: x509.NewCertPool()}
 	p.pool.AddCert(ca)
-	servingCert, servingKey := issue(2, x509.ExtKeyUsageServerAuth, []net.IP{net.ParseIP("127.0.0.1")})
-	clientCert, clientKey := issue(3, x509.ExtKeyUsageClientAuth, nil)
+	servingCert, servingKey := issue(2, x509.ExtKeyUsageServerAuth, []net.IP{net.ParseIP("127.0.0.1")}, "keymint-audit")
+	clientCert, clientKey := issue(3, x509.ExtKeyUsageClientAuth, nil, "kube-apiserver")
+	otherCert, otherKey := issue(4, x509.ExtKeyUsageClientAuth, nil, "system:serviceaccount:keymint-system:keymint")
 	for path, data := range map[string][]byte{p.caFile: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), p.certFile: servingCert, p.keyFile: servingKey} {
 		if err := os.WriteFile(path, data, 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if p.client, err = tls.X509KeyPair(clientCert, clientKey); err != nil {
+		t.Fatal(err)
+	}
+	if p.other, err = tls.X509KeyPair(otherCert, otherKey); err != nil {
 		t.Fatal(err)
 	}
 	return p
@@ -87,7 +93,7 @@ func TestTheAPIServerAuthenticatesByClientCertificate(t *testing.T) {
 	}
 	addr := l.Addr().String()
 	l.Close()
-	s := &Server{Addr: addr, CertFile: p.certFile, KeyFile: p.keyFile, ClientCAFile: p.caFile,
+	s := &Server{Addr: addr, CertFile: p.certFile, KeyFile: p.keyFile, ClientCAFile: p.caFile, ClientNames: []string{"kube-apiserver"},
 		Trail: discardTrail{}, Resolver: fakeResolver{}, Logger: logr.Discard()}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -98,12 +104,12 @@ func TestTheAPIServerAuthenticatesByClientCertificate(t *testing.T) {
 			t.Error(err)
 		}
 	})
-	post := func(certs []tls.Certificate) int {
+	post := func(certs []tls.Certificate, body string) int {
 		c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: p.pool, Certificates: certs, MinVersion: tls.VersionTLS12}}}
 		var code int
 		// The server is starting: poll with a deadline.
 		NewWithT(t).Eventually(func() error {
-			resp, err := c.Post("https://"+addr+EventsPath, "application/json", bytes.NewReader([]byte(`{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[]}`)))
+			resp, err := c.Post("https://"+addr+EventsPath, "application/json", bytes.NewReader([]byte(body)))
 			if err != nil {
 				return err
 			}
@@ -113,10 +119,23 @@ func TestTheAPIServerAuthenticatesByClientCertificate(t *testing.T) {
 		}).WithTimeout(10 * time.Second).Should(Succeed())
 		return code
 	}
-	if code := post([]tls.Certificate{p.client}); code != http.StatusOK {
+	const batch = `{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[]}`
+	if code := post([]tls.Certificate{p.client}, batch); code != http.StatusOK {
 		t.Errorf("with the client certificate: %d, want 200", code)
 	}
-	if code := post(nil); code != http.StatusUnauthorized {
+	if code := post(nil, batch); code != http.StatusUnauthorized {
 		t.Errorf("without a certificate: %d, want 401", code)
+	}
+	if code := post([]tls.Certificate{p.other}, batch); code != http.StatusUnauthorized {
+		t.Errorf("with a certificate of the same CA for another name: %d, want 401", code)
+	}
+	for _, body := range []string{
+		`{"kind":"PodList","apiVersion":"v1","items":[]}`,
+		`{"items":[{"verb":"get","stage":"ResponseComplete"}]}`,
+		`{"kind":"EventList","apiVersion":"audit.k8s.io/v1beta1","items":[]}`,
+	} {
+		if code := post([]tls.Certificate{p.client}, body); code != http.StatusBadRequest {
+			t.Errorf("a body that is no audit.k8s.io/v1 EventList (%s): %d, want 400", body, code)
+		}
 	}
 }

@@ -235,7 +235,7 @@ func TestTheSameBatchTwiceIsRecordedOnce(t *testing.T) {
 	ns := newNamespace(t)
 	alice := userIn(ns, "alice")
 	key := issue(t, ns, "twice", alice)
-	batch := auditv1.EventList{Items: []auditv1.Event{{
+	batch := auditv1.EventList{TypeMeta: metav1.TypeMeta{Kind: "EventList", APIVersion: "audit.k8s.io/v1"}, Items: []auditv1.Event{{
 		AuditID:        types.UID("6d1c6c57-4c53-4a5e-9a53-000000000001"),
 		Stage:          auditv1.StageResponseComplete,
 		RequestURI:     "/api/v1/namespaces/" + ns + "/secrets/" + key.SecretNameOrDefault(),

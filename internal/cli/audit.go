@@ -77,6 +77,9 @@ func (e *auditExport) run(ctx context.Context) error {
 	if e.server == "" {
 		return usageErrorf("--audit-server (or $%s) is required: the manager's audit endpoint, https://HOST:PORT", AuditServerEnv)
 	}
+	if u, err := url.Parse(e.server); err != nil || u.Scheme != "https" || u.Host == "" {
+		return usageErrorf("--audit-server must be an https:// URL, not %q: the bearer token is never sent in the clear", e.server)
+	}
 	if e.since != 0 && e.from != "" {
 		return usageErrorf("--since and --from both set the start; pass one")
 	}

@@ -3,7 +3,10 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -79,4 +82,21 @@ func TestAuditExport(t *testing.T) {
 	_, stderr, code = alice.run("audit", "export", "--token", admin)
 	g.Expect(code).To(Equal(ExitUsage))
 	g.Expect(stderr).To(ContainSubstring("--audit-server"))
+}
+
+// TestAuditExportSendsNoTokenInTheClear: an http:// audit server is refused
+// before any request carries the token.
+func TestAuditExportSendsNoTokenInTheClear(t *testing.T) {
+	g := NewWithT(t)
+	var requests atomic.Int32
+	plain := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { requests.Add(1) }))
+	defer plain.Close()
+	alice := newUser(t, "alice")
+	for _, server := range []string{plain.URL, strings.TrimPrefix(plain.URL, "http://"), "https://"} {
+		_, stderr, code := alice.run("audit", "export", "--token", "secret-token", "--audit-server", server)
+		g.Expect(code).To(Equal(ExitUsage), stderr)
+		g.Expect(stderr).To(ContainSubstring("--audit-server must be an https:// URL"))
+		g.Expect(stderr).NotTo(ContainSubstring("secret-token"))
+	}
+	g.Expect(requests.Load()).To(BeZero(), "a request reached the plain-HTTP server")
 }

@@ -1,0 +1,89 @@
+package keysecret
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
+)
+
+// AnnotationSignature holds the manager's HMAC over what a minted Secret
+// says (see Signer). Labels, type, ownerReferences and annotations can be
+// written by anyone who may create Secrets; only the signature proves that
+// keymint minted the Secret for this very APIKey.
+const AnnotationSignature = "keymint.io/signature"
+
+// SigningKeySize is the size of the HMAC key, in bytes.
+const SigningKeySize = 32
+
+// ErrUntrusted is the error of a Secret that claims an APIKey but was not
+// minted by keymint for it.
+var ErrUntrusted = errors.New("not signed by keymint for this APIKey")
+
+// Signer signs and checks minted Secrets with a key only the manager reads.
+type Signer struct {
+	key []byte
+}
+
+// NewSigner returns a Signer with key, which must be SigningKeySize bytes.
+func NewSigner(key []byte) (*Signer, error) {
+	if len(key) != SigningKeySize {
+		return nil, errors.New("the signing key must be 32 bytes")
+	}
+	return &Signer{key: key}, nil
+}
+
+// Sign sets the signature of secret, minted for owner.
+func (s *Signer) Sign(secret *corev1.Secret, owner *keymintv1alpha1.APIKey) error {
+	in, err := Read(secret)
+	if err != nil {
+		return err
+	}
+	if secret.Annotations == nil {
+		secret.Annotations = map[string]string{}
+	}
+	secret.Annotations[AnnotationSignature] = s.signature(secret, owner, in)
+	return nil
+}
+
+// Verify returns what secret says about its key if keymint minted it for
+// owner, and ErrUntrusted if not. It needs no key material: the hash in the
+// annotation is signed, and Read checks the key against it when present.
+func (s *Signer) Verify(secret *corev1.Secret, owner *keymintv1alpha1.APIKey) (Issue, error) {
+	in, err := Read(secret)
+	if err != nil {
+		return Issue{}, errors.Join(ErrUntrusted, err)
+	}
+	got, err := base64.RawURLEncoding.DecodeString(secret.Annotations[AnnotationSignature])
+	if err != nil || !hmac.Equal(got, s.mac(secret, owner, in)) {
+		return Issue{}, ErrUntrusted
+	}
+	return in, nil
+}
+
+func (s *Signer) signature(secret *corev1.Secret, owner *keymintv1alpha1.APIKey, in Issue) string {
+	return base64.RawURLEncoding.EncodeToString(s.mac(secret, owner, in))
+}
+
+// mac covers the APIKey's UID, where the Secret is, and everything the
+// status takes from it. The fields are JSON-encoded, so no choice of names
+// can make two different Secrets sign alike.
+func (s *Signer) mac(secret *corev1.Secret, owner *keymintv1alpha1.APIKey, in Issue) []byte {
+	expires := Never
+	if in.ExpiresAt != nil {
+		expires = in.ExpiresAt.UTC().Format(time.RFC3339)
+	}
+	fields, _ := json.Marshal([]string{
+		"keymint.io/v1", string(owner.UID), secret.Namespace, secret.Name, string(secret.Type),
+		in.KeyHash, in.KeyID, string(secret.Data[DataUser]), in.IssuedAt.UTC().Format(time.RFC3339), expires,
+	})
+	h := hmac.New(sha256.New, s.key)
+	h.Write(fields)
+	return h.Sum(nil)
+}

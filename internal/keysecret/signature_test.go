@@ -1,0 +1,68 @@
+package keysecret
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/keymint/keymint/internal/keys"
+)
+
+func TestSignedSecretsVerifyAndForgedOnesDoNot(t *testing.T) {
+	signer, err := NewSigner(bytes.Repeat([]byte{7}, SigningKeySize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _ := NewSigner(bytes.Repeat([]byte{8}, SigningKeySize))
+	k, _ := keys.Mint()
+	planted, _ := keys.Mint()
+	issued := time.Date(2026, 1, 31, 10, 0, 0, 0, time.UTC)
+	expires := time.Date(2026, 2, 28, 10, 0, 0, 0, time.UTC)
+	signed := Build(owner(), k, issued, &expires)
+	if err := signer.Sign(signed, owner()); err != nil {
+		t.Fatal(err)
+	}
+	in, err := signer.Verify(signed, owner())
+	if err != nil || in.KeyID != k.ID || !in.ExpiresAt.Equal(expires) {
+		t.Fatalf("a signed Secret does not verify: %v %+v", err, in)
+	}
+	cached := signed.DeepCopy()
+	WithoutKey(cached)
+	if _, err := signer.Verify(cached, owner()); err != nil {
+		t.Fatalf("a signed Secret read without its key (as cached) does not verify: %v", err)
+	}
+
+	for name, forge := range map[string]func(s *corev1.Secret){
+		"unsigned":            func(s *corev1.Secret) { delete(s.Annotations, AnnotationSignature) },
+		"signed with another": func(s *corev1.Secret) { _ = other.Sign(s, owner()) },
+		"another key":         func(s *corev1.Secret) { s.Data[DataKey] = []byte(planted.Value) },
+		"another key and hash": func(s *corev1.Secret) {
+			s.Data[DataKey] = []byte(planted.Value)
+			s.Annotations[AnnotationKeyHash] = keys.Hash(planted.Value)
+		},
+		"never expires":     func(s *corev1.Secret) { s.Data[DataExpiresAt] = []byte(Never) },
+		"issued earlier":    func(s *corev1.Secret) { s.Annotations[AnnotationIssuedAt] = "2020-01-01T00:00:00Z" },
+		"another key ID":    func(s *corev1.Secret) { s.Data[DataKeyID] = []byte(planted.ID) },
+		"another user":      func(s *corev1.Secret) { s.Data[DataUser] = []byte("mallory") },
+		"another name":      func(s *corev1.Secret) { s.Name = "elsewhere" },
+		"another namespace": func(s *corev1.Secret) { s.Namespace = "team-b" },
+		"another APIKey":    func(s *corev1.Secret) { s.OwnerReferences[0].UID = "uid-2" },
+		"garbage signature": func(s *corev1.Secret) { s.Annotations[AnnotationSignature] = "!!" },
+	} {
+		t.Run(name, func(t *testing.T) {
+			forged := signed.DeepCopy()
+			forge(forged)
+			o := owner()
+			o.UID = forged.OwnerReferences[0].UID
+			if _, err := signer.Verify(forged, o); !errors.Is(err, ErrUntrusted) {
+				t.Fatalf("a forged Secret (%s) verified: %v", name, err)
+			}
+		})
+	}
+	if _, err := NewSigner([]byte("short")); err == nil {
+		t.Fatal("a short signing key was accepted")
+	}
+}
