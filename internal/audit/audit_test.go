@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 var t0 = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
@@ -157,7 +158,11 @@ func TestExportFormats(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	if err := l.Write([]Record{rec(0, ActionViewed, "alice", "v1"), rec(1, ActionIssued, "bob", "")}); err != nil {
+	bob := rec(1, ActionIssued, "bob", "")
+	bob.Impersonator = &Actor{Username: "admin"}
+	bob.Scope = &Scope{LabelSelector: "tier=prod", Keys: 1000}
+	bob.Repeats = &Repeats{Count: 3, First: bob.Time, Last: bob.Time.Add(3 * time.Minute)}
+	if err := l.Write([]Record{rec(0, ActionViewed, "alice", "v1"), bob}); err != nil {
 		t.Fatal(err)
 	}
 	var js bytes.Buffer
@@ -173,9 +178,9 @@ func TestExportFormats(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantCSV := strings.Join([]string{
-		"time,action,actor,actorGroups,namespace,name,uid,user,keyID,sourceIPs,userAgent,auditID,message",
-		"2026-11-26T12:00:00Z,Viewed,viewer,g1;g2,team-a,key-alice,uid-alice,alice,kid_alice,10.0.0.1,kubectl,v1,record 0",
-		"2026-11-26T12:01:00Z,Issued,viewer,g1;g2,team-a,key-bob,uid-bob,bob,kid_bob,10.0.0.1,kubectl,,record 1",
+		"time,action,actor,actorGroups,namespace,name,uid,user,keyID,sourceIPs,userAgent,auditID,message,impersonator,scope,repeats",
+		"2026-11-26T12:00:00Z,Viewed,viewer,g1;g2,team-a,key-alice,uid-alice,alice,kid_alice,10.0.0.1,kubectl,v1,record 0,,,",
+		"2026-11-26T12:01:00Z,Issued,viewer,g1;g2,team-a,key-bob,uid-bob,bob,kid_bob,10.0.0.1,kubectl,,record 1,admin,\"(all namespaces) labelSelector=\"\"tier=prod\"\" fieldSelector=\"\"\"\" keys=1000\",3 from 2026-11-26T12:01:00Z to 2026-11-26T12:04:00Z",
 	}, "\n") + "\n"
 	if csv.String() != wantCSV {
 		t.Errorf("CSV export:\n%s\nwant\n%s", csv.String(), wantCSV)
@@ -268,9 +273,20 @@ func TestCSVCellsAreNoFormulas(t *testing.T) {
 	if err := Export(l, Filter{}, FormatCSV, &out); err != nil {
 		t.Fatal(err)
 	}
-	want := "2026-11-26T12:00:00Z,ViewDenied,'@SUM(1+1),'+1;g,'\tteam-a,\"'\rkey\",\"uid-=HYPERLINK(\"\"http://evil\"\")\",\"'=HYPERLINK(\"\"http://evil\"\")\",kid=safe,10.0.0.1,'=cmd|' /C calc'!A0,v1,'-2+3\n"
+	want := "2026-11-26T12:00:00Z,ViewDenied,'@SUM(1+1),'+1;g,'\tteam-a,\"'\rkey\",\"uid-=HYPERLINK(\"\"http://evil\"\")\",\"'=HYPERLINK(\"\"http://evil\"\")\",kid=safe,10.0.0.1,'=cmd|' /C calc'!A0,v1,'-2+3,,,\n"
 	got := strings.SplitN(out.String(), "\n", 2)[1]
 	if got != want {
 		t.Errorf("CSV row:\n%q\nwant\n%q", got, want)
+	}
+}
+
+func TestTruncateCutsAtACharacter(t *testing.T) {
+	long := strings.Repeat("é", MaxTextBytes) // two bytes each
+	got := Truncate(long)
+	if len(got) != MaxTextBytes || !utf8.ValidString(got) {
+		t.Fatalf("Truncate gave %d bytes, valid UTF-8: %v", len(got), utf8.ValidString(got))
+	}
+	if Truncate("kubectl") != "kubectl" {
+		t.Fatal("a short string was changed")
 	}
 }

@@ -18,7 +18,7 @@ const (
 	FormatCSV  Format = "csv"
 )
 
-var csvHeader = []string{"time", "action", "actor", "actorGroups", "namespace", "name", "uid", "user", "keyID", "sourceIPs", "userAgent", "auditID", "message"}
+var csvHeader = []string{"time", "action", "actor", "actorGroups", "namespace", "name", "uid", "user", "keyID", "sourceIPs", "userAgent", "auditID", "message", "impersonator", "scope", "repeats"}
 
 // Export writes the records of log that pass f to w, as JSON lines or CSV.
 func Export(log *File, f Filter, format Format, w io.Writer) error {
@@ -35,6 +35,7 @@ func Export(log *File, f Filter, format Format, w io.Writer) error {
 			row := []string{
 				r.Time.UTC().Format(time.RFC3339Nano), string(r.Action), r.Actor.Username, strings.Join(r.Actor.Groups, ";"),
 				r.Namespace, r.Name, r.UID, r.User, r.KeyID, strings.Join(r.SourceIPs, ";"), r.UserAgent, r.AuditID, r.Message,
+				impersonatorCell(r.Impersonator), scopeCell(r.Scope), repeatsCell(r.Repeats),
 			}
 			for i := range row {
 				row[i] = noFormula(row[i])
@@ -58,4 +59,29 @@ func noFormula(cell string) string {
 		return "'" + cell
 	}
 	return cell
+}
+
+func impersonatorCell(a *Actor) string {
+	if a == nil {
+		return ""
+	}
+	return a.Username
+}
+
+func scopeCell(s *Scope) string {
+	if s == nil {
+		return ""
+	}
+	ns := s.Namespace
+	if ns == "" {
+		ns = "(all namespaces)"
+	}
+	return fmt.Sprintf("%s labelSelector=%q fieldSelector=%q keys=%d", ns, s.LabelSelector, s.FieldSelector, s.Keys)
+}
+
+func repeatsCell(r *Repeats) string {
+	if r == nil {
+		return ""
+	}
+	return fmt.Sprintf("%d from %s to %s", r.Count, r.First.UTC().Format(time.RFC3339), r.Last.UTC().Format(time.RFC3339))
 }

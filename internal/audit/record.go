@@ -6,6 +6,7 @@ package audit
 
 import (
 	"time"
+	"unicode/utf8"
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
 )
@@ -38,20 +39,60 @@ type Actor struct {
 	Groups   []string `json:"groups,omitempty"`
 }
 
+// Scope is what a refused list or watch asked for: it returned nothing, so
+// it names no key.
+type Scope struct {
+	// Namespace is empty for a request across all namespaces.
+	Namespace     string `json:"namespace,omitempty"`
+	LabelSelector string `json:"labelSelector,omitempty"`
+	FieldSelector string `json:"fieldSelector,omitempty"`
+	// Keys is the number of keys whose Secrets the request could have
+	// returned.
+	Keys int `json:"keys"`
+}
+
+// Repeats summarises the refusals of one actor after its first, within
+// one window: each refused request is counted, none written on its own.
+type Repeats struct {
+	Count int       `json:"count"`
+	First time.Time `json:"first"`
+	Last  time.Time `json:"last"`
+}
+
 // Record is one entry of the audit trail.
 type Record struct {
-	Time      time.Time `json:"time"`
-	Action    Action    `json:"action"`
-	Actor     Actor     `json:"actor"`
-	Namespace string    `json:"namespace"`
-	Name      string    `json:"name"`
-	UID       string    `json:"uid,omitempty"`
-	User      string    `json:"user"`
-	KeyID     string    `json:"keyID,omitempty"`
-	SourceIPs []string  `json:"sourceIPs,omitempty"`
-	UserAgent string    `json:"userAgent,omitempty"`
-	AuditID   string    `json:"auditID,omitempty"`
-	Message   string    `json:"message,omitempty"`
+	Time   time.Time `json:"time"`
+	Action Action    `json:"action"`
+	Actor  Actor     `json:"actor"`
+	// Impersonator is the authenticated user who acted as Actor.
+	Impersonator *Actor   `json:"impersonator,omitempty"`
+	Namespace    string   `json:"namespace"`
+	Name         string   `json:"name"`
+	UID          string   `json:"uid,omitempty"`
+	User         string   `json:"user"`
+	KeyID        string   `json:"keyID,omitempty"`
+	SourceIPs    []string `json:"sourceIPs,omitempty"`
+	UserAgent    string   `json:"userAgent,omitempty"`
+	AuditID      string   `json:"auditID,omitempty"`
+	Message      string   `json:"message,omitempty"`
+	Scope        *Scope   `json:"scope,omitempty"`
+	Repeats      *Repeats `json:"repeats,omitempty"`
+}
+
+// MaxTextBytes bounds each free-text field a request supplies (user agent,
+// selectors, names others choose), so no request can make its record big.
+const MaxTextBytes = 256
+
+// Truncate cuts s to MaxTextBytes, at a character boundary.
+func Truncate(s string) string {
+	if len(s) <= MaxTextBytes {
+		return s
+	}
+	cut := MaxTextBytes
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut]
 }
 
 // Filter selects records for export; zero fields match everything.

@@ -1,6 +1,7 @@
 package auditserver
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 
@@ -38,16 +39,45 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 	for i := range batch.Items {
 		records = append(records, Translate(&batch.Items[i], s.Resolver, s.ignored)...)
 	}
-	if len(records) > 0 {
-		if err := s.Trail.Write(records); err != nil {
-			s.Logger.Error(err, "writing audit records failed; the API server will send the batch again", "records", len(records))
-			http.Error(w, "the audit trail is unavailable", http.StatusInternalServerError)
-			return
-		}
+	records, err := s.write(records)
+	if err != nil {
+		s.Logger.Error(err, "writing audit records failed; the API server will send the batch again", "records", len(records))
+		http.Error(w, "the audit trail is unavailable", http.StatusInternalServerError)
+		return
 	}
 	w.WriteHeader(http.StatusOK)
 	if s.Events != nil {
 		s.Events.Mirror(records)
+	}
+}
+
+// write writes records, with the refusals aggregated (see denials), and
+// returns what it wrote.
+func (s *Server) write(records []audit.Record) ([]audit.Record, error) {
+	records, commit := s.denials.plan(records, s.Clock.Now())
+	if len(records) > 0 {
+		if err := s.Trail.Write(records); err != nil {
+			return records, err
+		}
+	}
+	commit()
+	return records, nil
+}
+
+// flushDenials writes the summaries of the refusal windows that closed,
+// every DenialWindow/10, until ctx ends.
+func (s *Server) flushDenials(ctx context.Context) {
+	ticker := s.Clock.NewTicker(DenialWindow / 10)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C():
+			if _, err := s.write(nil); err != nil {
+				s.Logger.Error(err, "writing the summaries of refused reads failed; retrying")
+			}
+		}
 	}
 }
 
@@ -82,7 +112,7 @@ func (m RecorderMirror) Mirror(records []audit.Record) {
 		default:
 			continue
 		}
-		if perRequest[r.AuditID] > maxEventsPerRequest {
+		if r.Name == "" || perRequest[r.AuditID] > maxEventsPerRequest {
 			continue
 		}
 		regarding := &corev1.ObjectReference{

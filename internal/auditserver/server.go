@@ -63,11 +63,14 @@ type Server struct {
 	Events EventMirror
 	// Authorizer admits export callers.
 	Authorizer Authorizer
+	// Clock times the windows of refused reads; the real clock when nil.
+	Clock clock.WithTicker
 	// ShutdownTimeout bounds the wait for requests in flight at shutdown.
 	ShutdownTimeout time.Duration
 	Logger          logr.Logger
 
-	token []byte
+	token   []byte
+	denials *denials
 }
 
 // +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews;selfsubjectreviews,verbs=create
@@ -121,6 +124,11 @@ func (s *Server) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if s.Clock == nil {
+		s.Clock = clock.RealClock{}
+	}
+	s.denials = newDenials()
+	go s.flushDenials(ctx)
 	if s.TokenFile != "" {
 		raw, err := os.ReadFile(s.TokenFile)
 		if err != nil {

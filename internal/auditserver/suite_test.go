@@ -92,7 +92,7 @@ func (b *syncBuffer) String() string {
 // startManager runs a keymint manager, controller and audit server, whose
 // server writes to trail and exports log. Its port is the one the API
 // server sends to, so one runs at a time.
-func startManager(t *testing.T, trail audit.Writer, log *audit.File) (stop func()) {
+func startManager(t *testing.T, trail audit.Writer, log *audit.File, configure ...func(*auditserver.Server)) (stop func()) {
 	t.Helper()
 	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
 		Scheme:                 scheme,
@@ -130,6 +130,9 @@ func startManager(t *testing.T, trail audit.Writer, log *audit.File) (stop func(
 		Trail:           trail,
 		Log:             log,
 		ShutdownTimeout: 200 * time.Millisecond,
+	}
+	for _, c := range configure {
+		c(server)
 	}
 	if err := server.SetupWithManager(ctx, mgr); err != nil {
 		cancel()

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
@@ -65,19 +66,19 @@ type Resolver interface {
 const nodePrefix = "system:node:"
 
 // Translate returns the audit records an audit event amounts to: reads of
-// managed Secrets are views (a kubelet's are mounts), forbidden reads are
-// denied views, and deletions of an APIKey or of its Secret name the actor
-// of the Deleted or Reissued record. Only stage ResponseComplete counts, and
-// requests by an ignored user (the operator itself) are not recorded.
+// managed Secrets are views (a kubelet's are mounts), a forbidden read is
+// one denied view, and deletions of an APIKey or of its Secret name the
+// actor of the Deleted or Reissued record. Only stage ResponseComplete
+// counts. Requests by an ignored user (the operator itself) are not
+// recorded, unless someone impersonated it.
 func Translate(ev *auditv1.Event, r Resolver, ignored func(username string) bool) []audit.Record {
 	if ev.Stage != auditv1.StageResponseComplete || ev.ObjectRef == nil || ev.ResponseStatus == nil {
 		return nil
 	}
-	actor := ev.User
+	actor, impersonator := ev.User, (*authenticationv1.UserInfo)(nil)
 	if ev.ImpersonatedUser != nil {
-		actor = *ev.ImpersonatedUser
-	}
-	if ignored(actor.Username) {
+		actor, impersonator = *ev.ImpersonatedUser, &ev.User
+	} else if ignored(actor.Username) {
 		return nil
 	}
 	ref, code := ev.ObjectRef, ev.ResponseStatus.Code
@@ -92,6 +93,9 @@ func Translate(ev *auditv1.Event, r Resolver, ignored func(username string) bool
 				keys = []KeyRef{k}
 			}
 		case "list", "watch":
+			if action == audit.ActionViewDenied {
+				return refusedList(ev, r, actor, impersonator)
+			}
 			if action != "" {
 				keys = listed(ev, r)
 			}
@@ -114,22 +118,59 @@ func Translate(ev *auditv1.Event, r Resolver, ignored func(username string) bool
 	}
 	records := make([]audit.Record, 0, len(keys))
 	for _, k := range keys {
-		records = append(records, audit.Record{
-			Time:      ev.StageTimestamp.UTC(),
-			Action:    action,
-			Actor:     audit.Actor{Username: actor.Username, Groups: actor.Groups},
-			Namespace: k.Namespace,
-			Name:      k.Name,
-			UID:       k.UID,
-			User:      k.User,
-			KeyID:     k.KeyID,
-			SourceIPs: ev.SourceIPs,
-			UserAgent: ev.UserAgent,
-			AuditID:   string(ev.AuditID),
-			Message:   message(action, actor.Username, ev, code),
-		})
+		rec := requestRecord(ev, action, actor, impersonator)
+		rec.Namespace, rec.Name, rec.UID, rec.User, rec.KeyID = k.Namespace, k.Name, k.UID, audit.Truncate(k.User), k.KeyID
+		rec.Message = message(action, actor.Username, ev, code)
+		records = append(records, rec)
 	}
 	return records
+}
+
+// requestRecord is a record of action by actor with what the request tells.
+// The user agent is the client's to choose, so it is cut short.
+func requestRecord(ev *auditv1.Event, action audit.Action, actor authenticationv1.UserInfo, impersonator *authenticationv1.UserInfo) audit.Record {
+	rec := audit.Record{
+		Time:      ev.StageTimestamp.UTC(),
+		Action:    action,
+		Actor:     audit.Actor{Username: actor.Username, Groups: actor.Groups},
+		SourceIPs: ev.SourceIPs,
+		UserAgent: audit.Truncate(ev.UserAgent),
+		AuditID:   string(ev.AuditID),
+	}
+	if impersonator != nil {
+		rec.Impersonator = &audit.Actor{Username: impersonator.Username, Groups: impersonator.Groups}
+	}
+	return rec
+}
+
+// refusedList is the one record of a forbidden list or watch of Secrets:
+// it returned nothing, so it viewed nothing, whatever number of keys its
+// scope holds. It names the scope it asked for, and is written only when
+// that scope holds a key.
+func refusedList(ev *auditv1.Event, r Resolver, actor authenticationv1.UserInfo, impersonator *authenticationv1.UserInfo) []audit.Record {
+	keys := listed(ev, r)
+	if len(keys) == 0 {
+		return nil
+	}
+	q := url.Values{}
+	if u, err := url.ParseRequestURI(ev.RequestURI); err == nil {
+		q = u.Query()
+	}
+	scope := &audit.Scope{
+		Namespace:     ev.ObjectRef.Namespace,
+		LabelSelector: audit.Truncate(q.Get("labelSelector")),
+		FieldSelector: audit.Truncate(q.Get("fieldSelector")),
+		Keys:          len(keys),
+	}
+	rec := requestRecord(ev, audit.ActionViewDenied, actor, impersonator)
+	rec.Namespace, rec.Scope = scope.Namespace, scope
+	where := "all namespaces"
+	if scope.Namespace != "" {
+		where = "namespace " + scope.Namespace
+	}
+	rec.Message = fmt.Sprintf("%s was refused (%d) a %s of the Secrets in %s, which hold %d keys",
+		actor.Username, ev.ResponseStatus.Code, ev.Verb, where, len(keys))
+	return []audit.Record{rec}
 }
 
 // readAction is what a read of a managed Secret that ended with code is.

@@ -1,6 +1,7 @@
 package auditserver
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -89,6 +90,8 @@ func TestTranslate(t *testing.T) {
 	impersonated.ImpersonatedUser = &authenticationv1.UserInfo{Username: "carol"}
 	longWatch := event("watch", "alice", "/api/v1/namespaces/team/secrets?watch=true", "secrets", "team", "", 200)
 	longWatch.StageTimestamp = metav1.NewMicroTime(received.Add(10 * time.Minute))
+	asOperator := event("get", "admin", "/api/v1/namespaces/team/secrets/a-secret", "secrets", "team", "a-secret", 200)
+	asOperator.ImpersonatedUser = &authenticationv1.UserInfo{Username: "system:serviceaccount:keymint-system:keymint-manager"}
 	started := event("get", "alice", "/api/v1/namespaces/team/secrets/a-secret", "secrets", "team", "a-secret", 200)
 	started.Stage = auditv1.StageResponseStarted
 
@@ -120,8 +123,13 @@ func TestTranslate(t *testing.T) {
 			action: audit.ActionViewed, keys: []string{"a"}, actor: "alice"},
 		{name: "a selector matching no key is no view", event: event("list", "alice", "/api/v1/namespaces/team/secrets?labelSelector=tier%3Dtest", "secrets", "team", "", 200)},
 		{name: "a type selector for other Secrets is no view", event: event("list", "kcm", "/api/v1/secrets?fieldSelector=type%3Dkubernetes.io%2Fservice-account-token", "secrets", "", "", 200)},
-		{name: "forbidden list is denied views", event: event("list", "mallory", "/api/v1/namespaces/team/secrets", "secrets", "team", "", 403),
-			action: audit.ActionViewDenied, keys: []string{"a", "b", "after"}, actor: "mallory"},
+		{name: "a forbidden list is one denied view of its scope", event: event("list", "mallory", "/api/v1/namespaces/team/secrets", "secrets", "team", "", 403),
+			action: audit.ActionViewDenied, keys: []string{""}, actor: "mallory", note: "mallory was refused (403) a list of the Secrets in namespace team, which hold 3 keys"},
+		{name: "a forbidden list of all namespaces is one denied view", event: event("list", "mallory", "/api/v1/secrets", "secrets", "", "", 403),
+			action: audit.ActionViewDenied, keys: []string{""}, actor: "mallory", note: "mallory was refused (403) a list of the Secrets in all namespaces, which hold 3 keys"},
+		{name: "a forbidden list of a scope without keys is nothing", event: event("list", "mallory", "/api/v1/namespaces/other/secrets", "secrets", "other", "", 403)},
+		{name: "impersonating the operator is recorded", event: asOperator,
+			action: audit.ActionViewed, keys: []string{"a"}, actor: "system:serviceaccount:keymint-system:keymint-manager"},
 		{name: "list in another namespace is nothing", event: event("list", "alice", "/api/v1/namespaces/other/secrets", "secrets", "other", "", 200)},
 		{name: "the operator is ignored", event: event("get", "system:serviceaccount:keymint-system:keymint-manager", "/api/v1/namespaces/team/secrets/a-secret", "secrets", "team", "a-secret", 200)},
 		{name: "impersonation names the impersonated user", event: impersonated,
@@ -151,7 +159,27 @@ func TestTranslate(t *testing.T) {
 				if tt.note != "" && r.Message != tt.note {
 					t.Errorf("message = %q, want %q", r.Message, tt.note)
 				}
+				if impersonator := tt.event.User.Username; tt.event.ImpersonatedUser != nil &&
+					(r.Impersonator == nil || r.Impersonator.Username != impersonator) {
+					t.Errorf("impersonator = %+v, want %s", r.Impersonator, impersonator)
+				}
 			}
 		})
+	}
+}
+
+func TestARefusedListNamesItsScopeAndCutsFreeText(t *testing.T) {
+	ev := event("list", "mallory", "/api/v1/secrets?labelSelector=tier%3Dprod&fieldSelector=type%3Dkeymint.io%2Fapi-key", "secrets", "", "", 403)
+	ev.UserAgent = strings.Repeat("A", 1024)
+	got := Translate(ev, fakeResolver{}, func(string) bool { return false })
+	if len(got) != 1 {
+		t.Fatalf("got %d records, want 1", len(got))
+	}
+	want := audit.Scope{LabelSelector: "tier=prod", FieldSelector: "type=keymint.io/api-key", Keys: 1}
+	if got[0].Scope == nil || *got[0].Scope != want {
+		t.Errorf("scope = %+v, want %+v", got[0].Scope, want)
+	}
+	if len(got[0].UserAgent) != audit.MaxTextBytes {
+		t.Errorf("user agent of %d bytes, want it cut to %d", len(got[0].UserAgent), audit.MaxTextBytes)
 	}
 }
