@@ -120,11 +120,12 @@ func (f Filter) Match(r Record) bool {
 
 // dedupKey identifies the event a record is about: the API server's audit
 // ID (or the controller's record ID) and the key, since one request (a list)
-// can be a view of many keys. A record without an audit ID is never
-// deduplicated.
+// can be a view of many keys, and one watch a view of several keys of one
+// APIKey (a Secret deleted and minted again). A record without an audit ID
+// is never deduplicated.
 func (r Record) dedupKey() string {
 	if r.AuditID == "" {
 		return ""
 	}
-	return r.AuditID + "/" + r.UID
+	return r.AuditID + "/" + r.UID + "/" + r.KeyID
 }

@@ -55,7 +55,9 @@ func TestDeniedListsCannotFlushTheTrail(t *testing.T) {
 	log, err := audit.OpenFile(filepath.Join(t.TempDir(), "audit.log"), 1<<20, 1)
 	g.Expect(err).NotTo(HaveOccurred())
 	t.Cleanup(func() { _ = log.Close() })
-	clk := clocktesting.NewFakeClock(time.Now())
+	// Ahead of the API server's clock, as the other test's, so no deletion
+	// looks older than a request.
+	clk := clocktesting.NewFakeClock(time.Now().Add(time.Hour))
 	startManager(t, audit.Multi{log}, log, func(s *auditserver.Server) { s.Clock = clk })
 	ns := newNamespace(t)
 
@@ -70,8 +72,9 @@ func TestDeniedListsCannotFlushTheTrail(t *testing.T) {
 	g.Eventually(func() []audit.Record { return records(t, log, ns, audit.ActionIssued) }, 3*time.Minute).Should(HaveLen(keys))
 	var all corev1.SecretList
 	g.Expect(as(t, userIn(ns, "auditor"), holders).List(ctx, &all, client.InNamespace(ns))).To(Succeed())
-	g.Expect(env.Client.Delete(ctx, &keymintv1alpha1.APIKey{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "k0000"}})).To(Succeed())
+	g.Expect(all.Items).To(HaveLen(keys))
 	g.Eventually(func() []audit.Record { return records(t, log, ns, audit.ActionViewed) }, within).Should(HaveLen(keys))
+	g.Expect(env.Client.Delete(ctx, &keymintv1alpha1.APIKey{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "k0000"}})).To(Succeed())
 
 	mallory, _ := authenticatedAs(t, userIn(ns, "mallory"))
 	const attempts, workers = 10_000, 8
@@ -154,4 +157,54 @@ func TestImpersonatorsAreRecorded(t *testing.T) {
 		g.Expect(r.Impersonator).NotTo(BeNil())
 		g.Expect(r.Impersonator.Username).To(Equal(userIn(ns, "root")))
 	}
+}
+
+// TestAWatchLongerThanTheTombstonesIsRecorded: a watch that received a
+// key's Secret, then its deletion, and ended 11 minutes later (by the
+// resolver's clock), past TombstoneTTL, is still a view of that key.
+func TestAWatchLongerThanTheTombstonesIsRecorded(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	log := openLog(t)
+	// Deletions are stamped by this clock, and must not look older than
+	// the watch, which the API server stamps by its own.
+	clk := clocktesting.NewFakeClock(time.Now().Add(time.Hour))
+	startManager(t, audit.Multi{log}, log, func(s *auditserver.Server) { s.Clock = clk })
+	ns := newNamespace(t)
+	alice := userIn(ns, "alice")
+	key := issue(t, ns, "watched", alice)
+	other := issue(t, ns, "other", userIn(ns, "bob"))
+
+	cfg := rest.CopyConfig(env.Config)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: alice, Groups: []string{"system:authenticated", holders}}
+	watcher, err := client.NewWithWatch(cfg, client.Options{Scheme: scheme})
+	g.Expect(err).NotTo(HaveOccurred())
+	w, err := watcher.Watch(ctx, &corev1.SecretList{}, client.InNamespace(ns), client.MatchingFields{"metadata.name": key.SecretNameOrDefault()})
+	g.Expect(err).NotTo(HaveOccurred())
+	defer w.Stop()
+	g.Eventually(w.ResultChan()).Should(Receive(), "the watch returns the key's Secret")
+	// A read after the watch began: once it is on record, so is the
+	// watch's start, which the API server batched no later.
+	g.Expect(watcher.Get(ctx, client.ObjectKey{Namespace: ns, Name: other.SecretNameOrDefault()}, &corev1.Secret{})).To(Succeed())
+	g.Eventually(func() []audit.Record { return records(t, log, ns, audit.ActionViewed) }, within).ShouldNot(BeEmpty())
+
+	g.Expect(env.Client.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: key.SecretNameOrDefault()}})).To(Succeed())
+	g.Eventually(w.ResultChan()).Should(Receive(), "the watch returns the deletion")
+	clk.Step(11 * time.Minute)
+	// Another deletion makes the resolver sweep its tombstones.
+	g.Expect(env.Client.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: other.SecretNameOrDefault()}})).To(Succeed())
+	clk.Step(2 * time.Minute)
+	g.Expect(env.Client.Delete(ctx, other)).To(Succeed())
+	g.Eventually(func() []audit.Record { return records(t, log, ns, audit.ActionDeleted) }, within).ShouldNot(BeEmpty())
+
+	w.Stop()
+	g.Eventually(func(g Gomega) {
+		var watched []string
+		for _, r := range records(t, log, ns, audit.ActionViewed) {
+			if r.Actor.Username == alice && r.Name == key.Name {
+				watched = append(watched, r.KeyID)
+			}
+		}
+		g.Expect(watched).To(ContainElement(key.Status.KeyID), "the watch is not on record as a view of the deleted key")
+	}, within).Should(Succeed())
 }

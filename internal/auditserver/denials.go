@@ -23,6 +23,8 @@ const (
 
 // denialWindow counts one actor's refusals after its first.
 type denialWindow struct {
+	// opened is when the first refusal was received, by the server's clock,
+	// which also closes the window.
 	opened time.Time
 	// first is the record written when the window opened; the summary
 	// repeats its actor.
@@ -74,7 +76,7 @@ func (d *denials) plan(records []audit.Record, now time.Time) (out []audit.Recor
 		k := actorKey(r)
 		w := window(k)
 		switch {
-		case w != nil && r.Time.Before(w.opened.Add(DenialWindow)):
+		case w != nil && now.Before(w.opened.Add(DenialWindow)):
 			c := *w
 			if c.count == 0 {
 				c.since = r.Time
@@ -89,7 +91,7 @@ func (d *denials) plan(records []audit.Record, now time.Time) (out []audit.Recor
 			if w != nil && w.count > 0 {
 				out = append(out, summary(w))
 			}
-			changed[k] = &denialWindow{opened: r.Time, first: r}
+			changed[k] = &denialWindow{opened: now, first: r}
 			out = append(out, r)
 		default:
 			out = append(out, r)

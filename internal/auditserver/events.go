@@ -36,14 +36,29 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var records []audit.Record
+	var ended []string
+	watches, _ := s.Resolver.(WatchTracker)
 	for i := range batch.Items {
-		records = append(records, Translate(&batch.Items[i], s.Resolver, s.ignored)...)
+		ev := &batch.Items[i]
+		if watches != nil && secretWatch(ev, s.ignored) {
+			switch ev.Stage {
+			case auditv1.StageResponseStarted:
+				watches.WatchStarted(string(ev.AuditID))
+			case auditv1.StageResponseComplete:
+				ended = append(ended, string(ev.AuditID))
+			}
+		}
+		records = append(records, Translate(ev, s.Resolver, s.ignored)...)
 	}
 	records, err := s.write(records)
 	if err != nil {
 		s.Logger.Error(err, "writing audit records failed; the API server will send the batch again", "records", len(records))
 		http.Error(w, "the audit trail is unavailable", http.StatusInternalServerError)
 		return
+	}
+	// Only now: a batch sent again must still find what its watches saw.
+	for _, id := range ended {
+		watches.WatchEnded(id)
 	}
 	w.WriteHeader(http.StatusOK)
 	if s.Events != nil {

@@ -21,6 +21,21 @@ import (
 // retries of a batch.
 const TombstoneTTL = 10 * time.Minute
 
+// A watch can return a Secret however long before its end the Secret was
+// deleted, so a tombstone is also kept while any watch that was open when
+// it was buried still runs. These bound what that costs.
+const (
+	// MaxWatches bounds the open Secret watches tracked.
+	MaxWatches = 10_000
+	// MaxTombstones bounds the tombstones kept past TombstoneTTL for open
+	// watches; past it, those older than TombstoneTTL go.
+	MaxTombstones = 200_000
+	// MaxWatchAge drops a watch whose end never arrived: the API server
+	// ends every watch within twice its --min-request-timeout (an hour by
+	// default).
+	MaxWatchAge = 2 * time.Hour
+)
+
 // CacheResolver resolves keys from the manager's cache, which holds every
 // APIKey and every managed Secret, and remembers recent deletions.
 type CacheResolver struct {
@@ -30,6 +45,15 @@ type CacheResolver struct {
 	mu         sync.Mutex
 	tombstones map[tombstoneKey]tombstone
 	pruned     time.Time
+	// watches are the open Secret watches by audit ID; watchSeq numbers
+	// them in the order they started.
+	watches  map[string]openWatch
+	watchSeq uint64
+}
+
+type openWatch struct {
+	seq     uint64
+	started time.Time
 }
 
 type tombstoneKey struct{ kind, namespace, name string }
@@ -38,6 +62,9 @@ type tombstone struct {
 	ref    KeyRef
 	secret ManagedSecret // for a Secret, with its deletion time
 	at     time.Time     // when the deletion was seen
+	// watchSeq is the last watch started before the deletion: the watches
+	// numbered up to it may have returned the Secret.
+	watchSeq uint64
 }
 
 // indexSecretName indexes APIKeys by the Secret their status names, so an
@@ -48,7 +75,7 @@ const indexSecretName = "status.secretName"
 // NewCacheResolver returns a resolver over c that records the deletions c's
 // informers report. Call it before c starts: it adds an index.
 func NewCacheResolver(ctx context.Context, c cache.Cache, clk clock.Clock) (*CacheResolver, error) {
-	r := &CacheResolver{reader: c, clock: clk, tombstones: map[tombstoneKey]tombstone{}, pruned: clk.Now()}
+	r := &CacheResolver{reader: c, clock: clk, tombstones: map[tombstoneKey]tombstone{}, pruned: clk.Now(), watches: map[string]openWatch{}}
 	if err := c.IndexField(ctx, &keymintv1alpha1.APIKey{}, indexSecretName, func(obj client.Object) []string {
 		if name := obj.(*keymintv1alpha1.APIKey).Status.SecretName; name != "" {
 			return []string{name}
@@ -85,28 +112,72 @@ func (r *CacheResolver) deleted(obj any) {
 	}
 }
 
-// bury remembers a deletion for TombstoneTTL; expired ones are dropped at
-// most once a minute, so a mass deletion costs no quadratic sweep.
+// bury remembers a deletion for TombstoneTTL, or while a watch open at the
+// time runs; those no longer needed are dropped at most once a minute, so a
+// mass deletion costs no quadratic sweep.
 func (r *CacheResolver) bury(k tombstoneKey, t tombstone) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := r.clock.Now()
 	if now.Sub(r.pruned) > time.Minute {
+		for id, w := range r.watches {
+			if now.Sub(w.started) > MaxWatchAge {
+				delete(r.watches, id)
+			}
+		}
+		oldest := r.oldestWatch()
 		for key, old := range r.tombstones {
-			if now.Sub(old.at) > TombstoneTTL {
+			if !r.needed(old, now, oldest) {
 				delete(r.tombstones, key)
 			}
 		}
 		r.pruned = now
 	}
+	t.watchSeq = r.watchSeq
 	r.tombstones[k] = t
+}
+
+// oldestWatch is the number of the oldest open watch, 0 if none.
+func (r *CacheResolver) oldestWatch() uint64 {
+	var oldest uint64
+	for _, w := range r.watches {
+		if oldest == 0 || w.seq < oldest {
+			oldest = w.seq
+		}
+	}
+	return oldest
+}
+
+// needed reports whether t may still be asked for: within TombstoneTTL, or
+// while a watch open at its burial runs (within MaxTombstones).
+func (r *CacheResolver) needed(t tombstone, now time.Time, oldestWatch uint64) bool {
+	return now.Sub(t.at) <= TombstoneTTL ||
+		(oldestWatch != 0 && oldestWatch <= t.watchSeq && len(r.tombstones) <= MaxTombstones)
+}
+
+// WatchStarted implements WatchTracker.
+func (r *CacheResolver) WatchStarted(auditID string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.watches[auditID]; ok || len(r.watches) >= MaxWatches {
+		return
+	}
+	r.watchSeq++
+	r.watches[auditID] = openWatch{seq: r.watchSeq, started: r.clock.Now()}
+}
+
+// WatchEnded implements WatchTracker.
+func (r *CacheResolver) WatchEnded(auditID string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.watches, auditID)
 }
 
 func (r *CacheResolver) dug(kind, namespace, name string) (KeyRef, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	t, ok := r.tombstones[tombstoneKey{kind, namespace, name}]
-	if !ok || r.clock.Since(t.at) > TombstoneTTL {
+	if !ok || !r.needed(t, r.clock.Now(), r.oldestWatch()) {
 		return KeyRef{}, false
 	}
 	return t.ref, true
@@ -151,17 +222,19 @@ func (r *CacheResolver) Secrets(namespace string) []ManagedSecret {
 		return nil
 	}
 	out := make([]ManagedSecret, 0, len(list.Items))
-	live := map[tombstoneKey]bool{}
+	// A Secret deleted and minted again under its name held another key.
+	live := map[tombstoneKey]string{}
 	for i := range list.Items {
 		if s, ok := managedSecret(&list.Items[i]); ok {
 			out = append(out, s)
-			live[tombstoneKey{"Secret", s.Namespace, s.Name}] = true
+			live[tombstoneKey{"Secret", s.Namespace, s.Name}] = s.Key.KeyID
 		}
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	now, oldest := r.clock.Now(), r.oldestWatch()
 	for k, t := range r.tombstones {
-		if k.kind == "Secret" && (namespace == "" || k.namespace == namespace) && !live[k] && r.clock.Since(t.at) <= TombstoneTTL {
+		if k.kind == "Secret" && (namespace == "" || k.namespace == namespace) && live[k] != t.ref.KeyID && r.needed(t, now, oldest) {
 			out = append(out, t.secret)
 		}
 	}

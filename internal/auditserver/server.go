@@ -63,7 +63,8 @@ type Server struct {
 	Events EventMirror
 	// Authorizer admits export callers.
 	Authorizer Authorizer
-	// Clock times the windows of refused reads; the real clock when nil.
+	// Clock times the windows of refused reads and the resolver's
+	// tombstones; the real clock when nil.
 	Clock clock.WithTicker
 	// ShutdownTimeout bounds the wait for requests in flight at shutdown.
 	ShutdownTimeout time.Duration
@@ -81,8 +82,11 @@ type Server struct {
 // Events. It adds s to mgr.
 func (s *Server) SetupWithManager(ctx context.Context, mgr manager.Manager) error {
 	var err error
+	if s.Clock == nil {
+		s.Clock = clock.RealClock{}
+	}
 	if s.Resolver == nil {
-		if s.Resolver, err = NewCacheResolver(ctx, mgr.GetCache(), clock.RealClock{}); err != nil {
+		if s.Resolver, err = NewCacheResolver(ctx, mgr.GetCache(), s.Clock); err != nil {
 			return err
 		}
 	}

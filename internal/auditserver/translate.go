@@ -62,6 +62,20 @@ type Resolver interface {
 	APIKey(namespace, name string) (ref KeyRef, live, ok bool)
 }
 
+// WatchTracker follows the Secret watches that are open, so that what they
+// may return stays resolvable until they end (see CacheResolver).
+type WatchTracker interface {
+	WatchStarted(auditID string)
+	WatchEnded(auditID string)
+}
+
+// secretWatch reports whether ev is a watch of Secrets by someone whose
+// reads are recorded.
+func secretWatch(ev *auditv1.Event, ignored func(username string) bool) bool {
+	return ev.Verb == "watch" && ev.ObjectRef != nil && ev.ObjectRef.APIGroup == "" && ev.ObjectRef.Resource == "secrets" &&
+		(ev.ImpersonatedUser != nil || !ignored(ev.User.Username))
+}
+
 // nodePrefix starts the username of every kubelet.
 const nodePrefix = "system:node:"
 
