@@ -122,7 +122,7 @@ func (r *APIKeyReconciler) ownedSecret(ctx context.Context, key *keymintv1alpha1
 	}
 	in, found, err := r.trustedSecret(ctx, key, secret)
 	if err == nil && found == secretDiscarded {
-		err = fmt.Errorf("Secret %s was not minted by keymint and is being deleted; a key is minted once it is gone", ref)
+		err = fmt.Errorf("the Secret %s was not minted by keymint and is being deleted; a key is minted once it is gone", ref)
 	}
 	return in, found == secretOurs, err
 }

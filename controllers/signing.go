@@ -39,7 +39,7 @@ func LoadSigner(ctx context.Context, reader client.Reader, writer client.Writer,
 	}
 	signer, err := keysecret.NewSigner(secret.Data[signingKeyData])
 	if err != nil {
-		return nil, fmt.Errorf("Secret %s: %w; delete it to have a new one made (every key is then reissued)", ref, err)
+		return nil, fmt.Errorf("the signing key Secret %s: %w; delete it to have a new one made (every key is then reissued)", ref, err)
 	}
 	return signer, nil
 }
