@@ -79,14 +79,18 @@ func (r *APIKeyReconciler) denyAccess(ctx context.Context, key *keymintv1alpha1.
 		msg := "user " + key.Spec.User + ` is not authorised for "use" on apikeys in namespace ` + key.Namespace +
 			"; an administrator grants it by binding the keymint-user ClusterRole"
 		if readyReason(key) != keymintv1alpha1.ReasonAccessDenied {
-			r.record(ctx, key, corev1.EventTypeWarning, keymintv1alpha1.ReasonAccessDenied, "%s", msg)
+			if err := r.record(ctx, key, corev1.EventTypeWarning, keymintv1alpha1.ReasonAccessDenied, "%s", msg); err != nil {
+				return err
+			}
 		}
 		setStalled(key, now, keymintv1alpha1.ReasonAccessDenied, msg)
 		return nil
 	}
 	if key.Status.Phase != keymintv1alpha1.PhaseSuspended {
-		r.record(ctx, key, corev1.EventTypeWarning, keymintv1alpha1.ReasonSuspended,
-			"key %s of user %s suspended: the user lost access to API keys; its Secret is deleted", key.Status.KeyID, key.Spec.User)
+		if err := r.record(ctx, key, corev1.EventTypeWarning, keymintv1alpha1.ReasonSuspended,
+			"key %s of user %s suspended: the user lost access to API keys; its Secret is deleted", key.Status.KeyID, key.Spec.User); err != nil {
+			return err
+		}
 	}
 	setSuspended(key, now, "key "+key.Status.KeyID+" is suspended: user "+key.Spec.User+
 		` is no longer authorised for "use" on apikeys; a fresh key is issued when access is granted again`)

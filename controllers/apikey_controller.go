@@ -233,9 +233,12 @@ func requeueOnConflict(err error) (ctrl.Result, error) {
 	return ctrl.Result{}, err
 }
 
-// recordID names the events that happen once per key (per key ID for an
-// issue or a suspension), so that the audit log keeps one record however
-// often a reconcile runs again; a warning that can recur gets none.
+// recordID names what a record is about, the same on every replica and
+// every retry, so that the audit log keeps one record and a reader of stdout
+// can drop the repeats: an issue or a suspension per key ID, an expiry or a
+// deletion per APIKey, and a warning, which can recur, per the APIKey's
+// version it was seen on (a retry sees the same version, since the status
+// is written only after the record).
 func recordID(key *keymintv1alpha1.APIKey, reason string) string {
 	switch reason {
 	case keymintv1alpha1.ReasonIssued, keymintv1alpha1.ReasonReissued, keymintv1alpha1.ReasonSuspended:
@@ -243,19 +246,30 @@ func recordID(key *keymintv1alpha1.APIKey, reason string) string {
 	case keymintv1alpha1.ReasonExpired, keymintv1alpha1.ReasonDeleted:
 		return "keymint/" + string(key.UID) + "/" + reason
 	}
-	return ""
+	return "keymint/" + string(key.UID) + "/" + reason + "/rv" + key.ResourceVersion
 }
 
-// record records an Event about key and the matching audit record.
-// Messages name key IDs, users and expiries, never a key. The controller
-// cannot know who caused what it sees, so the actor is "unknown"; the API
-// server's audit stream names it.
-func (r *APIKeyReconciler) record(ctx context.Context, key *keymintv1alpha1.APIKey, eventType, reason, note string, args ...any) {
-	r.Recorder.Eventf(key, nil, eventType, reason, reason, note, args...)
-	if r.Audit == nil {
-		return
+// record writes the audit record of something that happened to key, then
+// records the Event. Messages name key IDs, users and expiries, never a
+// key. The controller cannot know who caused what it sees, so the actor is
+// "unknown"; the API server's audit stream names it. An error means the
+// record is not durable yet: the step fails before the status shows the
+// change, and the reconcile retries until it is written.
+func (r *APIKeyReconciler) record(ctx context.Context, key *keymintv1alpha1.APIKey, eventType, reason, note string, args ...any) error {
+	if r.Audit != nil {
+		if err := r.writeRecord(key, reason, fmt.Sprintf(note, args...)); err != nil {
+			log.FromContext(ctx).Error(err, "writing an audit record failed; retrying", "action", reason)
+			return fmt.Errorf("writing the audit record %s: %w", reason, err)
+		}
 	}
+	r.Recorder.Eventf(key, nil, eventType, reason, reason, note, args...)
+	return nil
+}
+
+func (r *APIKeyReconciler) writeRecord(key *keymintv1alpha1.APIKey, reason, message string) error {
+	id := recordID(key, reason)
 	rec := audit.Record{
+		ID:        id,
 		Time:      r.Clock.Now().UTC(),
 		Action:    audit.Action(reason),
 		Actor:     audit.Actor{Username: audit.UnknownActor},
@@ -264,10 +278,8 @@ func (r *APIKeyReconciler) record(ctx context.Context, key *keymintv1alpha1.APIK
 		UID:       string(key.UID),
 		User:      key.Spec.User,
 		KeyID:     key.Status.KeyID,
-		AuditID:   recordID(key, reason),
-		Message:   fmt.Sprintf(note, args...),
+		AuditID:   id,
+		Message:   message,
 	}
-	if err := r.Audit.Write([]audit.Record{rec}); err != nil {
-		log.FromContext(ctx).Error(err, "writing an audit record failed", "action", reason)
-	}
+	return r.Audit.Write([]audit.Record{rec})
 }

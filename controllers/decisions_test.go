@@ -162,15 +162,17 @@ func issueOf(id string) keysecret.Issue { return keysecret.Issue{KeyID: id, Issu
 
 func TestRecordIDs(t *testing.T) {
 	k := keyWith(never(), keymintv1alpha1.APIKeyStatus{KeyID: "kid_a"})
-	k.UID = "uid-1"
+	k.UID, k.ResourceVersion = "uid-1", "42"
 	for reason, want := range map[string]string{
 		keymintv1alpha1.ReasonIssued:          "keymint/uid-1/Issued/kid_a",
 		keymintv1alpha1.ReasonReissued:        "keymint/uid-1/Reissued/kid_a",
 		keymintv1alpha1.ReasonSuspended:       "keymint/uid-1/Suspended/kid_a",
 		keymintv1alpha1.ReasonExpired:         "keymint/uid-1/Expired",
 		keymintv1alpha1.ReasonDeleted:         "keymint/uid-1/Deleted",
-		keymintv1alpha1.ReasonKeyLimitReached: "", // can recur: every occurrence is recorded
-		keymintv1alpha1.ReasonAccessDenied:    "",
+		// Can recur: once per version of the APIKey it was seen on.
+		keymintv1alpha1.ReasonKeyLimitReached: "keymint/uid-1/KeyLimitReached/rv42",
+		keymintv1alpha1.ReasonAccessDenied:    "keymint/uid-1/AccessDenied/rv42",
+		keymintv1alpha1.ReasonUntrustedSecret: "keymint/uid-1/UntrustedSecret/rv42",
 	} {
 		if got := recordID(k, reason); got != want {
 			t.Errorf("recordID(%s) = %q, want %q", reason, got, want)

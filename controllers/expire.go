@@ -40,8 +40,10 @@ func (r *APIKeyReconciler) expire(ctx context.Context, key *keymintv1alpha1.APIK
 		return ctrl.Result{}, err
 	}
 	keyID := keyIDText(key)
-	r.record(ctx, key, corev1.EventTypeNormal, keymintv1alpha1.ReasonExpired, "key %s of user %s expired at %s",
-		keyID, key.Spec.User, expiresAt.UTC().Format(time.RFC3339))
+	if err := r.record(ctx, key, corev1.EventTypeNormal, keymintv1alpha1.ReasonExpired, "key %s of user %s expired at %s",
+		keyID, key.Spec.User, expiresAt.UTC().Format(time.RFC3339)); err != nil {
+		return ctrl.Result{}, err
+	}
 	now := r.Clock.Now()
 	setExpired(key, now, expiresAt, "key "+keyID+" expired at "+expiresAt.UTC().Format(time.RFC3339))
 	return ctrl.Result{}, nil

@@ -30,7 +30,11 @@ func (r *APIKeyReconciler) finalize(ctx context.Context, key *keymintv1alpha1.AP
 	if !controllerutil.ContainsFinalizer(key, Finalizer) {
 		return nil
 	}
-	r.record(ctx, key, corev1.EventTypeNormal, keymintv1alpha1.ReasonDeleted, "key %s of user %s revoked: APIKey deleted", keyIDText(key), key.Spec.User)
+	// The finalizer stays until the record is written.
+	if err := r.record(ctx, key, corev1.EventTypeNormal, keymintv1alpha1.ReasonDeleted, "key %s of user %s revoked: APIKey deleted",
+		keyIDText(key), key.Spec.User); err != nil {
+		return err
+	}
 	patch := client.MergeFromWithOptions(key.DeepCopy(), client.MergeFromWithOptimisticLock{})
 	controllerutil.RemoveFinalizer(key, Finalizer)
 	return client.IgnoreNotFound(r.Patch(ctx, key, patch))

@@ -35,10 +35,15 @@ func (r *APIKeyReconciler) issue(ctx context.Context, key *keymintv1alpha1.APIKe
 	}
 	now := r.Clock.Now()
 	reason := issueEvent(key.Status.KeyID, in.KeyID)
+	before := key.Status.DeepCopy()
 	setActive(key, now, name, in)
 	if reason != "" {
-		r.record(ctx, key, corev1.EventTypeNormal, reason, "key %s issued for user %s in Secret %s, %s",
-			in.KeyID, key.Spec.User, name, expiryText(in.ExpiresAt))
+		// The key is reported Active only once its record is written.
+		if err := r.record(ctx, key, corev1.EventTypeNormal, reason, "key %s issued for user %s in Secret %s, %s",
+			in.KeyID, key.Spec.User, name, expiryText(in.ExpiresAt)); err != nil {
+			key.Status = *before
+			return ctrl.Result{}, err
+		}
 		if reason == keymintv1alpha1.ReasonIssued {
 			metrics.IssueLatency.Observe(now.Sub(key.CreationTimestamp.Time).Seconds())
 		}
@@ -155,12 +160,15 @@ func (r *APIKeyReconciler) trustedSecret(ctx context.Context, key *keymintv1alph
 	if !secret.DeletionTimestamp.IsZero() {
 		return in, secretDiscarded, nil
 	}
+	// Recorded first: once the Secret is gone, nothing would tell of it.
+	if err := r.record(ctx, key, corev1.EventTypeWarning, keymintv1alpha1.ReasonUntrustedSecret,
+		"Secret %s/%s claimed this APIKey but keymint did not mint it; it was deleted and its key is not this APIKey's",
+		secret.Namespace, secret.Name); err != nil {
+		return in, secretDiscarded, err
+	}
 	if err := r.Delete(ctx, secret, client.Preconditions{UID: &secret.UID}); client.IgnoreNotFound(err) != nil {
 		return in, secretDiscarded, fmt.Errorf("deleting Secret %s/%s, which keymint did not mint: %w", secret.Namespace, secret.Name, err)
 	}
-	r.record(ctx, key, corev1.EventTypeWarning, keymintv1alpha1.ReasonUntrustedSecret,
-		"Secret %s/%s claimed this APIKey but keymint did not mint it; it was deleted and its key is not this APIKey's",
-		secret.Namespace, secret.Name)
 	return in, secretDiscarded, nil
 }
 
@@ -209,6 +217,11 @@ func (r *APIKeyReconciler) deleteOwnedSecret(ctx context.Context, key *keymintv1
 	if !keysecret.OwnedBy(secret, key) {
 		return false, nil
 	}
+	if _, err := r.Signer.Verify(secret, key); err != nil {
+		// A planted Secret goes too, and is recorded as such.
+		_, _, err := r.trustedSecret(ctx, key, secret)
+		return false, err
+	}
 	if err := r.Delete(ctx, secret, client.Preconditions{UID: &secret.UID}); err != nil {
 		return false, client.IgnoreNotFound(err)
 	}
@@ -218,7 +231,9 @@ func (r *APIKeyReconciler) deleteOwnedSecret(ctx context.Context, key *keymintv1
 // stall records a key that needs a person's change.
 func (r *APIKeyReconciler) stall(ctx context.Context, key *keymintv1alpha1.APIKey, reason, msg string) (ctrl.Result, error) {
 	if readyReason(key) != reason {
-		r.record(ctx, key, corev1.EventTypeWarning, reason, "%s", msg)
+		if err := r.record(ctx, key, corev1.EventTypeWarning, reason, "%s", msg); err != nil {
+			return ctrl.Result{}, err
+		}
 	}
 	setStalled(key, r.Clock.Now(), reason, msg)
 	if reason == keymintv1alpha1.ReasonSecretConflict {

@@ -255,7 +255,9 @@ func (r *APIKeyReconciler) awaitSlot(ctx context.Context, key *keymintv1alpha1.A
 	}
 	msg := waitMessage(key.Spec.User, holders, r.MaxKeysPerUser)
 	if readyReason(key) != keymintv1alpha1.ReasonKeyLimitReached {
-		r.record(ctx, key, corev1.EventTypeWarning, keymintv1alpha1.ReasonKeyLimitReached, "%s", msg)
+		if err := r.record(ctx, key, corev1.EventTypeWarning, keymintv1alpha1.ReasonKeyLimitReached, "%s", msg); err != nil {
+			return err
+		}
 	}
 	setWaiting(key, r.Clock.Now(), keymintv1alpha1.ReasonKeyLimitReached, msg)
 	return nil

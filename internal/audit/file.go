@@ -2,6 +2,7 @@ package audit
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +11,8 @@ import (
 	"os"
 	"slices"
 	"sync"
+
+	"github.com/go-logr/logr"
 )
 
 // File is an append-only JSON-lines audit log. Write returns only after the
@@ -21,13 +24,39 @@ type File struct {
 	MaxBytes   int64
 	MaxBackups int
 
-	mu   sync.Mutex
-	f    *os.File
+	// Logger reports a torn tail repaired at open.
+	Logger logr.Logger
+
+	mu sync.Mutex
+	f  logFile
+	// size is the file's length after its last complete record.
 	size int64
+	// dirty says a failed write could not be rolled back; the next write
+	// rolls it back first.
+	dirty bool
+	// wrap, in tests, stands in for the file's writes.
+	wrap func(*os.File) logFile
+	// remember is the number of record keys kept for deduplication.
+	remember int
 	// seen holds the keys of the latest records on file, so a batch the
 	// API server sends again is not recorded twice.
 	seen *recentSet
 }
+
+// logFile is what a File writes to: the log's *os.File, or in tests one
+// that fails.
+type logFile interface {
+	io.Writer
+	Sync() error
+	Truncate(size int64) error
+	Close() error
+}
+
+// FileOption configures OpenFile.
+type FileOption func(*File)
+
+// WithLogger has the File log what it repairs.
+func WithLogger(log logr.Logger) FileOption { return func(l *File) { l.Logger = log } }
 
 // MaxRemembered bounds the record keys a File remembers for deduplication:
 // the API server resends a batch within a minute or so, and the
@@ -68,8 +97,15 @@ func (s *recentSet) add(k string) {
 
 // OpenFile opens (or creates) the log at path and loads the audit IDs
 // already recorded in it and its backups.
-func OpenFile(path string, maxBytes int64, maxBackups int) (*File, error) {
-	l := &File{Path: path, MaxBytes: maxBytes, MaxBackups: maxBackups, seen: newRecentSet(MaxRemembered)}
+func OpenFile(path string, maxBytes int64, maxBackups int, opts ...FileOption) (*File, error) {
+	l := &File{Path: path, MaxBytes: maxBytes, MaxBackups: maxBackups, Logger: logr.Discard(), remember: MaxRemembered}
+	for _, o := range opts {
+		o(l)
+	}
+	l.seen = newRecentSet(l.remember)
+	if err := l.repairTail(); err != nil {
+		return nil, err
+	}
 	for _, p := range l.files() {
 		if err := readRecords(p, func(r Record) {
 			if k := r.dedupKey(); k != "" {
@@ -96,6 +132,72 @@ func (l *File) open() error {
 		return err
 	}
 	l.f, l.size = f, st.Size()
+	if l.wrap != nil {
+		l.f = l.wrap(f)
+	}
+	return nil
+}
+
+// repairTail cuts the log back to its last complete line. A crash in the
+// middle of a write leaves a torn line, never acknowledged; appending to it
+// would glue the next record onto it, and both would be lost.
+func (l *File) repairTail() error {
+	f, err := os.OpenFile(l.Path, os.O_RDWR, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	end, err := lastLineEnd(f, st.Size())
+	if err != nil || end == st.Size() {
+		return err
+	}
+	if err := f.Truncate(end); err != nil {
+		return fmt.Errorf("repairing the torn tail of %s: %w", l.Path, err)
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	l.Logger.Info("cut a torn last line from the audit log: a write that was never acknowledged", "path", l.Path, "bytes", st.Size()-end)
+	return nil
+}
+
+// lastLineEnd is the offset just after the last newline of the first size
+// bytes of f, 0 if there is none.
+func lastLineEnd(f io.ReaderAt, size int64) (int64, error) {
+	buf := make([]byte, 64<<10)
+	for end := size; end > 0; {
+		start := max(0, end-int64(len(buf)))
+		chunk := buf[:end-start]
+		if _, err := f.ReadAt(chunk, start); err != nil && !errors.Is(err, io.EOF) {
+			return 0, err
+		}
+		if i := bytes.LastIndexByte(chunk, '\n'); i >= 0 {
+			return start + int64(i) + 1, nil
+		}
+		end = start
+	}
+	return 0, nil
+}
+
+// rollback cuts the file back to its last acknowledged record, after a
+// failed or short write.
+func (l *File) rollback() error {
+	if err := l.f.Truncate(l.size); err != nil {
+		l.dirty = true
+		return fmt.Errorf("rolling back a failed audit write: %w", err)
+	}
+	if err := l.f.Sync(); err != nil {
+		l.dirty = true
+		return fmt.Errorf("rolling back a failed audit write: %w", err)
+	}
+	l.dirty = false
 	return nil
 }
 
@@ -130,16 +232,25 @@ func (l *File) Append(records []Record) ([]Record, error) {
 	if len(buf) == 0 {
 		return nil, nil
 	}
+	if l.dirty {
+		if err := l.rollback(); err != nil {
+			return nil, err
+		}
+	}
 	if l.MaxBytes > 0 && l.size > 0 && l.size+int64(len(buf)) > l.MaxBytes {
 		if err := l.rotate(); err != nil {
 			return nil, err
 		}
 	}
-	if _, err := l.f.Write(buf); err != nil {
-		return nil, err
+	// A write that fails half-way, or whose sync fails, leaves nothing:
+	// the batch is answered 500 and sent again, and must find the file
+	// as it was.
+	_, err := l.f.Write(buf)
+	if err == nil {
+		err = l.f.Sync()
 	}
-	if err := l.f.Sync(); err != nil {
-		return nil, err
+	if err != nil {
+		return nil, errors.Join(err, l.rollback())
 	}
 	l.size += int64(len(buf))
 	for _, k := range keys {
@@ -203,8 +314,9 @@ func (l *File) Each(f Filter, fn func(Record) error) error {
 		}
 	}()
 	var ferr error
+	unreadable := 0
 	for _, s := range files {
-		err := scanRecords(io.LimitReader(s.file, s.size), func(r Record) {
+		bad, err := scanRecords(io.LimitReader(s.file, s.size), func(r Record) {
 			if ferr == nil && f.Match(r) {
 				ferr = fn(r)
 			}
@@ -212,8 +324,20 @@ func (l *File) Each(f Filter, fn func(Record) error) error {
 		if err != nil {
 			return err
 		}
+		unreadable += bad
+	}
+	if ferr == nil && unreadable > 0 {
+		return &UnreadableError{Lines: unreadable}
 	}
 	return ferr
+}
+
+// UnreadableError says that lines of the log were not records: Each went
+// on past them, and the caller must say so rather than pass over them.
+type UnreadableError struct{ Lines int }
+
+func (e *UnreadableError) Error() string {
+	return fmt.Sprintf("%d lines of the audit log are not records; the log was changed by hand or is damaged", e.Lines)
 }
 
 // openedFile is a log file open for reading, up to the size it had.
@@ -260,12 +384,14 @@ func readRecords(path string, fn func(Record)) error {
 		return err
 	}
 	defer f.Close()
-	return scanRecords(f, fn)
+	_, err = scanRecords(f, fn)
+	return err
 }
 
-// scanRecords reads JSON lines; a torn last line (a crash mid-write, never
-// acknowledged) is skipped.
-func scanRecords(in io.Reader, fn func(Record)) error {
+// scanRecords reads JSON lines and counts the complete lines that are not
+// records; a torn last line (a crash mid-write, never acknowledged, cut at
+// the next open) is skipped.
+func scanRecords(in io.Reader, fn func(Record)) (unreadable int, err error) {
 	r := bufio.NewReader(in)
 	for {
 		line, err := r.ReadBytes('\n')
@@ -273,13 +399,15 @@ func scanRecords(in io.Reader, fn func(Record)) error {
 			var rec Record
 			if jerr := json.Unmarshal(line, &rec); jerr == nil {
 				fn(rec)
+			} else {
+				unreadable++
 			}
 		}
 		if errors.Is(err, io.EOF) {
-			return nil
+			return unreadable, nil
 		}
 		if err != nil {
-			return err
+			return unreadable, err
 		}
 	}
 }

@@ -61,6 +61,10 @@ type Repeats struct {
 
 // Record is one entry of the audit trail.
 type Record struct {
+	// ID names the event the record is about, the same on every replica
+	// and every retry (see WithIDs): a reader of stdout, where a record can
+	// appear more than once, keeps one per ID.
+	ID     string    `json:"id,omitempty"`
 	Time   time.Time `json:"time"`
 	Action Action    `json:"action"`
 	Actor  Actor     `json:"actor"`
@@ -124,8 +128,21 @@ func (f Filter) Match(r Record) bool {
 // APIKey (a Secret deleted and minted again). A record without an audit ID
 // is never deduplicated.
 func (r Record) dedupKey() string {
-	if r.AuditID == "" {
+	switch {
+	case r.ID != "":
+		return r.ID
+	case r.AuditID == "":
 		return ""
 	}
 	return r.AuditID + "/" + r.UID + "/" + r.KeyID
+}
+
+// WithIDs gives every record with an audit ID its stable ID.
+func WithIDs(records []Record) []Record {
+	for i := range records {
+		if records[i].ID == "" {
+			records[i].ID = records[i].dedupKey()
+		}
+	}
+	return records
 }

@@ -2,6 +2,7 @@ package audit
 
 import (
 	"encoding/json"
+	"errors"
 	"io"
 	"sync"
 )
@@ -40,25 +41,31 @@ type appender interface {
 
 // Multi writes to every writer in order, so the durable ones go first. After
 // a deduplicating writer (a File), the writers that follow get only the
-// records it took: a batch sent again is not printed twice either.
+// records it took: a batch sent again is not printed twice either. When a
+// writer fails, the others still get every record, and the error is
+// returned, so the caller retries: a record may then appear twice on
+// stdout, with the same ID, but never nowhere.
 type Multi []Writer
 
 func (m Multi) Write(records []Record) error {
+	records = WithIDs(records)
+	var errs []error
 	for _, w := range m {
 		if len(records) == 0 {
-			return nil
+			break
 		}
 		if a, ok := w.(appender); ok {
 			fresh, err := a.Append(records)
 			if err != nil {
-				return err
+				errs = append(errs, err)
+				continue
 			}
 			records = fresh
 			continue
 		}
 		if err := w.Write(records); err != nil {
-			return err
+			errs = append(errs, err)
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }

@@ -130,8 +130,13 @@ func (e *auditExport) run(ctx context.Context) error {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 		return fmt.Errorf("the audit endpoint refused the export (%s): %s", resp.Status, strings.TrimSpace(string(body)))
 	}
-	_, err = io.Copy(e.o.Streams.Out, resp.Body)
-	return err
+	if _, err := io.Copy(e.o.Streams.Out, resp.Body); err != nil {
+		return err
+	}
+	if msg := resp.Trailer.Get(auditserver.ExportErrorTrailer); msg != "" {
+		return fmt.Errorf("the export is incomplete: %s", msg)
+	}
+	return nil
 }
 
 // token is the bearer token of the kubeconfig or --token: the endpoint
