@@ -10,7 +10,10 @@ import (
 
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
@@ -20,6 +23,7 @@ import (
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
 	"github.com/keymint/keymint/controllers"
+	"github.com/keymint/keymint/internal/apiwait"
 	"github.com/keymint/keymint/internal/audit"
 	"github.com/keymint/keymint/internal/auditserver"
 	"github.com/keymint/keymint/internal/metrics"
@@ -38,6 +42,8 @@ const (
 	leaseDuration = 60 * time.Second
 	renewDeadline = 40 * time.Second
 	retryPeriod   = 5 * time.Second
+	// leaderElectionID names the leader election Lease.
+	leaderElectionID = "keymint.io"
 )
 
 func main() {
@@ -54,11 +60,13 @@ func main() {
 		auditServer                           auditserver.Server
 		auditIgnoredUsers                     stringList
 		auditClientNames                      stringList
+		leaderIdentity                        string
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", "0", "The address the metrics endpoint binds to. Use :8443 for HTTPS or :8080 for HTTP, or leave as 0 to disable the metrics service.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "The address the probe endpoint binds to.")
 	flag.StringVar(&pprofAddr, "pprof-bind-address", "0", "The address of Go's /debug/pprof endpoints (profiling; unauthenticated, so keep it on localhost). 0 disables them.")
 	flag.BoolVar(&enableLeaderElection, "leader-elect", false, "Enable leader election, so that only one manager is active at a time.")
+	flag.StringVar(&leaderIdentity, "leader-election-identity", os.Getenv("POD_NAME"), "This manager's identity in the leader election Lease (default $POD_NAME): the same after a restart of the container, so a restarted leader leads again at once instead of waiting out its own lease. Empty: the host name and a random suffix.")
 	flag.BoolVar(&secureMetrics, "metrics-secure", true, "Serve metrics over HTTPS, for callers authorised through the API server.")
 	flag.IntVar(&maxKeysPerUser, "max-keys-per-user", 2, "The number of Active keys a user may hold, across all namespaces.")
 	flag.StringVar(&slotNamespace, "slot-namespace", envOr("POD_NAMESPACE", "keymint-system"), "The namespace of the Leases that enforce --max-keys-per-user.")
@@ -103,6 +111,9 @@ func main() {
 
 	cfg := ctrl.GetConfigOrDie()
 	cfg.QPS, cfg.Burst = float32(qps), burst
+	// Requests wait out an API server outage, so the caches resume the
+	// moment it is back.
+	cfg.Wrap(apiwait.Wrap(ctrl.Log.WithName("apiserver")))
 
 	metricsOptions := metricsserver.Options{
 		BindAddress:   metricsAddr,
@@ -116,14 +127,25 @@ func main() {
 	}
 
 	lease, renew, retry := leaseDuration, renewDeadline, retryPeriod
+	var leaderLock resourcelock.Interface
+	if enableLeaderElection && leaderIdentity != "" {
+		var err error
+		if leaderLock, err = leaderElectionLock(cfg, slotNamespace, leaderIdentity); err != nil {
+			log.Error(err, "unable to set up leader election")
+			os.Exit(1)
+		}
+	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  scheme,
 		Metrics:                 metricsOptions,
 		HealthProbeBindAddress:  probeAddr,
 		PprofBindAddress:        pprofAddr,
 		LeaderElection:          enableLeaderElection,
-		LeaderElectionID:        "keymint.io",
+		LeaderElectionID:        leaderElectionID,
 		LeaderElectionNamespace: slotNamespace,
+		// A manager that stops hands the lease on at once.
+		LeaderElectionReleaseOnCancel:       true,
+		LeaderElectionResourceLockInterface: leaderLock,
 		LeaseDuration:           &lease,
 		RenewDeadline:           &renew,
 		RetryPeriod:             &retry,
@@ -197,6 +219,16 @@ func (l *stringList) String() string { return strings.Join(*l, ",") }
 func (l *stringList) Set(v string) error {
 	*l = append(*l, v)
 	return nil
+}
+
+// leaderElectionLock is the leader election Lease, held under identity.
+func leaderElectionLock(cfg *rest.Config, namespace, identity string) (resourcelock.Interface, error) {
+	cs, err := kubernetes.NewForConfig(rest.AddUserAgent(rest.CopyConfig(cfg), "leader-election"))
+	if err != nil {
+		return nil, err
+	}
+	return resourcelock.New(resourcelock.LeasesResourceLock, namespace, leaderElectionID, cs.CoreV1(), cs.CoordinationV1(),
+		resourcelock.ResourceLockConfig{Identity: identity})
 }
 
 func envOr(name, fallback string) string {

@@ -14,7 +14,9 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"golang.org/x/time/rate"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -22,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
 	"github.com/keymint/keymint/internal/audit"
@@ -109,7 +112,7 @@ func (r *APIKeyReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manage
 		// Access granted or removed changes which keys may be Active.
 		Watches(&rbacv1.RoleBinding{}, r.bindingChanged(), builder.OnlyMetadata).
 		Watches(&rbacv1.ClusterRoleBinding{}, r.bindingChanged(), builder.OnlyMetadata).
-		WithOptions(controller.Options{MaxConcurrentReconciles: max(1, r.MaxConcurrentReconciles)}).
+		WithOptions(controller.Options{MaxConcurrentReconciles: max(1, r.MaxConcurrentReconciles), RateLimiter: failureBackoff()}).
 		Complete(r)
 }
 
@@ -192,6 +195,20 @@ func (r *APIKeyReconciler) reconcileKey(ctx context.Context, key *keymintv1alpha
 		return ctrl.Result{RequeueAfter: r.nextCheck(now, knownExpiry(key))}, r.awaitSlot(ctx, key, claim.holders)
 	}
 	return r.issue(ctx, key, claim.fresh, now)
+}
+
+// MaxFailureBackoff bounds how long a key that failed waits before it is
+// tried again. client-go's default, 1000 s, would leave a key that failed
+// through an API server outage waiting long after the outage ended.
+const MaxFailureBackoff = 5 * time.Second
+
+// failureBackoff is client-go's default rate limiter of failed reconciles,
+// with MaxFailureBackoff as its ceiling.
+func failureBackoff() workqueue.TypedRateLimiter[reconcile.Request] {
+	return workqueue.NewTypedMaxOfRateLimiter(
+		workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](5*time.Millisecond, MaxFailureBackoff),
+		&workqueue.TypedBucketRateLimiter[reconcile.Request]{Limiter: rate.NewLimiter(rate.Limit(10), 100)},
+	)
 }
 
 // nextCheck is when to look at a key again: at its expiry, but no later

@@ -164,11 +164,11 @@ func TestRecordIDs(t *testing.T) {
 	k := keyWith(never(), keymintv1alpha1.APIKeyStatus{KeyID: "kid_a"})
 	k.UID, k.ResourceVersion = "uid-1", "42"
 	for reason, want := range map[string]string{
-		keymintv1alpha1.ReasonIssued:          "keymint/uid-1/Issued/kid_a",
-		keymintv1alpha1.ReasonReissued:        "keymint/uid-1/Reissued/kid_a",
-		keymintv1alpha1.ReasonSuspended:       "keymint/uid-1/Suspended/kid_a",
-		keymintv1alpha1.ReasonExpired:         "keymint/uid-1/Expired",
-		keymintv1alpha1.ReasonDeleted:         "keymint/uid-1/Deleted",
+		keymintv1alpha1.ReasonIssued:    "keymint/uid-1/Issued/kid_a",
+		keymintv1alpha1.ReasonReissued:  "keymint/uid-1/Reissued/kid_a",
+		keymintv1alpha1.ReasonSuspended: "keymint/uid-1/Suspended/kid_a",
+		keymintv1alpha1.ReasonExpired:   "keymint/uid-1/Expired",
+		keymintv1alpha1.ReasonDeleted:   "keymint/uid-1/Deleted",
 		// Can recur: once per version of the APIKey it was seen on.
 		keymintv1alpha1.ReasonKeyLimitReached: "keymint/uid-1/KeyLimitReached/rv42",
 		keymintv1alpha1.ReasonAccessDenied:    "keymint/uid-1/AccessDenied/rv42",
