@@ -146,10 +146,10 @@ func main() {
 		// A manager that stops hands the lease on at once.
 		LeaderElectionReleaseOnCancel:       true,
 		LeaderElectionResourceLockInterface: leaderLock,
-		LeaseDuration:           &lease,
-		RenewDeadline:           &renew,
-		RetryPeriod:             &retry,
-		Cache:                   controllers.CacheOptions(slotNamespace),
+		LeaseDuration:                       &lease,
+		RenewDeadline:                       &renew,
+		RetryPeriod:                         &retry,
+		Cache:                               controllers.CacheOptions(slotNamespace),
 	})
 	if err != nil {
 		log.Error(err, "unable to create the manager")
