@@ -47,8 +47,14 @@ lint: $(STATICCHECK) ## staticcheck.
 	$(STATICCHECK) ./...
 
 .PHONY: test
-test: manifests generate fmt vet lint controlplane ## Run every test: unit and envtest (real kube-apiserver and etcd).
-	go test $(GOTEST_FLAGS) ./... -coverprofile cover.out
+test: manifests generate fmt vet lint controlplane ## Run every test: unit and envtest (real kube-apiserver and etcd), then a short chaos run.
+	go test $(GOTEST_FLAGS) ./... -skip '^TestShortChaos$$' -coverprofile cover.out
+	go test $(GOTEST_FLAGS) ./hack/chaos -run '^TestShortChaos$$' -count=1
+
+CHAOS_FLAGS ?=
+.PHONY: chaos
+chaos: controlplane ## The full chaos run (see README, "Failure and chaos"): SIGKILLs, two managers, API server outages of 30, 90 and 120 s.
+	go run ./hack/chaos $(CHAOS_FLAGS)
 
 BENCH_FLAGS ?=
 .PHONY: bench
