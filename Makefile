@@ -1,17 +1,25 @@
 # keymint: see README.md. `make help` lists the targets.
 
-IMG ?= keymint:latest
+# The release: the image `make deploy` and `make build-installer` use.
+VERSION ?= 0.1.0
+IMG ?= ghcr.io/keymint/keymint:v$(VERSION)
 LOCALBIN ?= $(shell pwd)/bin
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen
 STATICCHECK ?= $(LOCALBIN)/staticcheck
 STATICCHECK_VERSION ?= v0.8.2
+KUSTOMIZE ?= $(LOCALBIN)/kustomize
+KUSTOMIZE_VERSION ?= v5.8.1
+HELM ?= $(LOCALBIN)/helm
+HELM_VERSION ?= v3.22.0
 CONTROLPLANE_DIR ?= $(LOCALBIN)/k8s
 # envtest and the demo find kube-apiserver, etcd and kubectl here; an
 # already set KUBEBUILDER_ASSETS wins.
 KUBEBUILDER_ASSETS ?= $(CONTROLPLANE_DIR)
 export KUBEBUILDER_ASSETS
 KUBECTL ?= $(shell command -v kubectl 2>/dev/null || echo $(CONTROLPLANE_DIR)/kubectl)
+# How the manager is built, here and in the Dockerfile (a test checks both).
+GO_BUILD_FLAGS ?= -trimpath -ldflags="-s -w"
 # `make test GOTEST_FLAGS=-race` adds the race detector (several minutes more on a cold machine).
 GOTEST_FLAGS ?=
 
@@ -20,6 +28,10 @@ all: build
 
 ##@ General
 
+# print-VAR prints a variable, for the tests that check files against it.
+print-%:
+	@echo '$($*)'
+
 .PHONY: help
 help: ## Show this help.
 	@awk 'BEGIN {FS = ":.*##"; printf "\nUsage:\n  make \033[36m<target>\033[0m\n"} /^[a-zA-Z_0-9-]+:.*?##/ { printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2 } /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) } ' $(MAKEFILE_LIST)
@@ -27,8 +39,9 @@ help: ## Show this help.
 ##@ Development
 
 .PHONY: manifests
-manifests: controller-gen ## Generate the CRD and RBAC manifests.
+manifests: controller-gen ## Generate the CRD and RBAC manifests, and the chart's copies of them.
 	$(CONTROLLER_GEN) rbac:roleName=keymint-manager crd paths="./..." output:crd:artifacts:config=config/crd/bases
+	hack/chart-sync.sh
 
 .PHONY: generate
 generate: controller-gen ## Generate DeepCopy methods.
@@ -47,7 +60,7 @@ lint: $(STATICCHECK) ## staticcheck.
 	$(STATICCHECK) ./...
 
 .PHONY: test
-test: manifests generate fmt vet lint controlplane ## Run every test: unit and envtest (real kube-apiserver and etcd), then a short chaos run.
+test: manifests generate fmt vet lint controlplane kustomize helm ## Run every test: unit and envtest (real kube-apiserver and etcd), then a short chaos run.
 	go test $(GOTEST_FLAGS) ./... -skip '^TestShortChaos$$' -coverprofile cover.out
 	go test $(GOTEST_FLAGS) ./hack/chaos -run '^TestShortChaos$$' -count=1
 
@@ -70,7 +83,7 @@ demo: manifests controlplane build ## Run the operator on a local control plane 
 
 .PHONY: build
 build: manifests generate fmt vet ## Build the manager binary.
-	go build -o bin/manager .
+	go build $(GO_BUILD_FLAGS) -o bin/manager .
 
 .PHONY: plugin
 plugin: fmt vet ## Build the kubectl plugin into bin/kubectl-apikey.
@@ -84,8 +97,8 @@ install-plugin: plugin ## Install kubectl-apikey on PATH (PLUGIN_DIR, default ~/
 	@echo "installed $(PLUGIN_DIR)/kubectl-apikey; make sure $(PLUGIN_DIR) is on PATH"
 
 .PHONY: run
-run: manifests generate fmt vet ## Run the manager against the current kubeconfig.
-	go run . --slot-namespace=$${SLOT_NAMESPACE:-keymint-system}
+run: build ## Run the manager against the current kubeconfig (after make install); Ctrl-C stops it.
+	bin/manager --slot-namespace=$${SLOT_NAMESPACE:-keymint-system} --health-probe-bind-address=127.0.0.1:8081
 
 .PHONY: docker-build
 docker-build: ## Build the manager image (needs a Docker engine).
@@ -94,7 +107,8 @@ docker-build: ## Build the manager image (needs a Docker engine).
 ##@ Deployment
 
 .PHONY: install
-install: manifests ## Install the CRD, the access roles and the admission policies into the current cluster.
+install: manifests ## Install keymint-system, the CRD, the access roles and the admission policies into the current cluster.
+	$(KUBECTL) apply --server-side -k config/namespace
 	$(KUBECTL) apply --server-side -k config/crd
 	$(KUBECTL) apply --server-side -k config/access
 	$(KUBECTL) apply --server-side -k config/admission
@@ -106,19 +120,31 @@ uninstall: manifests ## Remove the CRD (and with it every APIKey), the roles and
 	$(KUBECTL) delete --ignore-not-found -k config/crd
 
 .PHONY: deploy
-deploy: manifests ## Deploy the operator with config/default (set IMG).
-	cd config/manager && $(KUBECTL) kustomize . >/dev/null
-	$(KUBECTL) apply --server-side -k config/default
+deploy: manifests kustomize ## Deploy the operator with config/default and image IMG.
+	hack/kustomize-image.sh $(KUSTOMIZE) $(IMG) default | $(KUBECTL) apply --server-side -f -
 
 .PHONY: undeploy
-undeploy: ## Remove what deploy created.
-	$(KUBECTL) delete --ignore-not-found -k config/default
+undeploy: kustomize ## Remove what deploy created.
+	hack/kustomize-image.sh $(KUSTOMIZE) $(IMG) default | $(KUBECTL) delete --ignore-not-found -f -
+
+.PHONY: build-installer
+build-installer: manifests kustomize ## Write dist/install.yaml: the whole operator in one manifest, with image IMG.
+	mkdir -p dist
+	hack/kustomize-image.sh $(KUSTOMIZE) $(IMG) default > dist/install.yaml
 
 ##@ Tools
 
 .PHONY: controlplane
 controlplane: ## Build kube-apiserver, etcd and kubectl from Go modules into bin/k8s (cached).
 	@if [ "$(KUBEBUILDER_ASSETS)" = "$(CONTROLPLANE_DIR)" ]; then hack/controlplane.sh "$(CONTROLPLANE_DIR)"; fi
+
+.PHONY: kustomize helm
+kustomize: $(KUSTOMIZE) ## Build kustomize from the Go module proxy into bin/.
+$(KUSTOMIZE):
+	GOBIN=$(LOCALBIN) go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
+helm: $(HELM) ## Build helm from the Go module proxy into bin/.
+$(HELM):
+	GOBIN=$(LOCALBIN) go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
 
 .PHONY: controller-gen
 $(STATICCHECK):

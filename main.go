@@ -4,6 +4,7 @@ package main
 import (
 	"crypto/tls"
 	"flag"
+	"fmt"
 	"os"
 	"strings"
 	"time"
@@ -170,6 +171,10 @@ func main() {
 	auditTrail = append(auditTrail, &audit.Lines{W: os.Stdout})
 
 	ctx := ctrl.SetupSignalHandler()
+	if err := preflight(ctx, cfg, slotNamespace); err != nil {
+		fmt.Fprintln(os.Stderr, "keymint: "+err.Error())
+		os.Exit(1)
+	}
 	if err := (&controllers.APIKeyReconciler{
 		Client:                  mgr.GetClient(),
 		APIReader:               mgr.GetAPIReader(),

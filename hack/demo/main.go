@@ -91,13 +91,9 @@ func run() error {
 		cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
 		return cmd.Run()
 	}
-	if err := kubectl("create", "namespace", "keymint-system"); err != nil {
-		return err
-	}
-
-	step("installing the access roles and the self-service admission policies (make install)")
-	for _, dir := range []string{"access", "admission"} {
-		if err := kubectl("apply", "-k", filepath.Join(root, "config", dir)); err != nil {
+	step("installing keymint-system, the access roles and the self-service admission policies (make install)")
+	for _, dir := range []string{"namespace", "access", "admission"} {
+		if err := kubectl("apply", "--server-side", "-k", filepath.Join(root, "config", dir)); err != nil {
 			return err
 		}
 	}
@@ -154,7 +150,7 @@ func run() error {
 	step("applying config/samples: two keys for alice, a third that must wait, one for bob")
 	// The admission policies take a moment to learn the new CRD.
 	waitFor("apply", "-k", filepath.Join(root, "config", "samples"), "--dry-run=server")
-	if err := kubectl("apply", "-k", filepath.Join(root, "config", "samples")); err != nil {
+	if err := kubectl("apply", "--server-side", "-k", filepath.Join(root, "config", "samples")); err != nil {
 		return err
 	}
 	waitFor("wait", "--for=jsonpath={.status.phase}=Active", "--timeout=1s", "-n", "default", "apikey/alice-ci", "apikey/alice-ci-next", "apikey/bob-reporting")
@@ -176,8 +172,7 @@ func run() error {
 	_ = kubectl("get", "secret", "-n", "default", "alice-ci-next", "--as=bob", "-o", "name")
 
 	step("an administrator exports the audit records with the plugin (" + auditserver.ExportPath + ", a token allowed get apikeys/audit)")
-	_ = quiet("create", "serviceaccount", "auditor", "-n", "keymint-system")
-	_ = quiet("create", "clusterrolebinding", "keymint-auditor", "--clusterrole=keymint-admin", "--serviceaccount=keymint-system:auditor")
+	_ = quiet("apply", "--server-side", "-f", filepath.Join(root, "config", "rbac", "auditor.yaml"))
 	token, err := exec.Command(filepath.Join(assets, "kubectl"), "--kubeconfig", kubeconfig, "create", "token", "auditor", "-n", "keymint-system").Output()
 	if err != nil {
 		return fmt.Errorf("creating the auditor's token: %w", err)

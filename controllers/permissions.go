@@ -1,0 +1,30 @@
+package controllers
+
+import (
+	authorizationv1 "k8s.io/api/authorization/v1"
+)
+
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get
+
+// RequiredPermissions are the permissions the controller cannot work
+// without, as its RBAC markers grant them: the manager checks them at start
+// and names those its identity lacks.
+func RequiredPermissions(slotNamespace string) []authorizationv1.ResourceAttributes {
+	var out []authorizationv1.ResourceAttributes
+	add := func(group, resource, namespace string, verbs ...string) {
+		for _, v := range verbs {
+			out = append(out, authorizationv1.ResourceAttributes{Group: group, Resource: resource, Namespace: namespace, Verb: v})
+		}
+	}
+	add("keymint.io", "apikeys", "", "get", "list", "watch", "update", "patch")
+	add("keymint.io", "apikeys/status", "", "update", "patch")
+	add("keymint.io", "apikeys/finalizers", "", "update")
+	add("", "secrets", "", "get", "list", "watch", "create", "delete")
+	add("coordination.k8s.io", "leases", slotNamespace, "get", "list", "watch", "create", "delete")
+	add("events.k8s.io", "events", "", "create", "patch")
+	add("authorization.k8s.io", "subjectaccessreviews", "", "create")
+	add("rbac.authorization.k8s.io", "rolebindings", "", "list", "watch")
+	add("rbac.authorization.k8s.io", "clusterrolebindings", "", "list", "watch")
+	add("", "namespaces", "", "get")
+	return out
+}

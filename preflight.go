@@ -1,0 +1,67 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	authorizationv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
+	"github.com/keymint/keymint/controllers"
+)
+
+// preflight says, in one line, what the manager is missing before it
+// starts: the CRD, the permissions its RBAC grants, or the slot namespace.
+// Its requests wait out an API server outage, as every request does.
+func preflight(ctx context.Context, cfg *rest.Config, slotNamespace string) error {
+	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	if _, err := dc.ServerResourcesForGroupVersion(keymintv1alpha1.GroupVersion.String()); apierrors.IsNotFound(err) {
+		return fmt.Errorf("the APIKey CRD (apikeys.keymint.io) is not installed: run `make install`, or apply dist/install.yaml")
+	} else if err != nil {
+		return fmt.Errorf("asking the API server for the APIKey CRD: %w", err)
+	}
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		return err
+	}
+	var missing []string
+	for _, attrs := range controllers.RequiredPermissions(slotNamespace) {
+		review := &authorizationv1.SelfSubjectAccessReview{Spec: authorizationv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &attrs}}
+		if err := c.Create(ctx, review); err != nil {
+			return fmt.Errorf("checking the manager's permissions: %w", err)
+		}
+		if !review.Status.Allowed {
+			missing = append(missing, permission(attrs))
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("the manager's identity lacks %s: apply config/rbac (make deploy) or dist/install.yaml, which grant them", strings.Join(missing, ", "))
+	}
+	if err := c.Get(ctx, types.NamespacedName{Name: slotNamespace}, &corev1.Namespace{}); apierrors.IsNotFound(err) {
+		return fmt.Errorf("the slot namespace %s does not exist: create it (make install does), or set --slot-namespace", slotNamespace)
+	} else if err != nil {
+		return fmt.Errorf("reading the slot namespace %s: %w", slotNamespace, err)
+	}
+	return nil
+}
+
+func permission(a authorizationv1.ResourceAttributes) string {
+	resource := a.Resource
+	if a.Group != "" {
+		resource += "." + a.Group
+	}
+	if a.Namespace != "" {
+		return fmt.Sprintf("%s %s in %s", a.Verb, resource, a.Namespace)
+	}
+	return a.Verb + " " + resource
+}
