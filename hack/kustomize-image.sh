@@ -5,6 +5,7 @@
 # the working tree is left as it is.
 set -euo pipefail
 kustomize=$1 img=$2 overlay=$3
+[[ $kustomize != */* ]] || kustomize=$(cd "$(dirname "$kustomize")" && pwd)/$(basename "$kustomize")
 root=$(cd "$(dirname "$0")/.." && pwd)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

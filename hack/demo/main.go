@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -37,6 +38,20 @@ func init() {
 }
 
 func run() error {
+	// Interrupted at any step, the demo still stops what it started.
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	stopWithMake(ctx)
+	defer stopAll()
+	// Until the demo is up, an interrupt stops what has started and exits.
+	var up atomic.Bool
+	go func() {
+		<-ctx.Done()
+		if !up.Load() {
+			stopAll()
+			os.Exit(130)
+		}
+	}()
 	root, err := os.Getwd()
 	if err != nil {
 		return err
@@ -65,7 +80,10 @@ func run() error {
 	if _, err := env.Start(); err != nil {
 		return fmt.Errorf("starting the control plane: %w", err)
 	}
-	defer func() { _ = env.Stop() }()
+	atStop(func() {
+		step("stopping kube-apiserver and etcd")
+		_ = env.Stop()
+	})
 
 	admin, err := env.AddUser(envtest.User{Name: "demo-admin", Groups: []string{"system:masters"}}, nil)
 	if err != nil {
@@ -136,10 +154,13 @@ func run() error {
 	if err := manager.Start(); err != nil {
 		return fmt.Errorf("starting bin/manager (run `make build`): %w", err)
 	}
-	defer func() {
+	exited := make(chan struct{})
+	go func() { _ = manager.Wait(); close(exited) }()
+	atStop(func() {
+		step("stopping the manager")
 		_ = manager.Process.Signal(syscall.SIGTERM)
-		_ = manager.Wait()
-	}()
+		<-exited
+	})
 
 	waitFor := func(args ...string) {
 		deadline := time.Now().Add(30 * time.Second)
@@ -205,13 +226,9 @@ func run() error {
 Stop with Ctrl-C (the control plane and its data go away with it).
 `, kubeconfig, auditLog)
 
-	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer cancel()
-	exited := make(chan struct{})
-	go func() { _ = manager.Wait(); close(exited) }()
+	up.Store(true)
 	select {
 	case <-ctx.Done():
-		step("stopping")
 	case <-exited:
 		return fmt.Errorf("the manager exited; see .demo/manager.log")
 	}
