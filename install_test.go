@@ -232,4 +232,3 @@ func makeVar(t *testing.T, name string) string {
 	}
 	return strings.TrimSpace(string(out))
 }
-
