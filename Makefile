@@ -20,6 +20,8 @@ export KUBEBUILDER_ASSETS
 KUBECTL ?= $(shell command -v kubectl 2>/dev/null || echo $(CONTROLPLANE_DIR)/kubectl)
 # How the manager is built, here and in the Dockerfile (a test checks both).
 GO_BUILD_FLAGS ?= -trimpath -ldflags="-s -w"
+# Test packages run one at a time (-p 1): each starts its own kube-apiserver,
+# and two of them at once on 2 cores starve each other's timing.
 # `make test GOTEST_FLAGS=-race` adds the race detector (several minutes more on a cold machine).
 GOTEST_FLAGS ?=
 
@@ -61,7 +63,7 @@ lint: $(STATICCHECK) ## staticcheck.
 
 .PHONY: test
 test: manifests generate fmt vet lint controlplane kustomize helm ## Run every test: unit and envtest (real kube-apiserver and etcd), then a short chaos run.
-	go test $(GOTEST_FLAGS) ./... -skip '^TestShortChaos$$' -coverprofile cover.out
+	go test -p 1 $(GOTEST_FLAGS) ./... -skip '^TestShortChaos$$' -coverprofile cover.out
 	go test $(GOTEST_FLAGS) ./hack/chaos -run '^TestShortChaos$$' -count=1
 
 CHAOS_FLAGS ?=

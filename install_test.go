@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/keymint/keymint/internal/testenv"
 )
 
 // tool runs a tool `make test` built into bin/ (or kubectl from the control
@@ -46,16 +48,8 @@ func bareControlPlane(t *testing.T) (*envtest.Environment, string) {
 
 func adminKubeconfig(t *testing.T, env *envtest.Environment, name string, groups ...string) string {
 	t.Helper()
-	user, err := env.AddUser(envtest.User{Name: name, Groups: groups}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := user.KubeConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
 	path := filepath.Join(t.TempDir(), name+".kubeconfig")
-	if err := os.WriteFile(path, raw, 0o600); err != nil {
+	if err := testenv.WriteKubeconfig(env, path, name, groups...); err != nil {
 		t.Fatal(err)
 	}
 	return path

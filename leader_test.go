@@ -15,7 +15,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
 	"github.com/keymint/keymint/internal/testenv"
@@ -81,19 +80,8 @@ func TestRestartedLeaderLeadsAtOnce(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	user, err := env.AddUser(envtest.User{Name: "keymint-manager", Groups: []string{"system:masters"}}, env.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := user.KubeConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
 	dir := t.TempDir()
-	kubeconfig := filepath.Join(dir, "kubeconfig")
-	if err := os.WriteFile(kubeconfig, raw, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	kubeconfig := adminKubeconfig(t, env.Environment, "keymint-manager", "system:masters")
 	args := []string{"--leader-elect", "--leader-election-identity=keymint-manager-0", "--slot-namespace=" + testenv.SlotNamespace,
 		"--health-probe-bind-address=0", "--metrics-bind-address=0"}
 	logPath := filepath.Join(dir, "manager.log")

@@ -29,7 +29,6 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
 	"github.com/keymint/keymint/internal/testenv"
@@ -62,17 +61,9 @@ func (b *bench) startManager(ctx context.Context) error {
 		}
 		b.granted = true
 	}
-	admin, err := b.env.AddUser(envtest.User{Name: "keymint-manager", Groups: []string{"system:masters"}}, b.env.Config)
-	if err != nil {
-		return err
-	}
-	kubeconfig, err := admin.KubeConfig()
-	if err != nil {
-		return err
-	}
 	dir := filepath.Join(b.root, "bin")
 	path := filepath.Join(dir, "bench-kubeconfig")
-	if err := os.WriteFile(path, kubeconfig, 0o600); err != nil {
+	if err := testenv.WriteKubeconfig(b.env.Environment, path, "keymint-manager", "system:masters"); err != nil {
 		return err
 	}
 	port, err := freePort()

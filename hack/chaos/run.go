@@ -24,7 +24,6 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
 	"github.com/keymint/keymint/internal/slots"
@@ -209,16 +208,8 @@ func (h *harness) setUp(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
-	user, err := h.env.AddUser(envtest.User{Name: "keymint-manager", Groups: []string{"system:masters"}}, h.env.Config)
-	if err != nil {
-		return err
-	}
-	raw, err := user.KubeConfig()
-	if err != nil {
-		return err
-	}
 	h.kubeconfig = filepath.Join(h.dir, "manager.kubeconfig")
-	return os.WriteFile(h.kubeconfig, raw, 0o600)
+	return testenv.WriteKubeconfig(h.env.Environment, h.kubeconfig, "keymint-manager", "system:masters")
 }
 
 // startManager starts one more manager process, without leader election.

@@ -177,3 +177,18 @@ func (e *Env) ServiceAccountToken(ctx context.Context, namespace, name string) (
 	}
 	return req.Status.Token, nil
 }
+
+// WriteKubeconfig writes to path a kubeconfig of a new user of env's API
+// server, in groups: how a process of its own (a manager, kubectl) reaches
+// the control plane as that user.
+func WriteKubeconfig(env *envtest.Environment, path, user string, groups ...string) error {
+	u, err := env.AddUser(envtest.User{Name: user, Groups: groups}, nil)
+	if err != nil {
+		return err
+	}
+	raw, err := u.KubeConfig()
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, raw, 0o600)
+}
