@@ -71,6 +71,9 @@ func (r *APIKeyReconciler) denyAccess(ctx context.Context, key *keymintv1alpha1.
 	if _, err := r.deleteOwnedSecret(ctx, key); err != nil {
 		return err
 	}
+	if err := r.revokeOwnerAccess(ctx, key); err != nil {
+		return err
+	}
 	if err := r.releaseSlots(ctx, key, r.APIReader); err != nil {
 		return err
 	}

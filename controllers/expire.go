@@ -35,6 +35,9 @@ func (r *APIKeyReconciler) expire(ctx context.Context, key *keymintv1alpha1.APIK
 		metrics.ExpiryLag.Observe(r.Clock.Since(*expiresAt).Seconds())
 		return ctrl.Result{RequeueAfter: time.Millisecond, Priority: ptr.To(handler.LowPriority)}, nil
 	}
+	if err := r.revokeOwnerAccess(ctx, key); err != nil {
+		return ctrl.Result{}, err
+	}
 	// An Active key took its slot long before it expires: the cache has it.
 	if err := r.releaseSlots(ctx, key, r.Client); err != nil {
 		return ctrl.Result{}, err

@@ -23,6 +23,9 @@ func (r *APIKeyReconciler) finalize(ctx context.Context, key *keymintv1alpha1.AP
 	if _, err := r.deleteOwnedSecret(ctx, key); err != nil {
 		return err
 	}
+	if err := r.revokeOwnerAccess(ctx, key); err != nil {
+		return err
+	}
 	if err := r.releaseSlots(ctx, key, r.APIReader); err != nil {
 		return err
 	}
@@ -52,6 +55,9 @@ func (r *APIKeyReconciler) cleanUpAfter(ctx context.Context, name types.Namespac
 		return err
 	}
 	gone := func(uid types.UID) bool { return err != nil || uid != live.UID }
+	if err := r.revokeOwnerAccessOf(ctx, name, gone); err != nil {
+		return err
+	}
 	if err := r.releaseSlotsOf(ctx, name, r.Client, func(l *coordinationv1.Lease) bool {
 		return gone(types.UID(ptr.Deref(l.Spec.HolderIdentity, "")))
 	}); err != nil {

@@ -33,6 +33,12 @@ func (r *APIKeyReconciler) issue(ctx context.Context, key *keymintv1alpha1.APIKe
 	if !owned {
 		return r.stallOnConflict(ctx, key, nil)
 	}
+	// Its user may read the key before it is reported Active.
+	if key.Status.Phase != keymintv1alpha1.PhaseActive || key.Status.KeyID != in.KeyID {
+		if err := r.grantOwnerAccess(ctx, key); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
 	now := r.Clock.Now()
 	reason := issueEvent(key.Status.KeyID, in.KeyID)
 	before := key.Status.DeepCopy()

@@ -23,7 +23,8 @@ func RequiredPermissions(slotNamespace string) []authorizationv1.ResourceAttribu
 	add("coordination.k8s.io", "leases", slotNamespace, "get", "list", "watch", "create", "delete")
 	add("events.k8s.io", "events", "", "create", "patch")
 	add("authorization.k8s.io", "subjectaccessreviews", "", "create")
-	add("rbac.authorization.k8s.io", "rolebindings", "", "list", "watch")
+	add("rbac.authorization.k8s.io", "rolebindings", "", "list", "watch", "get", "create", "update", "delete")
+	add("rbac.authorization.k8s.io", "roles", "", "get", "create", "update", "delete")
 	add("rbac.authorization.k8s.io", "clusterrolebindings", "", "list", "watch")
 	add("", "namespaces", "", "get")
 	return out

@@ -252,6 +252,9 @@ func (r *APIKeyReconciler) awaitSlot(ctx context.Context, key *keymintv1alpha1.A
 		if _, err := r.deleteOwnedSecret(ctx, key); err != nil {
 			return err
 		}
+		if err := r.revokeOwnerAccess(ctx, key); err != nil {
+			return err
+		}
 	}
 	msg := waitMessage(key.Spec.User, holders, r.MaxKeysPerUser)
 	if readyReason(key) != keymintv1alpha1.ReasonKeyLimitReached {

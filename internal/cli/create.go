@@ -22,6 +22,7 @@ type createOptions struct {
 	secretName  string
 	description string
 	wait        bool
+	show        bool
 	timeout     time.Duration
 	dryRun      string
 	print       *genericclioptions.PrintFlags
@@ -33,6 +34,7 @@ func newCreateCommand(o *Options) *cobra.Command {
 		Use:   "create NAME (--months N | --never | --expires-at TIME)",
 		Short: "Generate an API key",
 		Example: `  kubectl apikey create ci --months 12 --wait
+  export API_KEY=$(kubectl apikey create ci --months 12 --show)
   kubectl apikey create reporting --expires-at 2027-06-30T00:00:00Z
   kubectl apikey create ci --never --dry-run=client -o yaml > apikey.yaml   # for a GitOps repository`,
 		Args: exactlyOneName,
@@ -46,6 +48,7 @@ func newCreateCommand(o *Options) *cobra.Command {
 	f.StringVar(&c.secretName, "secret-name", "", "the Secret to mint the key into (default: NAME)")
 	f.StringVar(&c.description, "description", "", "what the key is for")
 	f.BoolVar(&c.wait, "wait", false, "wait until the key is Active")
+	f.BoolVar(&c.show, "show", false, "wait until the key is Active, then print the key alone on stdout (the read is audited); the rest goes to stderr")
 	f.DurationVar(&c.timeout, "timeout", time.Minute, "how long --wait waits")
 	f.StringVar(&c.dryRun, "dry-run", "none", `"client" prints the APIKey without creating it`)
 	c.print.AddFlags(cmd)
@@ -113,12 +116,23 @@ func (c *createOptions) run(ctx context.Context, name string) error {
 	if err := cl.Create(ctx, key); err != nil {
 		return err
 	}
-	if c.wait {
+	if c.wait || c.show {
 		if key, err = waitActive(ctx, c.Options, key, c.timeout); err != nil {
 			return err
 		}
 	}
-	return c.printObject(key)
+	if !c.show {
+		return c.printObject(key)
+	}
+	// Like a portal's "your key is shown": only the key on stdout.
+	out := c.Streams.Out
+	c.Streams.Out = c.Streams.ErrOut
+	err = c.printObject(key)
+	c.Streams.Out = out
+	if err != nil {
+		return err
+	}
+	return reveal(ctx, c.Options, name)
 }
 
 func (c *createOptions) printObject(key *keymintv1alpha1.APIKey) error {

@@ -119,13 +119,12 @@ func newUser(t *testing.T, name string) user {
 		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "keymint-user"},
 		Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: name}},
 	}
-	// Reading its own keys' Secrets is what reveal needs, and Events what
-	// status shows; users of a real cluster hold them through their
-	// namespace's roles.
+	// Events are what status shows; users of a real cluster read them
+	// through their namespace's roles. Reading their own keys' Secrets,
+	// which reveal needs, keymint grants them itself.
 	secrets := &rbacv1.Role{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: "read-secrets"},
 		Rules: []rbacv1.PolicyRule{
-			{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"get"}},
 			{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"list"}},
 		},
 	}
@@ -244,4 +243,23 @@ func TestPluginLifecycle(t *testing.T) {
 	_, errOut, code = alice.run("reveal", "missing")
 	g.Expect(code).To(Equal(ExitError))
 	g.Expect(errOut).To(Equal("error: API key \"missing\" not found; `kubectl apikey list` shows your keys\n"))
+}
+
+// TestCreateShowsTheKey: create --show, as a user holding only
+// keymint-user, prints the key alone on stdout once it is Active, with the
+// rest and the audit notice on stderr.
+func TestCreateShowsTheKey(t *testing.T) {
+	g := NewWithT(t)
+	bob := newUser(t, "bob")
+	out, errOut, code := bob.run("create", "shown", "--never", "--show")
+	g.Expect(code).To(Equal(ExitOK), errOut)
+	shown := strings.TrimSuffix(out, "\n")
+	g.Expect(keys.Validate(shown)).To(Succeed(), "stdout is the key alone")
+	g.Expect(errOut).To(ContainSubstring("apikey/shown created"))
+	g.Expect(errOut).To(ContainSubstring("is audited"))
+	listed, _, _ := bob.run("ls", "-o", "json")
+	list := &keymintv1alpha1.APIKeyList{}
+	g.Expect(json.Unmarshal([]byte(listed), list)).To(Succeed())
+	g.Expect(list.Items).To(HaveLen(1))
+	g.Expect(keys.Hash(shown)).To(Equal(list.Items[0].Status.KeyHash))
 }

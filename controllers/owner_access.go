@@ -1,0 +1,156 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
+	"github.com/keymint/keymint/internal/keysecret"
+)
+
+// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=roles;rolebindings,verbs=get;create;update;delete
+
+// The owner of a key reads it, and nobody else: while the key is Active,
+// its user is granted get on exactly its Secret, by a Role and a
+// RoleBinding the APIKey owns. RBAC lets the manager grant that because it
+// holds get on Secrets itself.
+
+// ownerAccessName names the Role and the RoleBinding of key's owner.
+func ownerAccessName(apikey string) string { return "keymint-apikey-" + apikey }
+
+func ownerAccessMeta(key *keymintv1alpha1.APIKey) metav1.ObjectMeta {
+	return metav1.ObjectMeta{
+		Name:      ownerAccessName(key.Name),
+		Namespace: key.Namespace,
+		Labels:    map[string]string{keysecret.LabelManagedBy: keysecret.ManagedBy, keysecret.LabelAPIKey: key.Name},
+		OwnerReferences: []metav1.OwnerReference{{
+			APIVersion: keymintv1alpha1.GroupVersion.String(), Kind: "APIKey", Name: key.Name, UID: key.UID,
+			Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true),
+		}},
+	}
+}
+
+// ownerRole grants get on key's Secret, and nothing else: no list, no
+// watch, no other Secret.
+func ownerRole(key *keymintv1alpha1.APIKey) *rbacv1.Role {
+	return &rbacv1.Role{
+		ObjectMeta: ownerAccessMeta(key),
+		Rules: []rbacv1.PolicyRule{{
+			APIGroups: []string{""}, Resources: []string{"secrets"},
+			ResourceNames: []string{key.SecretNameOrDefault()}, Verbs: []string{"get"},
+		}},
+	}
+}
+
+// ownerRoleBinding binds ownerRole to key's user, and to no one else.
+func ownerRoleBinding(key *keymintv1alpha1.APIKey) *rbacv1.RoleBinding {
+	return &rbacv1.RoleBinding{
+		ObjectMeta: ownerAccessMeta(key),
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: ownerAccessName(key.Name)},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: key.Spec.User}},
+	}
+}
+
+// grantOwnerAccess makes sure key's user may get exactly its Secret. An
+// object of the same name that the APIKey does not control is never
+// changed or bound: the key waits, and says why.
+func (r *APIKeyReconciler) grantOwnerAccess(ctx context.Context, key *keymintv1alpha1.APIKey) error {
+	role := ownerRole(key)
+	if err := r.ensureOwnerObject(ctx, key, role, &rbacv1.Role{}, func(have client.Object) repair {
+		h := have.(*rbacv1.Role)
+		if equality.Semantic.DeepEqual(h.Rules, role.Rules) {
+			return keep
+		}
+		h.Rules = role.Rules
+		return update
+	}); err != nil {
+		return err
+	}
+	binding := ownerRoleBinding(key)
+	return r.ensureOwnerObject(ctx, key, binding, &rbacv1.RoleBinding{}, func(have client.Object) repair {
+		h := have.(*rbacv1.RoleBinding)
+		switch {
+		case h.RoleRef != binding.RoleRef: // immutable
+			return replace
+		case equality.Semantic.DeepEqual(h.Subjects, binding.Subjects):
+			return keep
+		}
+		h.Subjects = binding.Subjects
+		return update
+	})
+}
+
+// repair is what an existing Role or RoleBinding of the APIKey needs.
+type repair int
+
+const (
+	keep repair = iota
+	update
+	// replace: delete it, and create it again on the next pass.
+	replace
+)
+
+// ensureOwnerObject creates want, or, if an object of its name exists,
+// checks that key controls it and corrects it as fix says.
+func (r *APIKeyReconciler) ensureOwnerObject(ctx context.Context, key *keymintv1alpha1.APIKey, want, have client.Object, fix func(client.Object) repair) error {
+	err := r.Create(ctx, want)
+	if !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(want), have); err != nil {
+		return err
+	}
+	if ref := metav1.GetControllerOfNoCopy(have); ref == nil || ref.UID != key.UID {
+		return fmt.Errorf("%T %s/%s exists and is not this APIKey's: the key's user cannot be granted its Secret; delete it",
+			have, have.GetNamespace(), have.GetName())
+	}
+	switch fix(have) {
+	case update:
+		return r.Update(ctx, have)
+	case replace:
+		uid := have.GetUID()
+		if err := r.Delete(ctx, have, client.Preconditions{UID: &uid}); client.IgnoreNotFound(err) != nil {
+			return err
+		}
+		return fmt.Errorf("%T %s/%s did not grant what keymint grants; it was deleted and is created again", have, have.GetNamespace(), have.GetName())
+	}
+	return nil
+}
+
+// revokeOwnerAccess deletes the Role and RoleBinding that let key's user
+// read its Secret, those very objects and only if key controls them. It
+// runs before the status shows the key revoked, suspended or expired, and
+// before the finalizer goes: the garbage collector is not waited for.
+func (r *APIKeyReconciler) revokeOwnerAccess(ctx context.Context, key *keymintv1alpha1.APIKey) error {
+	return r.revokeOwnerAccessOf(ctx, client.ObjectKeyFromObject(key), func(uid types.UID) bool { return uid == key.UID })
+}
+
+// revokeOwnerAccessOf deletes the owner access of the APIKey named apikey
+// whose controller UID passes controlled.
+func (r *APIKeyReconciler) revokeOwnerAccessOf(ctx context.Context, apikey types.NamespacedName, controlled func(types.UID) bool) error {
+	for _, obj := range []client.Object{&rbacv1.RoleBinding{}, &rbacv1.Role{}} {
+		err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: apikey.Namespace, Name: ownerAccessName(apikey.Name)}, obj)
+		if apierrors.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if ref := metav1.GetControllerOfNoCopy(obj); ref == nil || ref.Name != apikey.Name || !controlled(ref.UID) {
+			continue
+		}
+		uid := obj.GetUID()
+		if err := r.Delete(ctx, obj, client.Preconditions{UID: &uid}); client.IgnoreNotFound(err) != nil {
+			return err
+		}
+	}
+	return nil
+}
