@@ -96,7 +96,8 @@ PLUGIN_DIR ?= $(HOME)/.local/bin
 install-plugin: plugin ## Install kubectl-apikey on PATH (PLUGIN_DIR, default ~/.local/bin), so `kubectl apikey` works.
 	install -d $(PLUGIN_DIR)
 	install -m 0755 bin/kubectl-apikey $(PLUGIN_DIR)/kubectl-apikey
-	@echo "installed $(PLUGIN_DIR)/kubectl-apikey; make sure $(PLUGIN_DIR) is on PATH"
+	install -m 0755 cmd/kubectl-apikey/kubectl_complete-apikey $(PLUGIN_DIR)/kubectl_complete-apikey
+	@echo "installed $(PLUGIN_DIR)/kubectl-apikey and its completion (kubectl apikey <TAB>); make sure $(PLUGIN_DIR) is on PATH"
 
 .PHONY: run
 run: build ## Run the manager against the current kubeconfig (after make install); Ctrl-C stops it.

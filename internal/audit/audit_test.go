@@ -290,3 +290,28 @@ func TestTruncateCutsAtACharacter(t *testing.T) {
 		t.Fatal("a short string was changed")
 	}
 }
+
+func TestExportIsInTimeOrder(t *testing.T) {
+	l, err := OpenFile(filepath.Join(t.TempDir(), "audit.log"), 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	// The API server's batch of an earlier read arrives after the
+	// controller's record of a later issue.
+	if err := l.Write([]Record{rec(5, ActionIssued, "alice", "i"), rec(1, ActionViewed, "alice", "v"), rec(3, ActionViewed, "bob", "w")}); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := Export(l, Filter{}, FormatJSON, &out); err != nil {
+		t.Fatal(err)
+	}
+	var order []string
+	for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+		order = append(order, line[strings.Index(line, `"message":"`):])
+	}
+	want := []string{`"message":"record 1"}`, `"message":"record 3"}`, `"message":"record 5"}`}
+	if strings.Join(order, " ") != strings.Join(want, " ") {
+		t.Fatalf("export order %v, want %v", order, want)
+	}
+}

@@ -3,8 +3,10 @@ package audit
 import (
 	"encoding/csv"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 )
@@ -20,18 +22,42 @@ const (
 
 var csvHeader = []string{"time", "action", "actor", "actorGroups", "namespace", "name", "uid", "user", "keyID", "sourceIPs", "userAgent", "auditID", "message", "impersonator", "scope", "repeats"}
 
-// Export writes the records of log that pass f to w, as JSON lines or CSV.
+// Export writes the records of log that pass f to w, oldest first, as JSON
+// lines or CSV. The log holds them in the order they were written, which is
+// not quite the order they happened: the API server's batches arrive after
+// the controller's records of the same moment.
 func Export(log *File, f Filter, format Format, w io.Writer) error {
+	if format != FormatJSON && format != FormatCSV && format != "" {
+		return fmt.Errorf("unknown format %q: use json or csv", format)
+	}
+	var records []Record
+	readErr := log.Each(f, func(r Record) error { records = append(records, r); return nil })
+	if readErr != nil && !errors.As(readErr, new(*UnreadableError)) {
+		return readErr
+	}
+	slices.SortStableFunc(records, func(a, b Record) int { return a.Time.Compare(b.Time) })
+	if err := write(records, format, w); err != nil {
+		return err
+	}
+	return readErr
+}
+
+func write(records []Record, format Format, w io.Writer) error {
 	switch format {
 	case FormatJSON, "":
 		enc := json.NewEncoder(w)
-		return log.Each(f, func(r Record) error { return enc.Encode(r) })
-	case FormatCSV:
+		for _, r := range records {
+			if err := enc.Encode(r); err != nil {
+				return err
+			}
+		}
+		return nil
+	default:
 		cw := csv.NewWriter(w)
 		if err := cw.Write(csvHeader); err != nil {
 			return err
 		}
-		if err := log.Each(f, func(r Record) error {
+		for _, r := range records {
 			row := []string{
 				r.Time.UTC().Format(time.RFC3339Nano), string(r.Action), r.Actor.Username, strings.Join(r.Actor.Groups, ";"),
 				r.Namespace, r.Name, r.UID, r.User, r.KeyID, strings.Join(r.SourceIPs, ";"), r.UserAgent, r.AuditID, r.Message,
@@ -40,14 +66,13 @@ func Export(log *File, f Filter, format Format, w io.Writer) error {
 			for i := range row {
 				row[i] = noFormula(row[i])
 			}
-			return cw.Write(row)
-		}); err != nil {
-			return err
+			if err := cw.Write(row); err != nil {
+				return err
+			}
 		}
 		cw.Flush()
 		return cw.Error()
 	}
-	return fmt.Errorf("unknown format %q: use json or csv", format)
 }
 
 // noFormula keeps a spreadsheet from running a cell as a formula (CSV

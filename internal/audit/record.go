@@ -5,6 +5,9 @@
 package audit
 
 import (
+	"fmt"
+	"slices"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -18,17 +21,40 @@ type Action string
 // stream supplies views and the actors of deletions.
 // The lifecycle actions are the controller's Event reasons.
 const (
-	ActionIssued          Action = keymintv1alpha1.ReasonIssued
-	ActionReissued        Action = keymintv1alpha1.ReasonReissued
-	ActionKeyLimitReached Action = keymintv1alpha1.ReasonKeyLimitReached
-	ActionExpired         Action = keymintv1alpha1.ReasonExpired
-	ActionDeleted         Action = keymintv1alpha1.ReasonDeleted
-	ActionSuspended       Action = keymintv1alpha1.ReasonSuspended
-	ActionUntrustedSecret Action = keymintv1alpha1.ReasonUntrustedSecret
-	ActionViewed          Action = "Viewed"
-	ActionViewDenied      Action = "ViewDenied"
-	ActionMounted         Action = "Mounted"
+	ActionIssued            Action = keymintv1alpha1.ReasonIssued
+	ActionReissued          Action = keymintv1alpha1.ReasonReissued
+	ActionKeyLimitReached   Action = keymintv1alpha1.ReasonKeyLimitReached
+	ActionExpired           Action = keymintv1alpha1.ReasonExpired
+	ActionDeleted           Action = keymintv1alpha1.ReasonDeleted
+	ActionSuspended         Action = keymintv1alpha1.ReasonSuspended
+	ActionUntrustedSecret   Action = keymintv1alpha1.ReasonUntrustedSecret
+	ActionInvalidExpiration Action = keymintv1alpha1.ReasonInvalidExpiration
+	ActionSecretConflict    Action = keymintv1alpha1.ReasonSecretConflict
+	ActionAccessDenied      Action = keymintv1alpha1.ReasonAccessDenied
+	ActionViewed            Action = "Viewed"
+	ActionViewDenied        Action = "ViewDenied"
+	ActionMounted           Action = "Mounted"
 )
+
+// Actions are every action a record can have.
+var Actions = []Action{
+	ActionIssued, ActionReissued, ActionKeyLimitReached, ActionExpired, ActionDeleted, ActionSuspended,
+	ActionInvalidExpiration, ActionSecretConflict, ActionAccessDenied, ActionUntrustedSecret,
+	ActionViewed, ActionMounted, ActionViewDenied,
+}
+
+// ValidAction says whether a is an action records have, and lists them if
+// not.
+func ValidAction(a Action) error {
+	if slices.Contains(Actions, a) {
+		return nil
+	}
+	names := make([]string, len(Actions))
+	for i, x := range Actions {
+		names[i] = string(x)
+	}
+	return fmt.Errorf("no record has action %q; the actions are %s", a, strings.Join(names, ", "))
+}
 
 // UnknownActor is the actor of a record only the API server could name.
 const UnknownActor = "unknown"

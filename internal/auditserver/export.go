@@ -131,6 +131,11 @@ func parseExportQuery(r *http.Request) (audit.Filter, audit.Format, error) {
 	if f.Name != "" && f.Namespace == "" {
 		return f, "", fmt.Errorf("name: an APIKey is named with its namespace")
 	}
+	if f.Action != "" {
+		if err := audit.ValidAction(f.Action); err != nil {
+			return f, "", fmt.Errorf("action: %w", err)
+		}
+	}
 	format := audit.Format(q.Get("format"))
 	switch format {
 	case "", audit.FormatJSON:

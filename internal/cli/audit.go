@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/keymint/keymint/internal/audit"
 	"github.com/keymint/keymint/internal/auditserver"
 )
 
@@ -67,7 +68,7 @@ keymint manager's audit endpoint, which allows callers whose bearer token
 	f.StringVar(&e.to, "to", "", "only records before this time (RFC 3339)")
 	f.StringVar(&e.user, "user", "", "only records of this user's keys")
 	f.StringVar(&e.key, "key", "", "only records of this APIKey (in the namespace of -n)")
-	f.StringVar(&e.action, "action", "", "only this action: Issued, Reissued, KeyLimitReached, Expired, Deleted, Suspended, Viewed, Mounted, ViewDenied")
+	f.StringVar(&e.action, "action", "", "only this action: "+actionNames())
 	f.BoolVarP(&e.allNamespaces, "all-namespaces", "A", false, "records of every namespace")
 	f.StringVar(&e.format, "format", "json", "json (JSON lines) or csv")
 	return cmd
@@ -82,6 +83,11 @@ func (e *auditExport) run(ctx context.Context) error {
 	}
 	if e.since != 0 && e.from != "" {
 		return usageErrorf("--since and --from both set the start; pass one")
+	}
+	if e.action != "" {
+		if err := audit.ValidAction(audit.Action(e.action)); err != nil {
+			return usageErrorf("--action: %v", err)
+		}
 	}
 	if e.format != "json" && e.format != "csv" {
 		return usageErrorf("--format must be json or csv, not %q", e.format)
@@ -121,6 +127,7 @@ func (e *auditExport) run(ctx context.Context) error {
 		return usageErrorf("--audit-server: %v", err)
 	}
 	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("User-Agent", userAgent())
 	resp, err := httpClient.Do(req)
 	if err != nil {
 		return fmt.Errorf("reaching the audit endpoint: %w", err)
@@ -174,4 +181,12 @@ func (e *auditExport) httpClient() (*http.Client, error) {
 		tlsConfig.RootCAs = pool
 	}
 	return &http.Client{Transport: &http.Transport{TLSClientConfig: tlsConfig, Proxy: http.ProxyFromEnvironment}, Timeout: 5 * time.Minute}, nil
+}
+
+func actionNames() string {
+	names := make([]string, len(audit.Actions))
+	for i, a := range audit.Actions {
+		names[i] = string(a)
+	}
+	return strings.Join(names, ", ")
 }

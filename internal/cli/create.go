@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/utils/ptr"
@@ -26,11 +27,15 @@ type createOptions struct {
 	timeout     time.Duration
 	dryRun      string
 	print       *genericclioptions.PrintFlags
+	// flagSet reports whether a flag was given.
+	flagSet func(name string) bool
 }
 
 func newCreateCommand(o *Options) *cobra.Command {
 	c := &createOptions{Options: o, print: genericclioptions.NewPrintFlags("created").WithTypeSetter(Scheme)}
-	cmd := &cobra.Command{
+	var cmd *cobra.Command
+	c.flagSet = func(name string) bool { return cmd.Flags().Changed(name) }
+	cmd = &cobra.Command{
 		Use:   "create NAME (--months N | --never | --expires-at TIME)",
 		Short: "Generate an API key",
 		Example: `  kubectl apikey create ci --months 12 --wait
@@ -58,8 +63,11 @@ func newCreateCommand(o *Options) *cobra.Command {
 func (c *createOptions) expiration() (keymintv1alpha1.Expiration, error) {
 	chosen := 0
 	var exp keymintv1alpha1.Expiration
-	if c.months != 0 {
+	if c.flagSet("months") {
 		chosen++
+		if c.months < 1 || c.months > 120 {
+			return exp, usageErrorf("--months must be 1-120 (calendar months), not %d", c.months)
+		}
 		exp.Months = ptr.To(c.months)
 	}
 	if c.never {
@@ -71,6 +79,9 @@ func (c *createOptions) expiration() (keymintv1alpha1.Expiration, error) {
 		t, err := time.Parse(time.RFC3339, c.expiresAt)
 		if err != nil {
 			return exp, usageErrorf("--expires-at %q is not an RFC 3339 time such as 2027-06-30T00:00:00Z", c.expiresAt)
+		}
+		if !t.After(c.Clock.Now()) {
+			return exp, usageErrorf("--expires-at %s is not in the future: a key must expire after it is created", c.expiresAt)
 		}
 		exp.At = &metav1.Time{Time: t}
 	}
@@ -114,6 +125,10 @@ func (c *createOptions) run(ctx context.Context, name string) error {
 		return err
 	}
 	if err := cl.Create(ctx, key); err != nil {
+		// RBAC refuses a namespace that does not exist before saying so.
+		if apierrors.IsForbidden(err) && c.namespaceMissing(ctx, ns) {
+			return fmt.Errorf("namespace %q does not exist; choose another with -n", ns)
+		}
 		return err
 	}
 	if c.wait || c.show {
@@ -137,7 +152,11 @@ func (c *createOptions) run(ctx context.Context, name string) error {
 
 func (c *createOptions) printObject(key *keymintv1alpha1.APIKey) error {
 	if ptr.Deref(c.print.OutputFormat, "") == "" {
-		fmt.Fprintf(c.Streams.Out, "apikey/%s created for user %s%s\n", key.Name, key.Spec.User, phaseNote(key))
+		dryRun := ""
+		if c.dryRun == "client" {
+			dryRun = " (dry run)"
+		}
+		fmt.Fprintf(c.Streams.Out, "apikey/%s created for user %s%s%s\n", key.Name, key.Spec.User, phaseNote(key), dryRun)
 		return nil
 	}
 	p, err := c.print.ToPrinter()

@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"github.com/spf13/cobra"
+
+	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
 )
 
 func newDeleteCommand(o *Options) *cobra.Command {
@@ -25,6 +27,13 @@ func deleteKey(ctx context.Context, o *Options, name string) error {
 	if err := cl.Delete(ctx, key); err != nil {
 		return err
 	}
-	fmt.Fprintf(o.Streams.Out, "apikey/%s deleted: key %s revoked\n", name, orDash(key.Status.KeyID))
+	switch {
+	case key.Status.KeyID == "":
+		fmt.Fprintf(o.Streams.Out, "apikey/%s deleted; it had no key yet\n", name)
+	case key.Status.Phase != keymintv1alpha1.PhaseActive:
+		fmt.Fprintf(o.Streams.Out, "apikey/%s deleted; its key %s was already %s\n", name, key.Status.KeyID, key.Status.Phase)
+	default:
+		fmt.Fprintf(o.Streams.Out, "apikey/%s deleted: key %s revoked\n", name, key.Status.KeyID)
+	}
 	return nil
 }

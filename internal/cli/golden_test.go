@@ -115,6 +115,10 @@ func TestErrorsGolden(t *testing.T) {
 		apierrors.NewNotFound(schema.GroupResource{Group: "keymint.io", Resource: "apikeys"}, "ci"),
 		apierrors.NewForbidden(schema.GroupResource{Group: "keymint.io", Resource: "apikeys"}, "ci",
 			errors.New(`User "bob" cannot get resource "apikeys" in API group "keymint.io" in the namespace "team-a"`)),
+		// The self-service policy's refusal: bob holds keymint-user already.
+		apierrors.NewForbidden(schema.GroupResource{Group: "keymint.io", Resource: "apikeys"}, "ci",
+			errors.New(`ValidatingAdmissionPolicy 'keymint-self-service' denied request: spec.user is alice, not you (bob): acting on another user's APIKey needs the delegate verb on apikeys`)),
+		apierrors.NewNotFound(schema.GroupResource{Resource: "namespaces"}, "nosuch"),
 	} {
 		out.WriteString("explain: " + explain(err) + "\n")
 	}

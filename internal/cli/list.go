@@ -19,6 +19,7 @@ import (
 type listOptions struct {
 	*Options
 	allNamespaces bool
+	mine          bool
 	print         *genericclioptions.PrintFlags
 }
 
@@ -32,6 +33,7 @@ func newListCommand(o *Options) *cobra.Command {
 		RunE:    func(cmd *cobra.Command, _ []string) error { return l.run(cmd.Context()) },
 	}
 	cmd.Flags().BoolVarP(&l.allNamespaces, "all-namespaces", "A", false, "list the keys of every namespace")
+	cmd.Flags().BoolVar(&l.mine, "mine", false, "only your own keys (whose user is you)")
 	l.print.AddFlags(cmd)
 	return cmd
 }
@@ -52,6 +54,13 @@ func (l *listOptions) run(ctx context.Context) error {
 	list := &keymintv1alpha1.APIKeyList{}
 	if err := cl.List(ctx, list, opts...); err != nil {
 		return err
+	}
+	if l.mine {
+		me, err := l.whoAmI(ctx)
+		if err != nil {
+			return err
+		}
+		list.Items = slices.DeleteFunc(list.Items, func(k keymintv1alpha1.APIKey) bool { return k.Spec.User != me })
 	}
 	slices.SortFunc(list.Items, func(a, b keymintv1alpha1.APIKey) int {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))

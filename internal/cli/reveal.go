@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
@@ -30,7 +31,16 @@ func reveal(ctx context.Context, o *Options, name string) error {
 	if err != nil {
 		return err
 	}
-	if key.Status.Phase != keymintv1alpha1.PhaseActive {
+	switch key.Status.Phase {
+	case keymintv1alpha1.PhaseActive:
+	case keymintv1alpha1.PhaseExpired:
+		at := "its expiry"
+		if key.Status.ExpiresAt != nil {
+			at = key.Status.ExpiresAt.UTC().Format(time.RFC3339)
+		}
+		return fmt.Errorf("apikey/%s expired at %s and its key is gone; make a new one: kubectl apikey rotate %s --months N (or create NAME)",
+			name, at, name)
+	default:
 		return fmt.Errorf("apikey/%s is %s, not Active: %s", name, orDash(string(key.Status.Phase)), waitingReason(key))
 	}
 	cl, _ := o.Client()

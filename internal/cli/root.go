@@ -6,9 +6,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/spf13/cobra"
 	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -30,6 +32,14 @@ const (
 	// ExitUsage: the command line was wrong.
 	ExitUsage = 2
 )
+
+// Version is the plugin's version; a release sets it with
+// -ldflags "-X github.com/keymint/keymint/internal/cli.Version=v...".
+var Version = "v0.1.0"
+
+// userAgent is how the plugin names itself to the API server and the audit
+// endpoint.
+func userAgent() string { return "kubectl-apikey/" + Version }
 
 // Scheme knows the types the plugin reads and writes.
 var Scheme = runtime.NewScheme()
@@ -58,6 +68,7 @@ func (o *Options) Client() (client.WithWatch, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading the kubeconfig (--kubeconfig, $KUBECONFIG, ~/.kube/config): %w", err)
 	}
+	cfg.UserAgent = userAgent()
 	c, err := client.NewWithWatch(cfg, client.Options{Scheme: Scheme})
 	if err != nil {
 		return nil, err
@@ -83,6 +94,16 @@ func (o *Options) whoAmI(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("finding out who you are (pass --user): %w", err)
 	}
 	return review.Status.UserInfo.Username, nil
+}
+
+// namespaceMissing reports whether the API server says namespace ns does
+// not exist; false when it will not say.
+func (o *Options) namespaceMissing(ctx context.Context, ns string) bool {
+	c, err := o.Client()
+	if err != nil {
+		return false
+	}
+	return apierrors.IsNotFound(c.Get(ctx, client.ObjectKey{Name: ns}, &corev1.Namespace{}))
 }
 
 // UsageError marks a wrong command line (exit code 2).
@@ -113,6 +134,8 @@ Exit codes: 0 success, 1 error (the message says what to do next),
 2 wrong command line.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// Help and completion name the command as kubectl runs it.
+		Annotations: map[string]string{cobra.CommandDisplayNameAnnotation: "kubectl apikey"},
 	}
 	cmd.SetIn(o.Streams.In)
 	cmd.SetOut(o.Streams.Out)
@@ -127,8 +150,18 @@ Exit codes: 0 success, 1 error (the message says what to do next),
 		newDeleteCommand(o),
 		newStatusCommand(o),
 		newAuditCommand(o),
+		newVersionCommand(o),
 	)
 	return cmd
+}
+
+func newVersionCommand(o *Options) *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the plugin's version",
+		Args:  cobra.NoArgs,
+		Run:   func(*cobra.Command, []string) { fmt.Fprintln(o.Streams.Out, "kubectl-apikey", Version) },
+	}
 }
 
 // Execute runs the command line args and returns the exit code, printing a
@@ -141,7 +174,8 @@ func Execute(o *Options, args []string) int {
 		return ExitOK
 	}
 	fmt.Fprintln(o.Streams.ErrOut, "error: "+explain(err))
-	if errors.As(err, new(UsageError)) {
+	// cobra's own command-line errors (an unknown command) are usage too.
+	if errors.As(err, new(UsageError)) || strings.HasPrefix(err.Error(), "unknown command") {
 		return ExitUsage
 	}
 	return ExitError
@@ -155,8 +189,15 @@ func explain(err error) string {
 		switch {
 		case apierrors.IsNotFound(err) && details != nil && details.Kind == "apikeys":
 			return fmt.Sprintf("API key %q not found; `kubectl apikey list` shows your keys", details.Name)
-		case apierrors.IsForbidden(err) && details != nil && details.Kind == "apikeys":
-			return status.Status().Message + " (ask an administrator for the keymint-user role)"
+		case apierrors.IsNotFound(err) && details != nil && details.Kind == "namespaces":
+			return fmt.Sprintf("namespace %q does not exist; choose another with -n", details.Name)
+		// RBAC refused the request; an admission policy's refusal says
+		// itself what is needed, and the caller holds the role already.
+		case apierrors.IsForbidden(err) && details != nil && details.Kind == "apikeys" &&
+			strings.Contains(status.Status().Message, "cannot "):
+			// Who may not read namespaces cannot tell a missing one from
+			// one without a grant.
+			return status.Status().Message + " (check the namespace, -n; or ask an administrator for the keymint-user role there)"
 		}
 		return status.Status().Message
 	}

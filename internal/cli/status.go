@@ -37,7 +37,7 @@ func status(ctx context.Context, o *Options, name string) error {
 	row("Phase", orDash(string(key.Status.Phase)))
 	row("Key ID", orDash(key.Status.KeyID))
 	row("Key hash", orDash(key.Status.KeyHash))
-	row("Secret", orDash(key.Status.SecretName))
+	row("Secret", secretText(key))
 	if key.Status.IssuedAt != nil {
 		row("Issued", key.Status.IssuedAt.UTC().Format(time.RFC3339))
 	} else {
@@ -85,4 +85,16 @@ func eventTime(e corev1.Event) time.Time {
 		return e.EventTime.Time
 	}
 	return e.LastTimestamp.Time
+}
+
+// secretText is where the key is: its Secret while Active; an expired or
+// suspended key's Secret is gone.
+func secretText(key *keymintv1alpha1.APIKey) string {
+	switch {
+	case key.Status.SecretName == "":
+		return "-"
+	case key.Status.Phase != keymintv1alpha1.PhaseActive:
+		return fmt.Sprintf("- (Secret %s was deleted when the key became %s)", key.Status.SecretName, key.Status.Phase)
+	}
+	return key.Status.SecretName
 }

@@ -1,0 +1,115 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/utils/ptr"
+
+	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
+	"github.com/keymint/keymint/internal/testenv"
+)
+
+// runBare runs kubectl apikey with args alone.
+func runBare(args ...string) (string, string, int) {
+	out, errOut := &bytes.Buffer{}, &bytes.Buffer{}
+	code := Execute(&Options{Streams: genericiooptions.IOStreams{In: &bytes.Buffer{}, Out: out, ErrOut: errOut}}, args)
+	return out.String(), errOut.String(), code
+}
+
+// TestTheCommandLine: an unknown command exits 2, version prints the
+// plugin's version, help and completion name the command as kubectl runs
+// it, and completion offers the commands.
+func TestTheCommandLine(t *testing.T) {
+	g := NewWithT(t)
+	_, errOut, code := runBare("frobnicate")
+	g.Expect(code).To(Equal(ExitUsage), errOut)
+	out, _, code := runBare("version")
+	g.Expect(code).To(Equal(ExitOK))
+	g.Expect(out).To(Equal("kubectl-apikey " + Version + "\n"))
+	out, _, _ = runBare("create", "--help")
+	g.Expect(out).To(ContainSubstring("kubectl apikey create NAME"))
+	g.Expect(out).NotTo(ContainSubstring("kubectl-apikey create"))
+	out, _, code = runBare("__complete", "")
+	g.Expect(code).To(Equal(ExitOK))
+	for _, c := range []string{"create", "list", "reveal", "rotate", "delete", "status", "audit", "version"} {
+		g.Expect(out).To(ContainSubstring(c + "\t"))
+	}
+	_, errOut, code = runBare("audit", "export", "--action", "Viewd", "--token", "t", "--audit-server", "https://127.0.0.1:1")
+	g.Expect(code).To(Equal(ExitUsage))
+	g.Expect(errOut).To(ContainSubstring(`no record has action "Viewd"`))
+	g.Expect(errOut).To(ContainSubstring("InvalidExpiration"))
+	g.Expect(errOut).To(ContainSubstring("AccessDenied"))
+	out, _, _ = runBare("audit", "export", "--help")
+	g.Expect(out).To(ContainSubstring("InvalidExpiration"))
+}
+
+// TestCreateRefusesWhatWouldNeverWork: an expiry in the past or a month
+// count out of range is refused before anything is created; a dry run
+// says so; a missing namespace is named.
+func TestCreateRefusesWhatWouldNeverWork(t *testing.T) {
+	g := NewWithT(t)
+	alice := newUser(t, "alice")
+	_, errOut, code := alice.run("create", "past", "--expires-at", "2020-01-01T00:00:00Z")
+	g.Expect(code).To(Equal(ExitUsage))
+	g.Expect(errOut).To(ContainSubstring("--expires-at 2020-01-01T00:00:00Z is not in the future"))
+	_, errOut, code = alice.run("create", "zero", "--months", "0")
+	g.Expect(code).To(Equal(ExitUsage))
+	g.Expect(errOut).To(ContainSubstring("--months must be 1-120"))
+	_, errOut, _ = alice.run("list")
+	g.Expect(errOut).To(ContainSubstring("No API keys found"), "nothing was created")
+
+	out, _, code := alice.run("create", "planned", "--never", "--dry-run=client")
+	g.Expect(code).To(Equal(ExitOK))
+	g.Expect(out).To(HaveSuffix("(dry run)\n"))
+
+	// A user cannot tell a missing namespace from one without a grant; an
+	// administrator is told.
+	_, errOut, code = runBare("create", "k", "--never", "--kubeconfig", alice.kubeconfig, "-n", "nosuch")
+	g.Expect(code).To(Equal(ExitError))
+	g.Expect(errOut).To(ContainSubstring("(check the namespace, -n; or ask an administrator for the keymint-user role there)"))
+	admin := filepath.Join(t.TempDir(), "admin.kubeconfig")
+	g.Expect(testenv.WriteKubeconfig(env.Environment, admin, "cli-admin", "system:masters")).To(Succeed())
+	_, errOut, code = runBare("create", "k", "--never", "--user", alice.name, "--kubeconfig", admin, "-n", "nosuch")
+	g.Expect(code).To(Equal(ExitError))
+	g.Expect(errOut).To(ContainSubstring(`namespace "nosuch" does not exist; choose another with -n`))
+}
+
+// TestAnExpiredKeySaysWhatToDo: reveal names the next step, status names
+// no Secret as if it existed, delete does not claim to revoke a live key;
+// list --mine shows only the caller's keys.
+func TestAnExpiredKeySaysWhatToDo(t *testing.T) {
+	g := NewWithT(t)
+	alice := newUser(t, "alice")
+	at := time.Now().Add(3 * time.Second).UTC().Format(time.RFC3339)
+	_, errOut, code := alice.run("create", "short", "--expires-at", at, "--wait")
+	g.Expect(code).To(Equal(ExitOK), errOut)
+	// Someone else's key in the same namespace, which alice's --mine hides.
+	other := &keymintv1alpha1.APIKey{
+		ObjectMeta: metav1.ObjectMeta{Namespace: alice.namespace, Name: "not-alices"},
+		Spec:       keymintv1alpha1.APIKeySpec{User: "bob@" + alice.namespace, Expiration: keymintv1alpha1.Expiration{Never: ptr.To(true)}},
+	}
+	g.Expect(env.Client.Create(context.Background(), other)).To(Succeed())
+	out, _, _ := alice.run("list", "--mine")
+	g.Expect(out).To(ContainSubstring("short"))
+	g.Expect(out).NotTo(ContainSubstring("not-alices"))
+
+	g.Eventually(func() string { out, _, _ := alice.run("status", "short"); return out }, 20*time.Second).
+		Should(MatchRegexp(`Phase:\s+Expired`))
+	_, errOut, code = alice.run("reveal", "short")
+	g.Expect(code).To(Equal(ExitError))
+	g.Expect(errOut).To(ContainSubstring("expired at " + at + " and its key is gone; make a new one: kubectl apikey rotate short"))
+	out, _, _ = alice.run("status", "short")
+	g.Expect(out).To(ContainSubstring("(Secret short was deleted when the key became Expired)"))
+	out, _, code = alice.run("delete", "short")
+	g.Expect(code).To(Equal(ExitOK))
+	g.Expect(out).To(MatchRegexp(`apikey/short deleted; its key kid_\w+ was already Expired`))
+	g.Expect(strings.Contains(out, "revoked")).To(BeFalse())
+}
