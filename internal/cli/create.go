@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -16,9 +17,7 @@ import (
 
 type createOptions struct {
 	*Options
-	months      int32
-	never       bool
-	expiresAt   string
+	expiration  expirationFlags
 	user        string
 	secretName  string
 	description string
@@ -27,15 +26,12 @@ type createOptions struct {
 	timeout     time.Duration
 	dryRun      string
 	print       *genericclioptions.PrintFlags
-	// flagSet reports whether a flag was given.
-	flagSet func(name string) bool
+	queue       bool
 }
 
 func newCreateCommand(o *Options) *cobra.Command {
 	c := &createOptions{Options: o, print: genericclioptions.NewPrintFlags("created").WithTypeSetter(Scheme)}
-	var cmd *cobra.Command
-	c.flagSet = func(name string) bool { return cmd.Flags().Changed(name) }
-	cmd = &cobra.Command{
+	cmd := &cobra.Command{
 		Use:   "create NAME (--months N | --never | --expires-at TIME)",
 		Short: "Generate an API key",
 		Example: `  kubectl apikey create ci --months 12 --wait
@@ -45,14 +41,13 @@ func newCreateCommand(o *Options) *cobra.Command {
 		Args: exactlyOneName,
 		RunE: func(cmd *cobra.Command, args []string) error { return c.run(cmd.Context(), args[0]) },
 	}
+	c.expiration.add(cmd)
 	f := cmd.Flags()
-	f.Int32Var(&c.months, "months", 0, "expire this many calendar months after issuance (1-120)")
-	f.BoolVar(&c.never, "never", false, "never expire")
-	f.StringVar(&c.expiresAt, "expires-at", "", "expire at this time (RFC 3339)")
 	f.StringVar(&c.user, "user", "", "the user who owns the key (default: you; another user needs the delegate verb)")
 	f.StringVar(&c.secretName, "secret-name", "", "the Secret to mint the key into (default: NAME)")
 	f.StringVar(&c.description, "description", "", "what the key is for")
 	f.BoolVar(&c.wait, "wait", false, "wait until the key is Active")
+	f.BoolVar(&c.queue, "queue", false, "with --wait: when you already hold the most active keys, wait for a slot instead of refusing")
 	f.BoolVar(&c.show, "show", false, "wait until the key is Active, then print the key alone on stdout (the read is audited); the rest goes to stderr")
 	f.DurationVar(&c.timeout, "timeout", time.Minute, "how long --wait waits")
 	f.StringVar(&c.dryRun, "dry-run", "none", `"client" prints the APIKey without creating it`)
@@ -60,39 +55,8 @@ func newCreateCommand(o *Options) *cobra.Command {
 	return cmd
 }
 
-func (c *createOptions) expiration() (keymintv1alpha1.Expiration, error) {
-	chosen := 0
-	var exp keymintv1alpha1.Expiration
-	if c.flagSet("months") {
-		chosen++
-		if c.months < 1 || c.months > 120 {
-			return exp, usageErrorf("--months must be 1-120 (calendar months), not %d", c.months)
-		}
-		exp.Months = ptr.To(c.months)
-	}
-	if c.never {
-		chosen++
-		exp.Never = ptr.To(true)
-	}
-	if c.expiresAt != "" {
-		chosen++
-		t, err := time.Parse(time.RFC3339, c.expiresAt)
-		if err != nil {
-			return exp, usageErrorf("--expires-at %q is not an RFC 3339 time such as 2027-06-30T00:00:00Z", c.expiresAt)
-		}
-		if !t.After(c.Clock.Now()) {
-			return exp, usageErrorf("--expires-at %s is not in the future: a key must expire after it is created", c.expiresAt)
-		}
-		exp.At = &metav1.Time{Time: t}
-	}
-	if chosen != 1 {
-		return exp, usageErrorf("give exactly one of --months N, --never or --expires-at TIME")
-	}
-	return exp, nil
-}
-
 func (c *createOptions) run(ctx context.Context, name string) error {
-	exp, err := c.expiration()
+	exp, err := c.expiration.parse(c.Clock.Now())
 	if err != nil {
 		return err
 	}
@@ -132,7 +96,10 @@ func (c *createOptions) run(ctx context.Context, name string) error {
 		return err
 	}
 	if c.wait || c.show {
-		if key, err = waitActive(ctx, c.Options, key, c.timeout); err != nil {
+		if key, err = waitActive(ctx, c.Options, key, c.timeout, c.queue); err != nil {
+			if errors.As(err, new(errAtCap)) {
+				return withdraw(ctx, c.Options, key, err)
+			}
 			return err
 		}
 	}

@@ -22,8 +22,9 @@ type rotateOptions struct {
 	*Options
 	successor string
 	wait      bool
-	deleteOld bool
-	timeout   time.Duration
+	deleteOld  bool
+	timeout    time.Duration
+	expiration expirationFlags
 }
 
 func newRotateCommand(o *Options) *cobra.Command {
@@ -31,12 +32,15 @@ func newRotateCommand(o *Options) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "rotate NAME",
 		Short: "Create a successor key with the same user and expiration, for a rollover without downtime",
-		Long: `rotate creates a successor of an API key (same user, same expiration choice),
-waits until it is Active, and prints how to switch workloads to it. The old
-key keeps working until you delete it, or until --delete-old deletes it once
-the successor is Active.`,
+		Long: `rotate creates a successor of an API key (same user, same expiration choice,
+unless --months, --never or --expires-at gives it another), waits until it is
+Active, and prints how to switch workloads to it. The old key keeps working
+until you delete it, or until --delete-old deletes it once the successor is
+Active. A successor that cannot become Active (its user holds the most keys,
+or its expiry is past) is deleted again: rotate leaves nothing behind.`,
 		Example: `  kubectl apikey rotate ci
-  kubectl apikey rotate ci --successor ci-2027 --delete-old`,
+  kubectl apikey rotate ci --successor ci-2027 --delete-old
+  kubectl apikey rotate reporting --months 12   # its expires-at has passed`,
 		Args: exactlyOneName,
 		RunE: func(cmd *cobra.Command, args []string) error { return r.run(cmd.Context(), args[0]) },
 	}
@@ -45,6 +49,7 @@ the successor is Active.`,
 	f.BoolVar(&r.wait, "wait", true, "wait until the successor is Active")
 	f.BoolVar(&r.deleteOld, "delete-old", false, "delete the old key once the successor is Active")
 	f.DurationVar(&r.timeout, "timeout", time.Minute, "how long to wait for the successor")
+	r.expiration.add(cmd)
 	return cmd
 }
 
@@ -62,11 +67,20 @@ func (r *rotateOptions) run(ctx context.Context, name string) error {
 		return fmt.Errorf("user %s already holds %d active keys (%s): a rollover needs a free slot; delete a key you no longer use first",
 			old.Spec.User, len(active), strings.Join(active, ", "))
 	}
+	exp := old.Spec.Expiration
+	if r.expiration.given() {
+		if exp, err = r.expiration.parse(r.Clock.Now()); err != nil {
+			return err
+		}
+	} else if exp.At != nil && !exp.At.After(r.Clock.Now()) {
+		return usageErrorf("apikey/%s expires at %s, which has passed: give its successor an expiry with --months N, --never or --expires-at TIME",
+			name, exp.At.UTC().Format(time.RFC3339))
+	}
 	succ := &keymintv1alpha1.APIKey{
 		ObjectMeta: metav1.ObjectMeta{Namespace: old.Namespace, Name: r.successorName(name)},
 		Spec: keymintv1alpha1.APIKeySpec{
 			User:        old.Spec.User,
-			Expiration:  old.Spec.Expiration,
+			Expiration:  exp,
 			Description: "successor of " + name,
 		},
 	}
@@ -78,17 +92,25 @@ func (r *rotateOptions) run(ctx context.Context, name string) error {
 	if !r.wait {
 		return nil
 	}
-	if succ, err = waitActive(ctx, r.Options, succ, r.timeout); err != nil {
-		return err
+	created := succ.DeepCopy()
+	if succ, err = waitActive(ctx, r.Options, succ, r.timeout, false); err != nil {
+		return withdraw(ctx, r.Options, created, err)
 	}
-	fmt.Fprintf(r.Streams.Out, `apikey/%s is Active as %s in Secret %s.
-Next:
+	fmt.Fprintf(r.Streams.Out, "apikey/%s is Active as %s in Secret %s.\n", succ.Name, succ.Status.KeyID, succ.Status.SecretName)
+	if r.deleteOld {
+		// In the order things happen: the old key is gone already.
+		if err := deleteKey(ctx, r.Options, name); err != nil {
+			return err
+		}
+		fmt.Fprintf(r.Streams.Out, `Next:
+  1. Point your workloads at Secret %s (key "api-key") and roll them out: the old key no longer works.
+`, succ.Status.SecretName)
+		return nil
+	}
+	fmt.Fprintf(r.Streams.Out, `Next:
   1. Point your workloads at Secret %s (key "api-key") and roll them out.
   2. When they run with the new key, delete the old one: kubectl apikey delete %s -n %s
-`, succ.Name, succ.Status.KeyID, succ.Status.SecretName, succ.Status.SecretName, name, old.Namespace)
-	if r.deleteOld {
-		return deleteKey(ctx, r.Options, name)
-	}
+`, succ.Status.SecretName, name, old.Namespace)
 	return nil
 }
 

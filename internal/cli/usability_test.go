@@ -113,3 +113,54 @@ func TestAnExpiredKeySaysWhatToDo(t *testing.T) {
 	g.Expect(out).To(MatchRegexp(`apikey/short deleted; its key kid_\w+ was already Expired`))
 	g.Expect(strings.Contains(out, "revoked")).To(BeFalse())
 }
+
+// TestCreateAndRotateAtTheCap: a user holding two Active keys is refused at
+// once, by create --wait and by rotate, and no object is left; --queue
+// keeps the key waiting for a slot. A key whose expiry has passed rotates
+// into a successor with an expiry of its own, and --delete-old says what
+// is next in the order things happen.
+func TestCreateAndRotateAtTheCap(t *testing.T) {
+	g := NewWithT(t)
+	alice := newUser(t, "alice")
+	for _, name := range []string{"one", "two"} {
+		_, errOut, code := alice.run("create", name, "--never", "--wait")
+		g.Expect(code).To(Equal(ExitOK), errOut)
+	}
+	start := time.Now()
+	_, errOut, code := alice.run("create", "three", "--never", "--wait")
+	g.Expect(code).To(Equal(ExitError))
+	g.Expect(time.Since(start)).To(BeNumerically("<", 15*time.Second), "refused at once, not after the timeout")
+	g.Expect(errOut).To(ContainSubstring("already holds 2 active keys (" + alice.namespace + "/one, " + alice.namespace + "/two)"))
+	g.Expect(errOut).To(ContainSubstring("or pass --queue to wait for one; apikey/three was not kept"))
+	g.Eventually(func() string { _, errOut, _ := alice.run("status", "three"); return errOut }).
+		Should(ContainSubstring(`API key "three" not found`))
+
+	_, errOut, code = alice.run("rotate", "one")
+	g.Expect(code).To(Equal(ExitError))
+	g.Expect(errOut).To(ContainSubstring("a rollover needs a free slot"))
+	out, _, _ := alice.run("list")
+	g.Expect(strings.Count(out, "\n")).To(Equal(3), "rotate left nothing behind:\n%s", out)
+
+	out, errOut, code = alice.run("create", "queued", "--never", "--wait", "--queue", "--timeout", "2s")
+	listed, _, _ := alice.run("list")
+	g.Expect(code).To(Equal(ExitError), "it is still waiting: %s %s\n%s", out, errOut, listed)
+	out, _, _ = alice.run("status", "queued")
+	g.Expect(out).To(MatchRegexp(`Phase:\s+Pending`))
+	_, _, code = alice.run("delete", "queued")
+	g.Expect(code).To(Equal(ExitOK))
+	_, _, code = alice.run("delete", "two")
+	g.Expect(code).To(Equal(ExitOK))
+
+	at := time.Now().Add(2 * time.Second).UTC().Format(time.RFC3339)
+	_, errOut, code = alice.run("create", "dated", "--expires-at", at, "--wait")
+	g.Expect(code).To(Equal(ExitOK), errOut)
+	g.Eventually(func() string { out, _, _ := alice.run("status", "dated"); return out }, 20*time.Second).
+		Should(MatchRegexp(`Phase:\s+Expired`))
+	_, errOut, code = alice.run("rotate", "dated", "--successor", "dated-2")
+	g.Expect(code).To(Equal(ExitUsage))
+	g.Expect(errOut).To(ContainSubstring("which has passed: give its successor an expiry with --months N"))
+	out, errOut, code = alice.run("rotate", "dated", "--successor", "dated-2", "--months", "12", "--delete-old")
+	g.Expect(code).To(Equal(ExitOK), errOut)
+	g.Expect(out).To(MatchRegexp(`(?s)apikey/dated-2 is Active as kid_\w+ in Secret dated-2\.\napikey/dated deleted.*\nNext:\n  1\. Point your workloads at Secret dated-2`))
+	g.Expect(out).NotTo(ContainSubstring("delete the old one"))
+}

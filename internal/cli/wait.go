@@ -13,8 +13,9 @@ import (
 )
 
 // waitActive polls key until it is Active, and fails early when it cannot
-// become Active without someone's help.
-func waitActive(ctx context.Context, o *Options, key *keymintv1alpha1.APIKey, timeout time.Duration) (*keymintv1alpha1.APIKey, error) {
+// become Active without someone's help, or, unless queue, when its user
+// already holds the most keys.
+func waitActive(ctx context.Context, o *Options, key *keymintv1alpha1.APIKey, timeout time.Duration, queue bool) (*keymintv1alpha1.APIKey, error) {
 	cl, err := o.Client()
 	if err != nil {
 		return nil, err
@@ -29,6 +30,8 @@ func waitActive(ctx context.Context, o *Options, key *keymintv1alpha1.APIKey, ti
 			return true, nil
 		case apimeta.IsStatusConditionTrue(latest.Status.Conditions, keymintv1alpha1.ConditionStalled):
 			return false, fmt.Errorf("apikey/%s cannot become Active: %s", key.Name, waitingReason(latest))
+		case !queue && readyReasonOf(latest) == keymintv1alpha1.ReasonKeyLimitReached:
+			return false, errAtCap{fmt.Sprintf("%s; free a slot with `kubectl apikey delete NAME`, or pass --queue to wait for one", waitingReason(latest))}
 		}
 		return false, nil
 	})
@@ -37,6 +40,31 @@ func waitActive(ctx context.Context, o *Options, key *keymintv1alpha1.APIKey, ti
 			key.Name, timeout, waitingReason(latest), key.Name)
 	}
 	return latest, err
+}
+
+// errAtCap refuses a key whose user already holds the most active keys.
+type errAtCap struct{ msg string }
+
+func (e errAtCap) Error() string { return e.msg }
+
+// withdraw deletes key, made by this command, that will not work: the
+// command leaves no dead or queued object behind.
+func withdraw(ctx context.Context, o *Options, key *keymintv1alpha1.APIKey, why error) error {
+	cl, err := o.Client()
+	if err == nil {
+		err = client.IgnoreNotFound(cl.Delete(ctx, key))
+	}
+	if err != nil {
+		return fmt.Errorf("%w (and apikey/%s could not be deleted: %v)", why, key.Name, err)
+	}
+	return fmt.Errorf("%w; apikey/%s was not kept", why, key.Name)
+}
+
+func readyReasonOf(key *keymintv1alpha1.APIKey) string {
+	if c := apimeta.FindStatusCondition(key.Status.Conditions, keymintv1alpha1.ConditionReady); c != nil {
+		return c.Reason
+	}
+	return ""
 }
 
 // waitingReason is the Ready condition's message, or its absence.
