@@ -20,8 +20,8 @@ const maxActiveKeys = 2
 
 type rotateOptions struct {
 	*Options
-	successor string
-	wait      bool
+	successor  string
+	wait       bool
 	deleteOld  bool
 	timeout    time.Duration
 	expiration expirationFlags
