@@ -225,6 +225,7 @@ func (r *APIKeyReconciler) nextCheck(now time.Time, expiresAt *time.Time) time.D
 // resourceVersion read, so a stale copy never overwrites a newer status.
 func (r *APIKeyReconciler) patchStatus(ctx context.Context, base, key *keymintv1alpha1.APIKey) error {
 	key.Status.ObservedGeneration = key.Generation
+	key.Status.Expires = expiresShown(key)
 	if equality.Semantic.DeepEqual(base.Status, key.Status) {
 		return nil
 	}

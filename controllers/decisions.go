@@ -5,6 +5,8 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/utils/ptr"
+
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
 	"github.com/keymint/keymint/internal/expiry"
 )
@@ -88,4 +90,16 @@ func waitMessage(user string, holders []string, maxKeys int) string {
 			user, len(holders), list)
 	}
 	return fmt.Sprintf("user %s holds %d of %d active keys (%s); older keys of the user wait ahead of this one", user, len(holders), maxKeys, list)
+}
+
+// expiresShown is status.expires: the known expiry in RFC 3339, "never",
+// or nothing while a months expiry waits for its issue.
+func expiresShown(key *keymintv1alpha1.APIKey) string {
+	if t := knownExpiry(key); t != nil {
+		return t.UTC().Format(time.RFC3339)
+	}
+	if ptr.Deref(key.Spec.Expiration.Never, false) {
+		return "never"
+	}
+	return ""
 }

@@ -179,3 +179,19 @@ func TestRecordIDs(t *testing.T) {
 		}
 	}
 }
+
+func TestExpiresShown(t *testing.T) {
+	issued := keyWith(months(1), keymintv1alpha1.APIKeyStatus{ExpiresAt: &metav1.Time{Time: time.Date(2027, 2, 28, 10, 0, 0, 0, time.UTC)}})
+	for name, tc := range map[string]struct {
+		key  *keymintv1alpha1.APIKey
+		want string
+	}{
+		"issued":                 {issued, "2027-02-28T10:00:00Z"},
+		"never":                  {keyWith(never(), keymintv1alpha1.APIKeyStatus{}), "never"},
+		"months, not yet issued": {keyWith(months(3), keymintv1alpha1.APIKeyStatus{}), ""},
+	} {
+		if got := expiresShown(tc.key); got != tc.want {
+			t.Errorf("%s: expiresShown = %q, want %q", name, got, tc.want)
+		}
+	}
+}

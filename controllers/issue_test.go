@@ -95,6 +95,7 @@ func TestNeverExpiringKeyAndCustomSecretName(t *testing.T) {
 	g.Expect(k8sClient.Create(ctx, key)).To(Succeed())
 	got := waitForPhase(t, key, keymintv1alpha1.PhaseActive)
 	g.Expect(got.Status.ExpiresAt).To(BeNil())
+	g.Expect(got.Status.Expires).To(Equal("never"), "the Expires column says never")
 	g.Expect(got.Status.SecretName).To(Equal("bob-api-key"))
 	secret := secretOf(g, key)
 	g.Expect(string(secret.Data["expires-at"])).To(Equal("never"))

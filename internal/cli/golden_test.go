@@ -50,7 +50,7 @@ func sampleKeys() []keymintv1alpha1.APIKey {
 		}
 	}
 	at := func(t time.Time) *metav1.Time { m := metav1.NewTime(t); return &m }
-	return []keymintv1alpha1.APIKey{
+	keys := []keymintv1alpha1.APIKey{
 		mk("team-a", "ci", "alice", goldenNow.Add(-40*24*time.Hour), keymintv1alpha1.Expiration{Months: ptr.To[int32](5)},
 			keymintv1alpha1.APIKeyStatus{Phase: keymintv1alpha1.PhaseActive, KeyID: "kid_0fSwgOivseDGV", ExpiresAt: at(time.Date(2027, 3, 18, 12, 0, 0, 0, time.UTC))}),
 		mk("team-a", "ci-next", "alice", goldenNow.Add(-2*time.Hour), keymintv1alpha1.Expiration{Never: ptr.To(true)},
@@ -60,20 +60,30 @@ func sampleKeys() []keymintv1alpha1.APIKey {
 		mk("team-b", "old", "bob", goldenNow.Add(-400*24*time.Hour), keymintv1alpha1.Expiration{Months: ptr.To[int32](1)},
 			keymintv1alpha1.APIKeyStatus{Phase: keymintv1alpha1.PhaseExpired, KeyID: "kid_1PuYQtDMacTbs", ExpiresAt: at(goldenNow.Add(-50 * time.Hour))}),
 	}
+	// What the controller reports: Ready and its reason, and the Secret.
+	for i, ready := range []struct {
+		status metav1.ConditionStatus
+		reason string
+	}{{metav1.ConditionTrue, "Active"}, {metav1.ConditionTrue, "Active"}, {metav1.ConditionFalse, "KeyLimitReached"}, {metav1.ConditionFalse, "Expired"}} {
+		keys[i].Status.Conditions = []metav1.Condition{{Type: keymintv1alpha1.ConditionReady, Status: ready.status, Reason: ready.reason}}
+		if keys[i].Status.KeyID != "" {
+			keys[i].Status.SecretName = keys[i].Name
+		}
+	}
+	return keys
 }
 
 func TestListTableGolden(t *testing.T) {
-	for _, all := range []bool{false, true} {
+	for _, tc := range []struct {
+		all, wide bool
+		golden    string
+	}{{false, false, "list.golden"}, {true, false, "list-all-namespaces.golden"}, {false, true, "list-wide.golden"}} {
 		out := &bytes.Buffer{}
-		l := &listOptions{Options: &Options{Clock: clocktesting.NewFakePassiveClock(goldenNow)}, allNamespaces: all}
-		if err := l.table(out, sampleKeys()); err != nil {
+		l := &listOptions{Options: &Options{Clock: clocktesting.NewFakePassiveClock(goldenNow)}, allNamespaces: tc.all}
+		if err := l.table(out, sampleKeys(), tc.wide); err != nil {
 			t.Fatal(err)
 		}
-		name := "list.golden"
-		if all {
-			name = "list-all-namespaces.golden"
-		}
-		golden(t, name, out.String())
+		golden(t, tc.golden, out.String())
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"slices"
 
 	"github.com/spf13/cobra"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/printers"
 	"k8s.io/utils/ptr"
@@ -65,7 +66,8 @@ func (l *listOptions) run(ctx context.Context) error {
 	slices.SortFunc(list.Items, func(a, b keymintv1alpha1.APIKey) int {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 	})
-	if ptr.Deref(l.print.OutputFormat, "") != "" {
+	wide := ptr.Deref(l.print.OutputFormat, "") == "wide"
+	if !wide && ptr.Deref(l.print.OutputFormat, "") != "" {
 		p, err := l.print.ToPrinter()
 		if err != nil {
 			return err
@@ -76,23 +78,43 @@ func (l *listOptions) run(ctx context.Context) error {
 		fmt.Fprintln(l.Streams.ErrOut, "No API keys found; `kubectl apikey create NAME --months 12` makes one.")
 		return nil
 	}
-	return l.table(l.Streams.Out, list.Items)
+	return l.table(l.Streams.Out, list.Items, wide)
 }
 
-func (l *listOptions) table(out io.Writer, items []keymintv1alpha1.APIKey) error {
+// table prints the keys; wide adds why a key is not Ready, and its Secret.
+func (l *listOptions) table(out io.Writer, items []keymintv1alpha1.APIKey, wide bool) error {
 	w := printers.GetNewTabWriter(out)
 	now := l.Clock.Now()
 	if l.allNamespaces {
 		fmt.Fprint(w, "NAMESPACE\t")
 	}
-	fmt.Fprintln(w, "NAME\tUSER\tPHASE\tKEY\tEXPIRES\tAGE")
+	fmt.Fprint(w, "NAME\tUSER\tPHASE\t")
+	if wide {
+		fmt.Fprint(w, "READY\tREASON\t")
+	}
+	fmt.Fprint(w, "KEY\tEXPIRES\t")
+	if wide {
+		fmt.Fprint(w, "SECRET\t")
+	}
+	fmt.Fprintln(w, "AGE")
 	for i := range items {
 		k := &items[i]
 		if l.allNamespaces {
 			fmt.Fprintf(w, "%s\t", k.Namespace)
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", k.Name, k.Spec.User, orDash(string(k.Status.Phase)),
-			orDash(k.Status.KeyID), expiresText(k, now), age(k, now))
+		fmt.Fprintf(w, "%s\t%s\t%s\t", k.Name, k.Spec.User, orDash(string(k.Status.Phase)))
+		if wide {
+			status, reason := "-", "-"
+			if c := apimeta.FindStatusCondition(k.Status.Conditions, keymintv1alpha1.ConditionReady); c != nil {
+				status, reason = string(c.Status), c.Reason
+			}
+			fmt.Fprintf(w, "%s\t%s\t", status, reason)
+		}
+		fmt.Fprintf(w, "%s\t%s\t", orDash(k.Status.KeyID), expiresText(k, now))
+		if wide {
+			fmt.Fprintf(w, "%s\t", orDash(k.Status.SecretName))
+		}
+		fmt.Fprintln(w, age(k, now))
 	}
 	return w.Flush()
 }

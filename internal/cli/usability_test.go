@@ -3,6 +3,8 @@ package cli
 import (
 	"bytes"
 	"context"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -146,8 +148,9 @@ func TestCreateAndRotateAtTheCap(t *testing.T) {
 	g.Expect(code).To(Equal(ExitError), "it is still waiting: %s %s\n%s", out, errOut, listed)
 	out, _, _ = alice.run("status", "queued")
 	g.Expect(out).To(MatchRegexp(`Phase:\s+Pending`))
-	_, _, code = alice.run("delete", "queued")
+	out, _, code = alice.run("delete", "queued")
 	g.Expect(code).To(Equal(ExitOK))
+	g.Expect(out).To(Equal("apikey/queued deleted; it had no key yet\n"), "no key was revoked")
 	_, _, code = alice.run("delete", "two")
 	g.Expect(code).To(Equal(ExitOK))
 
@@ -163,4 +166,24 @@ func TestCreateAndRotateAtTheCap(t *testing.T) {
 	g.Expect(code).To(Equal(ExitOK), errOut)
 	g.Expect(out).To(MatchRegexp(`(?s)apikey/dated-2 is Active as kid_\w+ in Secret dated-2\.\napikey/dated deleted.*\nNext:\n  1\. Point your workloads at Secret dated-2`))
 	g.Expect(out).NotTo(ContainSubstring("delete the old one"))
+}
+
+// TestColumnsTellStatesApart: kubectl get shows Ready and its reason, and
+// never for a key that never expires; the plugin's -o wide does too.
+func TestColumnsTellStatesApart(t *testing.T) {
+	g := NewWithT(t)
+	alice := newUser(t, "alice")
+	_, errOut, code := alice.run("create", "forever", "--never", "--wait")
+	g.Expect(code).To(Equal(ExitOK), errOut)
+	out, err := exec.Command(filepath.Join(os.Getenv("KUBEBUILDER_ASSETS"), "kubectl"), "--kubeconfig", alice.kubeconfig,
+		"get", "apikeys", "-n", alice.namespace).CombinedOutput()
+	g.Expect(err).NotTo(HaveOccurred(), string(out))
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	g.Expect(strings.Fields(lines[0])).To(Equal([]string{"NAME", "USER", "PHASE", "READY", "REASON", "KEYID", "EXPIRES", "AGE"}))
+	g.Expect(lines[1]).To(MatchRegexp(`^forever\s+alice@\S+\s+Active\s+True\s+Active\s+kid_\w+\s+never\s+\d+s$`))
+
+	wide, _, code := alice.run("list", "-o", "wide")
+	g.Expect(code).To(Equal(ExitOK))
+	g.Expect(wide).To(MatchRegexp(`NAME\s+USER\s+PHASE\s+READY\s+REASON\s+KEY\s+EXPIRES\s+SECRET\s+AGE`))
+	g.Expect(wide).To(MatchRegexp(`forever\s+alice@\S+\s+Active\s+True\s+Active\s+kid_\w+\s+never\s+forever\s+`))
 }
