@@ -7,6 +7,7 @@ import (
 
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/util/workqueue"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
@@ -110,6 +111,9 @@ func (r *APIKeyReconciler) bindingChanged() handler.Funcs {
 	// suspended, just issued), and a key skipped on a stale status would
 	// keep or lack access until the periodic re-check.
 	enqueue := func(ctx context.Context, obj client.Object, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+		if isOwnerAccess(obj) {
+			return
+		}
 		list := &keymintv1alpha1.APIKeyList{}
 		if err := r.List(ctx, list, client.InNamespace(obj.GetNamespace())); err != nil {
 			return
@@ -133,4 +137,15 @@ func (r *APIKeyReconciler) bindingChanged() handler.Funcs {
 			enqueue(ctx, e.Object, q)
 		},
 	}
+}
+
+// isOwnerAccess reports whether a binding is one of keymint's grants of a
+// key's Secret to its owner (see grantOwnerAccess). Those grant get on one
+// Secret, never "use", so they change no key's access: without this, every
+// key issued would re-check every key of its namespace. Tampering with such
+// a binding is caught by the periodic re-check.
+func isOwnerAccess(binding client.Object) bool {
+	ref := metav1.GetControllerOfNoCopy(binding)
+	return ref != nil && ref.Kind == "APIKey" && ref.APIVersion == keymintv1alpha1.GroupVersion.String() &&
+		binding.GetName() == ownerAccessName(ref.Name)
 }
