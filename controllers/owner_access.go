@@ -64,7 +64,7 @@ func ownerRoleBinding(key *keymintv1alpha1.APIKey) *rbacv1.RoleBinding {
 // changed or bound: the key waits, and says why.
 func (r *APIKeyReconciler) grantOwnerAccess(ctx context.Context, key *keymintv1alpha1.APIKey) error {
 	role := ownerRole(key)
-	if err := r.ensureOwnerObject(ctx, key, role, &rbacv1.Role{}, func(have client.Object) repair {
+	if err := r.ensureOwnerObject(ctx, key, "Role", role, &rbacv1.Role{}, func(have client.Object) repair {
 		h := have.(*rbacv1.Role)
 		if equality.Semantic.DeepEqual(h.Rules, role.Rules) {
 			return keep
@@ -75,7 +75,7 @@ func (r *APIKeyReconciler) grantOwnerAccess(ctx context.Context, key *keymintv1a
 		return err
 	}
 	binding := ownerRoleBinding(key)
-	return r.ensureOwnerObject(ctx, key, binding, &rbacv1.RoleBinding{}, func(have client.Object) repair {
+	return r.ensureOwnerObject(ctx, key, "RoleBinding", binding, &rbacv1.RoleBinding{}, func(have client.Object) repair {
 		h := have.(*rbacv1.RoleBinding)
 		switch {
 		case h.RoleRef != binding.RoleRef: // immutable
@@ -100,7 +100,7 @@ const (
 
 // ensureOwnerObject creates want, or, if an object of its name exists,
 // checks that key controls it and corrects it as fix says.
-func (r *APIKeyReconciler) ensureOwnerObject(ctx context.Context, key *keymintv1alpha1.APIKey, want, have client.Object, fix func(client.Object) repair) error {
+func (r *APIKeyReconciler) ensureOwnerObject(ctx context.Context, key *keymintv1alpha1.APIKey, kind string, want, have client.Object, fix func(client.Object) repair) error {
 	err := r.Create(ctx, want)
 	if !apierrors.IsAlreadyExists(err) {
 		return err
@@ -109,8 +109,8 @@ func (r *APIKeyReconciler) ensureOwnerObject(ctx context.Context, key *keymintv1
 		return err
 	}
 	if ref := metav1.GetControllerOfNoCopy(have); ref == nil || ref.UID != key.UID {
-		return fmt.Errorf("%T %s/%s exists and is not this APIKey's: the key's user cannot be granted its Secret; delete it",
-			have, have.GetNamespace(), have.GetName())
+		return fmt.Errorf("%s %s/%s exists and is not this APIKey's: the key's user cannot be granted its Secret; delete it",
+			kind, have.GetNamespace(), have.GetName())
 	}
 	switch fix(have) {
 	case update:
@@ -120,7 +120,7 @@ func (r *APIKeyReconciler) ensureOwnerObject(ctx context.Context, key *keymintv1
 		if err := r.Delete(ctx, have, client.Preconditions{UID: &uid}); client.IgnoreNotFound(err) != nil {
 			return err
 		}
-		return fmt.Errorf("%T %s/%s did not grant what keymint grants; it was deleted and is created again", have, have.GetNamespace(), have.GetName())
+		return fmt.Errorf("%s %s/%s did not grant what keymint grants; it was deleted and is created again", kind, have.GetNamespace(), have.GetName())
 	}
 	return nil
 }
