@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -95,4 +96,32 @@ func TestOwnerReadsOnlyTheirKey(t *testing.T) {
 	g.Expect(k8sClient.Delete(ctx, grant)).To(Succeed())
 	waitForPhase(t, bobs, keymintv1alpha1.PhaseSuspended)
 	expectNoOwnerAccess(g, bobs)
+}
+
+// TestSomeoneElsesRoleIsNeverBound: a Role named like the owner's grant
+// that the APIKey does not control (it could grant anything) is neither
+// changed nor bound; the key waits and says why.
+func TestSomeoneElsesRoleIsNeverBound(t *testing.T) {
+	g := NewWithT(t)
+	startManager(t, managerOptions{})
+	ns := newNamespace(t)
+	key := newKey(ns, "squatted", userIn(ns, "dave"), never())
+	theirs := &rbacv1.Role{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: ownerAccessName(key.Name)},
+		Rules:      []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"get", "list"}}},
+	}
+	g.Expect(k8sClient.Create(ctx, theirs)).To(Succeed())
+	g.Expect(k8sClient.Create(ctx, key)).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		got := getKey(g, key)
+		g.Expect(got.Status.Phase).NotTo(Equal(keymintv1alpha1.PhaseActive))
+		g.Expect(findCondition(got, keymintv1alpha1.ConditionReconciling)).NotTo(BeNil())
+		g.Expect(findCondition(got, keymintv1alpha1.ConditionReconciling).Message).To(ContainSubstring(
+			"Role " + ns + "/" + ownerAccessName(key.Name) + " exists and is not this APIKey's"))
+	}).Should(Succeed())
+	err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: ownerAccessName(key.Name)}, &rbacv1.RoleBinding{})
+	g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "their Role was bound")
+	kept := &rbacv1.Role{}
+	g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(theirs), kept)).To(Succeed())
+	g.Expect(kept.Rules).To(Equal(theirs.Rules), "their Role was changed")
 }
