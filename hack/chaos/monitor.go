@@ -43,6 +43,8 @@ type monitor struct {
 	// keys are the APIKeys by UID; gone once deleted.
 	keys   map[string]*keymintv1alpha1.APIKey
 	issued map[string]bool // key IDs seen in a status
+	// revocations are the Secret deletions still to check.
+	revocations []pendingRevocation
 }
 
 type secretState struct{ owner, user string }
@@ -85,11 +87,6 @@ type pendingRevocation struct {
 	at            time.Time
 }
 
-var (
-	revocationsMu sync.Mutex
-	revocations   []pendingRevocation
-)
-
 func (m *monitor) observe(ev watch.Event) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -114,9 +111,7 @@ func (m *monitor) observe(ev watch.Event) {
 		}
 		if ev.Type == watch.Deleted {
 			delete(m.secrets, o.Name)
-			revocationsMu.Lock()
-			revocations = append(revocations, pendingRevocation{owner: owner, secret: o.Name, at: time.Now()})
-			revocationsMu.Unlock()
+			m.revocations = append(m.revocations, pendingRevocation{owner: owner, secret: o.Name, at: time.Now()})
 			return
 		}
 		m.secrets[o.Name] = secretState{owner: owner, user: string(o.Data[keysecret.DataUser])}
@@ -145,21 +140,19 @@ func (m *monitor) checkRevocations(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		revocationsMu.Lock()
+		m.mu.Lock()
 		var keep []pendingRevocation
-		for _, r := range revocations {
+		for _, r := range m.revocations {
 			if time.Since(r.at) < 5*time.Second {
 				keep = append(keep, r)
 				continue
 			}
-			m.mu.Lock()
 			if k, ok := m.keys[r.owner]; ok && k.DeletionTimestamp.IsZero() {
 				m.violateLocked(invEarly, fmt.Sprintf("Secret %s deleted while APIKey %s lives", r.secret, k.Name))
 			}
-			m.mu.Unlock()
 		}
-		revocations = keep
-		revocationsMu.Unlock()
+		m.revocations = keep
+		m.mu.Unlock()
 	}
 }
 
