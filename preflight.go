@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -21,7 +22,11 @@ import (
 // starts: the CRD, the permissions its RBAC grants, or the slot namespace.
 // Its requests wait out an API server outage, as every request does.
 func preflight(ctx context.Context, cfg *rest.Config, slotNamespace string) error {
-	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	// Discovery gives up after 32 s unless told otherwise; a manager that
+	// starts during an API server outage must wait it out instead of dying.
+	waiting := rest.CopyConfig(cfg)
+	waiting.Timeout = time.Hour
+	dc, err := discovery.NewDiscoveryClientForConfig(waiting)
 	if err != nil {
 		return err
 	}

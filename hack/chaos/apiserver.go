@@ -59,10 +59,16 @@ func (a *apiServer) kill() {
 	}
 }
 
-// start starts the API server again as it was started first.
-func (a *apiServer) start() error {
+// start starts the API server again as it was started first, logging to
+// log.
+func (a *apiServer) start(log string) error {
+	out, err := os.OpenFile(log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
 	a.cmd = exec.Command(a.args[0], a.args[1:]...)
 	a.cmd.Env = a.env
+	a.cmd.Stdout, a.cmd.Stderr = out, out
 	a.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	return a.cmd.Start()
 }

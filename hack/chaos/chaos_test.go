@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -17,10 +19,16 @@ func TestShortChaos(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
+	// Kept until the test ends, for the logs a failure points at.
+	keepDir = t.TempDir()
 	var out bytes.Buffer
 	violations, err := run(ctx, config{kills: 10, users: 30, twoManagers: 9 * time.Second, outages: durations{30 * time.Second}}, &out)
 	t.Log("\n" + out.String())
 	if err != nil {
+		for _, log := range []string{"manager.log", "kube-apiserver.log"} {
+			raw, _ := os.ReadFile(filepath.Join(keepDir, log))
+			t.Logf("the last of %s:\n%s", log, raw[max(0, len(raw)-4000):])
+		}
 		t.Fatal(err)
 	}
 	if violations > 0 {

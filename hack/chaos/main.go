@@ -14,9 +14,6 @@ import (
 	"fmt"
 	"os"
 	"time"
-
-	"github.com/go-logr/logr"
-	"k8s.io/klog/v2"
 )
 
 func main() {
@@ -27,9 +24,6 @@ func main() {
 	flag.Var(&c.outages, "outage", "an API server outage to run (repeatable; default 30s, 90s, 120s)")
 	flag.StringVar(&keepDir, "keep", "", "a directory to keep the run's files in (manager logs, audit logs)")
 	flag.Parse()
-	// The monitor's watches retry through the outages; their errors are
-	// expected, and would bury the report.
-	klog.SetLogger(logr.Discard())
 	if len(c.outages) == 0 {
 		c.outages = durations{30 * time.Second, 90 * time.Second, 120 * time.Second}
 	}

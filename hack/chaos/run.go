@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/go-logr/logr"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -22,6 +23,7 @@ import (
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/klog/v2"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -62,18 +64,19 @@ type harness struct {
 }
 
 func run(ctx context.Context, c config, out io.Writer) (int, error) {
+	// The monitor's watches retry through the outages; their errors are
+	// expected, and would bury the report.
+	klog.SetLogger(logr.Discard())
 	root, err := repoRoot()
 	if err != nil {
 		return 0, err
 	}
-	dir, err := os.MkdirTemp("", "keymint-chaos-")
-	if err != nil {
-		return 0, err
-	}
-	if keepDir == "" {
+	dir := keepDir
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "keymint-chaos-"); err != nil {
+			return 0, err
+		}
 		defer os.RemoveAll(dir)
-	} else {
-		dir = keepDir
 	}
 	h := &harness{root: root, dir: dir, out: out}
 	h.say("building bin/manager")
@@ -161,7 +164,7 @@ func run(ctx context.Context, c config, out io.Writer) (int, error) {
 		}
 		apiserver.kill()
 		pause(ctx, d)
-		if err := apiserver.start(); err != nil {
+		if err := apiserver.start(filepath.Join(dir, "kube-apiserver.log")); err != nil {
 			return 0, err
 		}
 		back := time.Now()
@@ -315,10 +318,10 @@ func (h *harness) churn(ctx context.Context, users int) {
 	}
 }
 
-// waitReachable waits until the API server answers again.
+// waitReachable waits until the API server serves APIKeys again.
 func (h *harness) waitReachable(ctx context.Context) error {
 	return wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
-		return h.env.Client.List(ctx, &corev1.NamespaceList{}) == nil, nil
+		return h.env.Client.List(ctx, &keymintv1alpha1.APIKeyList{}, client.InNamespace(namespace)) == nil, nil
 	})
 }
 
@@ -327,11 +330,14 @@ func (h *harness) waitConverged(ctx context.Context, limit time.Duration) error 
 	var last string
 	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, limit, true, func(ctx context.Context) (bool, error) {
 		var err error
-		last, err = unsettled(ctx, h.env.Client)
-		return err == nil && last == "", nil
+		if last, err = unsettled(ctx, h.env.Client); err != nil {
+			last = "reading the keys: " + err.Error()
+			return false, nil
+		}
+		return last == "", nil
 	})
 	if err != nil {
-		return fmt.Errorf("keys did not converge within %s: %s", limit, last)
+		return fmt.Errorf("keys did not converge within %s: %s (logs in %s)", limit, last, h.dir)
 	}
 	return nil
 }
