@@ -171,7 +171,9 @@ func main() {
 	auditTrail = append(auditTrail, &audit.Lines{W: os.Stdout})
 
 	ctx := ctrl.SetupSignalHandler()
-	if err := preflight(ctx, cfg, slotNamespace); err != nil {
+	// What is missing ends the manager; an API server that is away is
+	// waited for, here and in the set-up calls below.
+	if err := apiwait.Retry(ctx, log, "start-up checks", func() error { return preflight(ctx, cfg, slotNamespace) }); err != nil {
 		fmt.Fprintln(os.Stderr, "keymint: "+err.Error())
 		os.Exit(1)
 	}

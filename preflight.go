@@ -18,6 +18,11 @@ import (
 	"github.com/keymint/keymint/controllers"
 )
 
+// missing is what the manager lacks to start, said in one line.
+type missing struct{ what string }
+
+func (m missing) Error() string { return m.what }
+
 // preflight says, in one line, what the manager is missing before it
 // starts: the CRD, the permissions its RBAC grants, or the slot namespace.
 // Its requests wait out an API server outage, as every request does.
@@ -31,7 +36,7 @@ func preflight(ctx context.Context, cfg *rest.Config, slotNamespace string) erro
 		return err
 	}
 	if _, err := dc.ServerResourcesForGroupVersion(keymintv1alpha1.GroupVersion.String()); apierrors.IsNotFound(err) {
-		return fmt.Errorf("the APIKey CRD (apikeys.keymint.io) is not installed: run `make install`, or apply dist/install.yaml")
+		return missing{"the APIKey CRD (apikeys.keymint.io) is not installed: run `make install`, or apply dist/install.yaml"}
 	} else if err != nil {
 		return fmt.Errorf("asking the API server for the APIKey CRD: %w", err)
 	}
@@ -39,21 +44,21 @@ func preflight(ctx context.Context, cfg *rest.Config, slotNamespace string) erro
 	if err != nil {
 		return err
 	}
-	var missing []string
+	var lacking []string
 	for _, attrs := range controllers.RequiredPermissions(slotNamespace) {
 		review := &authorizationv1.SelfSubjectAccessReview{Spec: authorizationv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &attrs}}
 		if err := c.Create(ctx, review); err != nil {
 			return fmt.Errorf("checking the manager's permissions: %w", err)
 		}
 		if !review.Status.Allowed {
-			missing = append(missing, permission(attrs))
+			lacking = append(lacking, permission(attrs))
 		}
 	}
-	if len(missing) > 0 {
-		return fmt.Errorf("the manager's identity lacks %s: apply config/rbac (make deploy) or dist/install.yaml, which grant them", strings.Join(missing, ", "))
+	if len(lacking) > 0 {
+		return missing{fmt.Sprintf("the manager's identity lacks %s: apply config/rbac (make deploy) or dist/install.yaml, which grant them", strings.Join(lacking, ", "))}
 	}
 	if err := c.Get(ctx, types.NamespacedName{Name: slotNamespace}, &corev1.Namespace{}); apierrors.IsNotFound(err) {
-		return fmt.Errorf("the slot namespace %s does not exist: create it (make install does), or set --slot-namespace", slotNamespace)
+		return missing{fmt.Sprintf("the slot namespace %s does not exist: create it (make install does), or set --slot-namespace", slotNamespace)}
 	} else if err != nil {
 		return fmt.Errorf("reading the slot namespace %s: %w", slotNamespace, err)
 	}

@@ -27,6 +27,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
+	"github.com/keymint/keymint/internal/apiwait"
 	"github.com/keymint/keymint/internal/audit"
 	"github.com/keymint/keymint/internal/expiry"
 	"github.com/keymint/keymint/internal/keys"
@@ -95,11 +96,13 @@ func (r *APIKeyReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manage
 		r.AccessRecheck = DefaultAccessRecheck
 	}
 	if r.Signer == nil {
-		signer, err := LoadSigner(ctx, mgr.GetAPIReader(), mgr.GetClient(), r.SlotNamespace)
+		err := apiwait.Retry(ctx, mgr.GetLogger(), "loading the signing key", func() (err error) {
+			r.Signer, err = LoadSigner(ctx, mgr.GetAPIReader(), mgr.GetClient(), r.SlotNamespace)
+			return err
+		})
 		if err != nil {
 			return err
 		}
-		r.Signer = signer
 	}
 	if err := mgr.GetFieldIndexer().IndexField(ctx, &keymintv1alpha1.APIKey{}, IndexWaitingUser, indexWaitingUser); err != nil {
 		return err

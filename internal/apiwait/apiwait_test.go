@@ -3,12 +3,19 @@ package apiwait
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/go-logr/logr/funcr"
 	"k8s.io/utils/clock"
@@ -93,5 +100,23 @@ func TestARequestGivesUpWithItsContext(t *testing.T) {
 	}
 	if d := time.Since(start); d < 500*time.Millisecond || d > 5*time.Second {
 		t.Errorf("gave up after %s, want at the context's deadline", d)
+	}
+}
+
+func TestTransient(t *testing.T) {
+	reset := &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ECONNRESET)}
+	for err, want := range map[error]bool{
+		nil:                                  false,
+		reset:                                true,
+		fmt.Errorf("loading: %w", reset):     true,
+		apierrors.NewServiceUnavailable("x"): true,
+		apierrors.NewTooManyRequests("x", 1): true,
+		apierrors.NewNotFound(schema.GroupResource{Resource: "namespaces"}, "x"):                 false,
+		apierrors.NewForbidden(schema.GroupResource{Resource: "secrets"}, "x", errors.New("no")): false,
+		errors.New("the APIKey CRD is not installed"):                                            false,
+	} {
+		if got := Transient(err); got != want {
+			t.Errorf("Transient(%v) = %v, want %v", err, got, want)
+		}
 	}
 }

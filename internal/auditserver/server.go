@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
+	"github.com/keymint/keymint/internal/apiwait"
 	"github.com/keymint/keymint/internal/audit"
 )
 
@@ -90,8 +91,11 @@ func (s *Server) SetupWithManager(ctx context.Context, mgr manager.Manager) erro
 			return err
 		}
 	}
-	self, err := Self(ctx, mgr.GetClient())
-	if err != nil {
+	var self string
+	if err := apiwait.Retry(ctx, mgr.GetLogger(), "asking who the manager is", func() (err error) {
+		self, err = Self(ctx, mgr.GetClient())
+		return err
+	}); err != nil {
 		return err
 	}
 	s.IgnoredUsers = append(s.IgnoredUsers, self)
