@@ -49,11 +49,16 @@ func ValidAction(a Action) error {
 	if slices.Contains(Actions, a) {
 		return nil
 	}
+	return fmt.Errorf("no record has action %q; the actions are %s", a, ActionNames())
+}
+
+// ActionNames lists Actions for people: "Issued, Reissued, ...".
+func ActionNames() string {
 	names := make([]string, len(Actions))
-	for i, x := range Actions {
-		names[i] = string(x)
+	for i, a := range Actions {
+		names[i] = string(a)
 	}
-	return fmt.Errorf("no record has action %q; the actions are %s", a, strings.Join(names, ", "))
+	return strings.Join(names, ", ")
 }
 
 // UnknownActor is the actor of a record only the API server could name.

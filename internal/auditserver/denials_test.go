@@ -1,6 +1,7 @@
 package auditserver
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -72,7 +73,7 @@ func TestRefusalWindowsAreBounded(t *testing.T) {
 	d := newDenials()
 	var batch []audit.Record
 	for i := range MaxDenialActors + 5 {
-		batch = append(batch, denied("sa-"+string(rune('a'+i%26))+time.Duration(i).String(), "x", t0))
+		batch = append(batch, denied(fmt.Sprintf("sa-%d", i), "x", t0))
 	}
 	out, commit := d.plan(batch, t0)
 	commit()

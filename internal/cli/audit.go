@@ -68,7 +68,7 @@ keymint manager's audit endpoint, which allows callers whose bearer token
 	f.StringVar(&e.to, "to", "", "only records before this time (RFC 3339)")
 	f.StringVar(&e.user, "user", "", "only records of this user's keys")
 	f.StringVar(&e.key, "key", "", "only records of this APIKey (in the namespace of -n)")
-	f.StringVar(&e.action, "action", "", "only this action: "+actionNames())
+	f.StringVar(&e.action, "action", "", "only this action: "+audit.ActionNames())
 	f.BoolVarP(&e.allNamespaces, "all-namespaces", "A", false, "records of every namespace")
 	f.StringVar(&e.format, "format", "json", "json (JSON lines) or csv")
 	return cmd
@@ -181,12 +181,4 @@ func (e *auditExport) httpClient() (*http.Client, error) {
 		tlsConfig.RootCAs = pool
 	}
 	return &http.Client{Transport: &http.Transport{TLSClientConfig: tlsConfig, Proxy: http.ProxyFromEnvironment}, Timeout: 5 * time.Minute}, nil
-}
-
-func actionNames() string {
-	names := make([]string, len(audit.Actions))
-	for i, a := range audit.Actions {
-		names[i] = string(a)
-	}
-	return strings.Join(names, ", ")
 }
