@@ -58,6 +58,7 @@ func adminKubeconfig(t *testing.T, env *envtest.Environment, name string, groups
 // TestInstallManifestIsCurrent: dist/install.yaml is what make
 // build-installer writes today.
 func TestInstallManifestIsCurrent(t *testing.T) {
+	testenv.RequireControlPlane(t)
 	out, err := exec.Command("hack/kustomize-image.sh", "bin/kustomize", "ghcr.io/keymint/keymint:v"+makeVar(t, "VERSION"), "default").Output()
 	if err != nil {
 		t.Fatalf("building the install manifest: %v", err)
@@ -77,6 +78,7 @@ func TestInstallManifestIsCurrent(t *testing.T) {
 // 1. Then the install manifest goes on server-side, twice, and the second
 // apply changes nothing.
 func TestManagerSaysWhatIsMissing(t *testing.T) {
+	testenv.RequireControlPlane(t)
 	env, kubeconfig := bareControlPlane(t)
 	manager := func(kubeconfig string, args ...string) (string, int) {
 		raw := []string{"--health-probe-bind-address=0", "--metrics-bind-address=0"}
@@ -84,7 +86,7 @@ func TestManagerSaysWhatIsMissing(t *testing.T) {
 		_ = cmd.Wait()
 		logs, _ := os.ReadFile(cmd.Stdout.(*os.File).Name())
 		var lines []string
-		for _, l := range strings.Split(string(logs), "\n") {
+		for l := range strings.SplitSeq(string(logs), "\n") {
 			if strings.HasPrefix(l, "keymint: ") {
 				lines = append(lines, l)
 			}
@@ -148,6 +150,7 @@ func TestManagerSaysWhatIsMissing(t *testing.T) {
 // clean with and without the audit webhook, the schema refuses bad values,
 // and what helm template renders is accepted by the API server.
 func TestHelmChart(t *testing.T) {
+	testenv.RequireControlPlane(t)
 	synced := t.TempDir()
 	if out, err := exec.Command("cp", "-r", "charts/keymint/.", synced).CombinedOutput(); err != nil {
 		t.Fatalf("%v\n%s", err, out)

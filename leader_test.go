@@ -13,7 +13,6 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
@@ -64,9 +63,7 @@ func startManagerProcess(t *testing.T, kubeconfig, logPath string, args ...strin
 // again under the same identity (its pod's name) leads again at once; it
 // does not wait out the 60 s lease it held itself.
 func TestRestartedLeaderLeadsAtOnce(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a control plane")
-	}
+	testenv.RequireControlPlane(t)
 	ctx := context.Background()
 	env, err := testenv.Start(ctx, "config", scheme)
 	if err != nil {
@@ -89,7 +86,7 @@ func TestRestartedLeaderLeadsAtOnce(t *testing.T) {
 		start := time.Now()
 		key := &keymintv1alpha1.APIKey{
 			ObjectMeta: metav1.ObjectMeta{Namespace: testenv.SlotNamespace, Name: name},
-			Spec:       keymintv1alpha1.APIKeySpec{User: "leader-" + name, Expiration: keymintv1alpha1.Expiration{Never: ptr.To(true)}},
+			Spec:       keymintv1alpha1.APIKeySpec{User: "leader-" + name, Expiration: keymintv1alpha1.Expiration{Never: new(true)}},
 		}
 		if err := env.Client.Create(ctx, key); err != nil {
 			t.Fatal(err)

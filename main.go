@@ -164,7 +164,7 @@ func main() {
 			log.Error(err, "unable to open the audit log", "path", auditPath)
 			os.Exit(1)
 		}
-		defer file.Close()
+		defer func() { _ = file.Close() }()
 		auditTrail = append(auditTrail, file)
 		auditServer.Log = file
 	}

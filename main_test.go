@@ -15,6 +15,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+
+	"github.com/keymint/keymint/internal/testenv"
 )
 
 // kustomize builds a kustomization with the kubectl that `make test` built.
@@ -58,7 +60,7 @@ func managerFlags(t *testing.T) []string {
 	t.Helper()
 	help, _ := exec.Command(os.Args[0], "-test.run=^TestHelperManagerHelp$").CombinedOutput()
 	var flags []string
-	for _, line := range strings.Split(string(help), "\n") {
+	for line := range strings.SplitSeq(string(help), "\n") {
 		if f, ok := strings.CutPrefix(strings.TrimSpace(line), "-"); ok {
 			flags = append(flags, strings.Fields(f)[0])
 		}
@@ -82,6 +84,7 @@ func TestHelperManagerHelp(t *testing.T) {
 // TestDeployManifestsBuild: config/default and config/audit-webhook build,
 // and every flag their Deployments pass is one the manager defines.
 func TestDeployManifestsBuild(t *testing.T) {
+	testenv.RequireControlPlane(t)
 	flags := managerFlags(t)
 	for _, dir := range []string{"config/default", "config/audit-webhook"} {
 		objs := kustomize(t, dir)

@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
+	"github.com/keymint/keymint/internal/testenv"
 )
 
 // clientAs is a client authenticated to the API server as user, in groups.
@@ -40,6 +41,7 @@ func userSubject(name string) rbacv1.Subject {
 // keys only, the requester is recorded as the API server saw it, and a
 // delegate holder creates keys for others.
 func TestSelfServiceIsEnforcedByTheAPIServer(t *testing.T) {
+	testenv.RequireControlPlane(t)
 	g := NewWithT(t)
 	ns := newRestrictedNamespace(t)
 	alice, bob, admin := userIn(ns, "alice"), userIn(ns, "bob"), userIn(ns, "admin")
@@ -84,6 +86,7 @@ func TestSelfServiceIsEnforcedByTheAPIServer(t *testing.T) {
 // lists, reads and deletes every APIKey and sees keyID and keyHash, but
 // every read of Secrets is forbidden and nothing it can read holds a key.
 func TestAdministratorsNeverReadKeys(t *testing.T) {
+	testenv.RequireControlPlane(t)
 	g := NewWithT(t)
 	startManager(t, managerOptions{})
 	ns := newRestrictedNamespace(t)
@@ -129,6 +132,7 @@ func TestAdministratorsNeverReadKeys(t *testing.T) {
 // suspends every key of the user within 10 seconds; restoring it issues
 // fresh keys, and the cap still holds.
 func TestAccessRemovedSuspendsAndRestoredReissues(t *testing.T) {
+	testenv.RequireControlPlane(t)
 	g := NewWithT(t)
 	startManager(t, managerOptions{})
 	ns := newRestrictedNamespace(t)
@@ -192,6 +196,7 @@ func TestAccessRemovedSuspendsAndRestoredReissues(t *testing.T) {
 // TestUserWithoutUseGetsNoKey: a key for a user without "use" stays
 // Pending with reason AccessDenied.
 func TestUserWithoutUseGetsNoKey(t *testing.T) {
+	testenv.RequireControlPlane(t)
 	g := NewWithT(t)
 	startManager(t, managerOptions{})
 	ns := newRestrictedNamespace(t)
@@ -216,6 +221,7 @@ func TestUserWithoutUseGetsNoKey(t *testing.T) {
 // keymint-admin grants: every verb that manages APIKeys, delegate included,
 // and not use, which holding keys takes.
 func TestAdminRoleGrantsItsVerbsAndNotUse(t *testing.T) {
+	testenv.RequireControlPlane(t)
 	g := NewWithT(t)
 	ns := newRestrictedNamespace(t)
 	admin := userIn(ns, "admin")

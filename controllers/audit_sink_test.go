@@ -10,6 +10,7 @@ import (
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
 	"github.com/keymint/keymint/internal/audit"
+	"github.com/keymint/keymint/internal/testenv"
 )
 
 // flakySink refuses its first writes, as a full disk does, then keeps
@@ -48,6 +49,7 @@ func (s *flakySink) written(action audit.Action, name string) []audit.Record {
 // once the file takes it, the key is Active and its Issued record is on
 // file once, with the ID it had on stdout.
 func TestLifecycleRecordsSurviveAFailingSink(t *testing.T) {
+	testenv.RequireControlPlane(t)
 	g := NewWithT(t)
 	file := &flakySink{refusals: 3}
 	stdout := &syncBuffer{}

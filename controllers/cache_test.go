@@ -18,12 +18,14 @@ import (
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
 	"github.com/keymint/keymint/internal/keysecret"
 	"github.com/keymint/keymint/internal/slots"
+	"github.com/keymint/keymint/internal/testenv"
 )
 
 // TestCacheHoldsOnlyWhatKeymintOwns starts a cache with the manager's
 // options against the API server: unrelated Secrets and Leases never enter
 // it, and what does enter it has no managedFields.
 func TestCacheHoldsOnlyWhatKeymintOwns(t *testing.T) {
+	testenv.RequireControlPlane(t)
 	g := NewWithT(t)
 	ns := newNamespace(t)
 	owned := map[string]string{keysecret.LabelManagedBy: keysecret.ManagedBy}
@@ -129,7 +131,7 @@ func TestInternForgetsWhatUsersWrote(t *testing.T) {
 	}
 	holding := liveHeap()
 	goruntime.KeepAlive(held)
-	held = nil
+	clear(held) // the objects, no longer referenced, can go
 	after := liveHeap()
 	t.Logf("live heap: %d KiB before, %d KiB holding the objects, %d KiB after", baseline>>10, holding>>10, after>>10)
 	if holding < baseline+2<<20 {

@@ -18,6 +18,7 @@ import (
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
 	"github.com/keymint/keymint/internal/keysecret"
 	"github.com/keymint/keymint/internal/slots"
+	"github.com/keymint/keymint/internal/testenv"
 )
 
 // capObserver watches a namespace's APIKeys and minted Secrets and keeps the
@@ -87,6 +88,7 @@ func (o *capObserver) maxima() (int, int) {
 // or have a Secret; then deletes keys and shows the oldest waiting key
 // takes each freed slot.
 func TestCapHoldsUnderConcurrentCreates(t *testing.T) {
+	testenv.RequireControlPlane(t)
 	g := NewWithT(t)
 	startManager(t, managerOptions{})
 	startManager(t, managerOptions{})
@@ -167,6 +169,7 @@ func oldestWaiting(list *keymintv1alpha1.APIKeyList) string {
 
 // TestCapCountsAcrossNamespaces: the cap is per user, not per namespace.
 func TestCapCountsAcrossNamespaces(t *testing.T) {
+	testenv.RequireControlPlane(t)
 	g := NewWithT(t)
 	startManager(t, managerOptions{})
 	nsA, nsB, nsC := newNamespace(t), newNamespace(t), newNamespace(t)
@@ -196,6 +199,7 @@ func TestCapCountsAcrossNamespaces(t *testing.T) {
 // hand) while no manager runs leaves its slot Lease behind; the next key of
 // the user finds the holder gone and takes the slot.
 func TestStaleSlotIsReclaimed(t *testing.T) {
+	testenv.RequireControlPlane(t)
 	g := NewWithT(t)
 	stop := startManager(t, managerOptions{maxKeys: 1})
 	ns := newNamespace(t)

@@ -124,7 +124,7 @@ func TestStatusSettersAsKstatusReadsThem(t *testing.T) {
 		{"active", func(k *keymintv1alpha1.APIKey) {
 			setActive(k, now, "k", keysecret.Issue{KeyID: "kid_x", IssuedAt: now})
 		}, status.CurrentStatus},
-		{"waiting for a slot", func(k *keymintv1alpha1.APIKey) { setWaiting(k, now, keymintv1alpha1.ReasonKeyLimitReached, "m") }, status.InProgressStatus},
+		{"waiting for a slot", func(k *keymintv1alpha1.APIKey) { setWaiting(k, now, "m") }, status.InProgressStatus},
 		{"invalid expiration", func(k *keymintv1alpha1.APIKey) { setStalled(k, now, keymintv1alpha1.ReasonInvalidExpiration, "m") }, status.FailedStatus},
 		{"secret conflict", func(k *keymintv1alpha1.APIKey) { setStalled(k, now, keymintv1alpha1.ReasonSecretConflict, "m") }, status.FailedStatus},
 		{"expired", func(k *keymintv1alpha1.APIKey) { setExpired(k, now, &exp, "m") }, status.FailedStatus},
@@ -132,7 +132,7 @@ func TestStatusSettersAsKstatusReadsThem(t *testing.T) {
 		{"access denied", func(k *keymintv1alpha1.APIKey) { setStalled(k, now, keymintv1alpha1.ReasonAccessDenied, "m") }, status.FailedStatus},
 		{"retrying before issue", func(k *keymintv1alpha1.APIKey) { setRetrying(k, now, "timeout") }, status.InProgressStatus},
 		{"waiting, then active", func(k *keymintv1alpha1.APIKey) {
-			setWaiting(k, now, keymintv1alpha1.ReasonKeyLimitReached, "m")
+			setWaiting(k, now, "m")
 			setActive(k, now, "k", keysecret.Issue{KeyID: "kid_x", IssuedAt: now})
 		}, status.CurrentStatus},
 		{"active, then an error: still Current", func(k *keymintv1alpha1.APIKey) {

@@ -13,12 +13,14 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
+	"github.com/keymint/keymint/internal/testenv"
 )
 
 // TestExpiryAt lets a key reach its spec.expiration.at on the real clock:
 // its Secret lives until then and is gone about a second after, and its
 // slot goes to the key that waited for it.
 func TestExpiryAt(t *testing.T) {
+	testenv.RequireControlPlane(t)
 	g := NewWithT(t)
 	startManager(t, managerOptions{maxKeys: 1})
 	ns := newNamespace(t)
@@ -72,6 +74,7 @@ func TestExpiryAt(t *testing.T) {
 // pass the expiry while no manager runs: the next manager expires it as it
 // starts.
 func TestExpiryMonthsWithInjectedClock(t *testing.T) {
+	testenv.RequireControlPlane(t)
 	g := NewWithT(t)
 	clk := clocktesting.NewFakeClock(time.Date(2028, 1, 31, 10, 0, 0, 0, time.UTC))
 	stop := startManager(t, managerOptions{clock: clk})
@@ -102,6 +105,7 @@ func TestExpiryMonthsWithInjectedClock(t *testing.T) {
 // TestKeyWaitingPastItsAtExpiresUnissued: a key whose at passes while it
 // waits for a slot is never issued.
 func TestKeyWaitingPastItsAtExpiresUnissued(t *testing.T) {
+	testenv.RequireControlPlane(t)
 	g := NewWithT(t)
 	startManager(t, managerOptions{maxKeys: 1})
 	ns := newNamespace(t)

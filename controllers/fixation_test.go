@@ -16,6 +16,7 @@ import (
 	"github.com/keymint/keymint/internal/expiry"
 	"github.com/keymint/keymint/internal/keys"
 	"github.com/keymint/keymint/internal/keysecret"
+	"github.com/keymint/keymint/internal/testenv"
 )
 
 // planter is a client of a user who may only create Secrets in ns (and,
@@ -60,6 +61,7 @@ func plant(g Gomega, as client.Client, key *keymintv1alpha1.APIKey) string {
 // none, in every state where that happens, and then lets the key be issued:
 // keymint deletes the planted Secret, mints its own key and says so.
 func TestPlantedSecretIsNeverAdopted(t *testing.T) {
+	testenv.RequireControlPlane(t)
 	type scene struct {
 		ns     string
 		user   string

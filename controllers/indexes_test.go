@@ -21,7 +21,7 @@ func TestIndexWaitingUser(t *testing.T) {
 	}{
 		{"new", func(*keymintv1alpha1.APIKey) {}, aliceSlots},
 		{"waiting for a slot", func(k *keymintv1alpha1.APIKey) {
-			setWaiting(k, created, keymintv1alpha1.ReasonKeyLimitReached, "m")
+			setWaiting(k, created, "m")
 		}, aliceSlots},
 		{"active", func(k *keymintv1alpha1.APIKey) { setActive(k, created, "k", issueOf("kid_x")) }, nil},
 		{"expired", func(k *keymintv1alpha1.APIKey) { setExpired(k, created, nil, "m") }, nil},

@@ -22,11 +22,13 @@ import (
 	"github.com/keymint/keymint/internal/keys"
 	"github.com/keymint/keymint/internal/keysecret"
 	"github.com/keymint/keymint/internal/slots"
+	"github.com/keymint/keymint/internal/testenv"
 )
 
 var ctx = context.Background()
 
 func TestIssue(t *testing.T) {
+	testenv.RequireControlPlane(t)
 	g := NewWithT(t)
 	now := time.Date(2026, 1, 31, 10, 20, 30, 0, time.UTC)
 	startManager(t, managerOptions{clock: clocktesting.NewFakeClock(now)})
@@ -54,7 +56,7 @@ func TestIssue(t *testing.T) {
 
 	// The Secret, exactly as the contract says.
 	g.Expect(secret.Type).To(Equal(corev1.SecretType("keymint.io/api-key")))
-	g.Expect(secret.Immutable).To(Equal(ptrTo(true)))
+	g.Expect(secret.Immutable).To(Equal(new(true)))
 	g.Expect(secret.Labels).To(HaveKeyWithValue("app.kubernetes.io/managed-by", "keymint"))
 	g.Expect(secret.Labels).To(HaveKeyWithValue("keymint.io/apikey", "ci-key"))
 	g.Expect(string(secret.Data["key-id"])).To(Equal(got.Status.KeyID))
@@ -87,6 +89,7 @@ func TestIssue(t *testing.T) {
 }
 
 func TestNeverExpiringKeyAndCustomSecretName(t *testing.T) {
+	testenv.RequireControlPlane(t)
 	g := NewWithT(t)
 	startManager(t, managerOptions{})
 	ns := newNamespace(t)
@@ -103,6 +106,7 @@ func TestNeverExpiringKeyAndCustomSecretName(t *testing.T) {
 }
 
 func TestInvalidExpirationIssuesNothing(t *testing.T) {
+	testenv.RequireControlPlane(t)
 	g := NewWithT(t)
 	startManager(t, managerOptions{})
 	ns := newNamespace(t)
@@ -128,6 +132,7 @@ func TestInvalidExpirationIssuesNothing(t *testing.T) {
 }
 
 func TestSecretConflictLeavesTheSecretAlone(t *testing.T) {
+	testenv.RequireControlPlane(t)
 	g := NewWithT(t)
 	startManager(t, managerOptions{})
 	ns := newNamespace(t)
@@ -163,6 +168,7 @@ func TestSecretConflictLeavesTheSecretAlone(t *testing.T) {
 }
 
 func TestDeleteRevokes(t *testing.T) {
+	testenv.RequireControlPlane(t)
 	g := NewWithT(t)
 	trail, err := audit.OpenFile(filepath.Join(t.TempDir(), "audit.log"), 0, 0)
 	g.Expect(err).NotTo(HaveOccurred())
@@ -207,6 +213,7 @@ func TestDeleteRevokes(t *testing.T) {
 }
 
 func TestDeleteNeverHangsWhenTheSecretIsGone(t *testing.T) {
+	testenv.RequireControlPlane(t)
 	g := NewWithT(t)
 	stop := startManager(t, managerOptions{})
 	ns := newNamespace(t)
@@ -227,6 +234,7 @@ func TestDeleteNeverHangsWhenTheSecretIsGone(t *testing.T) {
 }
 
 func TestSecretDeletedIsReissued(t *testing.T) {
+	testenv.RequireControlPlane(t)
 	g := NewWithT(t)
 	clk := clocktesting.NewFakeClock(time.Date(2026, 3, 31, 12, 0, 0, 0, time.UTC))
 	startManager(t, managerOptions{clock: clk})
@@ -265,6 +273,7 @@ func TestSecretDeletedIsReissued(t *testing.T) {
 // and before it wrote status, as a crash there would; the next manager
 // adopts that Secret and mints no second key.
 func TestRestartMidIssue(t *testing.T) {
+	testenv.RequireControlPlane(t)
 	g := NewWithT(t)
 	failStatus := &interceptorFuncs{failStatusWrites: true}
 	stop := startManager(t, managerOptions{intercept: failStatus.funcs()})
@@ -313,5 +322,3 @@ func findCondition(key *keymintv1alpha1.APIKey, typ string) *metav1.Condition {
 	}
 	return nil
 }
-
-func ptrTo[T any](v T) *T { return &v }

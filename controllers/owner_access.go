@@ -9,7 +9,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
@@ -33,7 +32,7 @@ func ownerAccessMeta(key *keymintv1alpha1.APIKey) metav1.ObjectMeta {
 		Labels:    map[string]string{keysecret.LabelManagedBy: keysecret.ManagedBy, keysecret.LabelAPIKey: key.Name},
 		OwnerReferences: []metav1.OwnerReference{{
 			APIVersion: keymintv1alpha1.GroupVersion.String(), Kind: "APIKey", Name: key.Name, UID: key.UID,
-			Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true),
+			Controller: new(true), BlockOwnerDeletion: new(true),
 		}},
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
+	"github.com/keymint/keymint/internal/testenv"
 )
 
 // mayGetSecret asks the API server's RBAC whether user may get Secret
@@ -45,6 +46,7 @@ func expectNoOwnerAccess(g Gomega, key *keymintv1alpha1.APIKey) {
 // key is reported Active and goes when it is deleted, expires or is
 // suspended.
 func TestOwnerReadsOnlyTheirKey(t *testing.T) {
+	testenv.RequireControlPlane(t)
 	g := NewWithT(t)
 	clk := clocktesting.NewFakeClock(time.Now())
 	startManager(t, managerOptions{clock: clk})
@@ -102,6 +104,7 @@ func TestOwnerReadsOnlyTheirKey(t *testing.T) {
 // that the APIKey does not control (it could grant anything) is neither
 // changed nor bound; the key waits and says why.
 func TestSomeoneElsesRoleIsNeverBound(t *testing.T) {
+	testenv.RequireControlPlane(t)
 	g := NewWithT(t)
 	startManager(t, managerOptions{})
 	ns := newNamespace(t)

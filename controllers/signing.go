@@ -9,7 +9,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/keymint/keymint/internal/keysecret"
@@ -52,7 +51,7 @@ func createSigningKey(ctx context.Context, reader client.Reader, writer client.W
 	secret := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ref.Namespace, Name: ref.Name},
 		Type:       corev1.SecretTypeOpaque,
-		Immutable:  ptr.To(true),
+		Immutable:  new(true),
 		Data:       map[string][]byte{signingKeyData: key},
 	}
 	err := writer.Create(ctx, secret)

@@ -120,7 +120,7 @@ func (r *APIKeyReconciler) slotLease(key *keymintv1alpha1.APIKey, name string) *
 			Annotations: map[string]string{slots.AnnotationUser: key.Spec.User},
 		},
 		Spec: coordinationv1.LeaseSpec{
-			HolderIdentity: ptr.To(string(key.UID)),
+			HolderIdentity: new(string(key.UID)),
 			AcquireTime:    &now,
 		},
 	}
@@ -262,6 +262,6 @@ func (r *APIKeyReconciler) awaitSlot(ctx context.Context, key *keymintv1alpha1.A
 			return err
 		}
 	}
-	setWaiting(key, r.Clock.Now(), keymintv1alpha1.ReasonKeyLimitReached, msg)
+	setWaiting(key, r.Clock.Now(), msg)
 	return nil
 }

@@ -42,8 +42,9 @@ func setActive(key *keymintv1alpha1.APIKey, now time.Time, secretName string, in
 }
 
 // setWaiting records a key that has no key yet but will get one without a
-// person's help, such as one waiting for a slot (kstatus: InProgress).
-func setWaiting(key *keymintv1alpha1.APIKey, now time.Time, reason, message string) {
+// person's help when a slot frees (kstatus: InProgress).
+func setWaiting(key *keymintv1alpha1.APIKey, now time.Time, message string) {
+	reason := keymintv1alpha1.ReasonKeyLimitReached
 	key.Status.Phase = keymintv1alpha1.PhasePending
 	setCondition(key, now, keymintv1alpha1.ConditionReady, metav1.ConditionFalse, reason, message)
 	setCondition(key, now, keymintv1alpha1.ConditionReconciling, metav1.ConditionTrue, reason, message)

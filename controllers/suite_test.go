@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -24,7 +25,6 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -80,6 +80,9 @@ func runSuite(m *testing.M) int {
 	utilruntime.Must(clientgoscheme.AddToScheme(testScheme))
 	utilruntime.Must(keymintv1alpha1.AddToScheme(testScheme))
 	logf.SetLogger(zap.New(zap.WriteTo(managerLogs), zap.Level(zapcore.Level(-5))))
+	if flag.Parse(); testing.Short() {
+		return m.Run()
+	}
 
 	env, err := testenv.Start(context.Background(), filepath.Join("..", "config"), testScheme)
 	if err != nil {
@@ -121,7 +124,7 @@ func startManager(t *testing.T, o managerOptions) (stop func()) {
 		HealthProbeBindAddress: "0",
 		Cache:                  CacheOptions(slotNamespace),
 		// Several managers run in one test process; their controllers share a name.
-		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+		Controller: config.Controller{SkipNameValidation: new(true)},
 	}
 	if o.intercept != nil {
 		funcs := *o.intercept
@@ -218,7 +221,7 @@ func months(n int32) keymintv1alpha1.Expiration {
 }
 
 func never() keymintv1alpha1.Expiration {
-	return keymintv1alpha1.Expiration{Never: ptr.To(true)}
+	return keymintv1alpha1.Expiration{Never: new(true)}
 }
 
 func at(t time.Time) keymintv1alpha1.Expiration {

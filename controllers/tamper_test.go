@@ -12,6 +12,7 @@ import (
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
 	"github.com/keymint/keymint/internal/slots"
+	"github.com/keymint/keymint/internal/testenv"
 )
 
 // TestDeletedSlotsAreNoticed: someone with rights in the slot namespace
@@ -19,6 +20,7 @@ import (
 // seconds, keep their keys, and the user's waiting key stays waiting: the
 // user never holds more than two keys.
 func TestDeletedSlotsAreNoticed(t *testing.T) {
+	testenv.RequireControlPlane(t)
 	g := NewWithT(t)
 	startManager(t, managerOptions{})
 	ns := newNamespace(t)
@@ -68,6 +70,7 @@ func TestDeletedSlotsAreNoticed(t *testing.T) {
 // live key, within seconds, without waiting for garbage collection, and
 // frees the slot.
 func TestSecretOfAForceDeletedKeyIsDeleted(t *testing.T) {
+	testenv.RequireControlPlane(t)
 	g := NewWithT(t)
 	stop := startManager(t, managerOptions{})
 	ns := newNamespace(t)

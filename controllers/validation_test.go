@@ -10,6 +10,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
+	"github.com/keymint/keymint/internal/testenv"
 )
 
 func rawKey(ns, name string, spec map[string]any) *unstructured.Unstructured {
@@ -23,6 +24,7 @@ func rawKey(ns, name string, spec map[string]any) *unstructured.Unstructured {
 // TestInvalidSpecsAreRejectedAtAdmission sends each invalid spec to the API
 // server and expects a rejection that names the field; nothing is created.
 func TestInvalidSpecsAreRejectedAtAdmission(t *testing.T) {
+	testenv.RequireControlPlane(t)
 	ns := newNamespace(t)
 	never := map[string]any{"never": true}
 	tests := []struct {
@@ -71,6 +73,7 @@ func TestInvalidSpecsAreRejectedAtAdmission(t *testing.T) {
 // TestImmutableFields changes each immutable field of a valid APIKey and
 // expects the change refused with the field named; the APIKey is unchanged.
 func TestImmutableFields(t *testing.T) {
+	testenv.RequireControlPlane(t)
 	ns := newNamespace(t)
 	orig := rawKey(ns, "immutable", map[string]any{"user": "alice", "expiration": map[string]any{"months": 3}, "secretName": "alice-key"})
 	NewWithT(t).Expect(k8sClient.Create(ctx, orig)).To(Succeed())

@@ -27,7 +27,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
@@ -106,7 +105,7 @@ func freePort() (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	defer l.Close()
+	defer func() { _ = l.Close() }()
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
@@ -143,13 +142,13 @@ func (b *bench) profileAPIServer(d time.Duration, path string) func() error {
 			done <- err
 			return
 		}
-		defer resp.Body.Close()
+		defer func() { _ = resp.Body.Close() }()
 		f, err := os.Create(path)
 		if err != nil {
 			done <- err
 			return
 		}
-		defer f.Close()
+		defer func() { _ = f.Close() }()
 		_, err = io.Copy(f, resp.Body)
 		done <- err
 	}()
@@ -164,14 +163,14 @@ func (b *bench) collectGarbage(path string) error {
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
-	var w io.Writer = io.Discard
+	defer func() { _ = resp.Body.Close() }()
+	var w = io.Discard
 	if path != "" {
 		f, err := os.Create(path)
 		if err != nil {
 			return err
 		}
-		defer f.Close()
+		defer func() { _ = f.Close() }()
 		w = f
 	}
 	_, err = io.Copy(w, resp.Body)
@@ -183,7 +182,7 @@ func (b *bench) scrape() (metrics, error) {
 	if err != nil {
 		return metrics{}, err
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	m := metrics{requests: map[string]float64{}}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
@@ -216,7 +215,7 @@ func (b *bench) peakRSSMiB() float64 {
 	if err != nil {
 		return 0
 	}
-	for _, line := range strings.Split(string(raw), "\n") {
+	for line := range strings.SplitSeq(string(raw), "\n") {
 		if strings.HasPrefix(line, "VmHWM:") {
 			kb, _ := strconv.ParseFloat(strings.Fields(line)[1], 64)
 			return kb / 1024
@@ -505,7 +504,7 @@ func perKey(before, after map[string]float64, n int) map[string]float64 {
 	return out
 }
 
-var never = keymintv1alpha1.Expiration{Never: ptr.To(true)}
+var never = keymintv1alpha1.Expiration{Never: new(true)}
 
 func sortedKeys(seq func(func(string) bool)) []string {
 	out := slices.Collect(seq)

@@ -9,14 +9,15 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"github.com/go-logr/logr"
 	"os"
 	"path/filepath"
-	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/go-logr/logr"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -89,7 +90,7 @@ func run(scenarios []string, n, workers, scaleN, unrelated int, out string) erro
 		return err
 	}
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		os.Setenv("KUBEBUILDER_ASSETS", filepath.Join(root, "bin", "k8s"))
+		_ = os.Setenv("KUBEBUILDER_ASSETS", filepath.Join(root, "bin", "k8s"))
 	}
 	var results []result
 	for _, s := range scenarios {
@@ -166,7 +167,7 @@ func verbs(m map[string]float64) string {
 func machine() string {
 	raw, _ := os.ReadFile("/proc/cpuinfo")
 	model := ""
-	for _, line := range strings.Split(string(raw), "\n") {
+	for line := range strings.SplitSeq(string(raw), "\n") {
 		if strings.HasPrefix(line, "model name") {
 			model = strings.TrimSpace(strings.SplitN(line, ":", 2)[1])
 			break

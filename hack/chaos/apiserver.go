@@ -24,7 +24,7 @@ type apiServer struct {
 
 // findAPIServer finds the kube-apiserver serving env, by its secure port.
 func findAPIServer(env *testenv.Env) (*apiServer, error) {
-	port := "--secure-port=" + env.ControlPlane.GetAPIServer().SecureServing.Port
+	port := "--secure-port=" + env.ControlPlane.GetAPIServer().Port
 	procs, err := filepath.Glob("/proc/[0-9]*/cmdline")
 	if err != nil {
 		return nil, err

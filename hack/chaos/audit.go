@@ -106,7 +106,7 @@ func (p *auditPoster) post(batch auditv1.EventList) bool {
 	if err != nil {
 		return false
 	}
-	resp.Body.Close()
+	_ = resp.Body.Close()
 	return resp.StatusCode == http.StatusOK
 }
 

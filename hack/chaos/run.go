@@ -76,7 +76,7 @@ func run(ctx context.Context, c config, out io.Writer) (int, error) {
 		if dir, err = os.MkdirTemp("", "keymint-chaos-"); err != nil {
 			return 0, err
 		}
-		defer os.RemoveAll(dir)
+		defer func() { _ = os.RemoveAll(dir) }()
 	}
 	h := &harness{root: root, dir: dir, out: out}
 	h.say("building bin/manager")
@@ -280,7 +280,7 @@ func (h *harness) createKey(ctx context.Context, name, user string) (*keymintv1a
 	}
 	h.next++
 	h.mu.Unlock()
-	exp := keymintv1alpha1.Expiration{Never: ptr.To(true)}
+	exp := keymintv1alpha1.Expiration{Never: new(true)}
 	if rand.N(2) == 0 {
 		exp = keymintv1alpha1.Expiration{Months: ptr.To[int32](12)}
 	}

@@ -126,7 +126,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	defer logFile.Close()
+	defer func() { _ = logFile.Close() }()
 	auditLog := filepath.Join(dir, "audit.log")
 	_ = os.Remove(auditLog)
 	manager := exec.Command(filepath.Join(root, "bin", "manager"),

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -49,7 +50,7 @@ func blocksSIGINT(pid int) bool {
 	if err != nil {
 		return false
 	}
-	for _, line := range strings.Split(string(status), "\n") {
+	for line := range strings.SplitSeq(string(status), "\n") {
 		if mask, ok := strings.CutPrefix(line, "SigBlk:"); ok {
 			bits, err := strconv.ParseUint(strings.TrimSpace(mask), 16, 64)
 			return err == nil && bits&(1<<(uint(syscall.SIGINT)-1)) != 0
@@ -73,8 +74,8 @@ func atStop(f func()) {
 func stopAll() {
 	stopMu.Lock()
 	defer stopMu.Unlock()
-	for i := len(stopping) - 1; i >= 0; i-- {
-		stopping[i]()
+	for _, s := range slices.Backward(stopping) {
+		s()
 	}
 	stopping = nil
 }

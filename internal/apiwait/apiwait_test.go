@@ -30,7 +30,7 @@ func TestARequestWaitsOutTheOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr := l.Addr().String()
-	l.Close()
+	_ = l.Close()
 
 	var logs strings.Builder
 	refused := make(chan struct{}, 1)
@@ -48,7 +48,7 @@ func TestARequestWaitsOutTheOutage(t *testing.T) {
 	go func() {
 		resp, err := c.Post("http://"+addr+"/x", "text/plain", bytes.NewReader([]byte("the body")))
 		if err == nil {
-			resp.Body.Close()
+			_ = resp.Body.Close()
 		}
 		done <- err
 	}()
@@ -67,7 +67,7 @@ func TestARequestWaitsOutTheOutage(t *testing.T) {
 		got <- string(b)
 	})}
 	go func() { _ = srv.Serve(l) }()
-	defer srv.Close()
+	defer func() { _ = srv.Close() }()
 	select {
 	case err := <-done:
 		if err != nil {
@@ -89,7 +89,7 @@ func TestARequestWaitsOutTheOutage(t *testing.T) {
 func TestARequestGivesUpWithItsContext(t *testing.T) {
 	l, _ := net.Listen("tcp", "127.0.0.1:0")
 	addr := l.Addr().String()
-	l.Close()
+	_ = l.Close()
 	rt := &Transport{Next: http.DefaultTransport, Outage: &Outage{Log: funcr.New(func(string, string) {}, funcr.Options{}), Clock: clock.RealClock{}}}
 	ctx, cancel := context.WithTimeout(context.Background(), 600*time.Millisecond)
 	defer cancel()

@@ -47,14 +47,16 @@ func TestDuplicatesAreDroppedByAuditIDAcrossRestarts(t *testing.T) {
 	if got := len(all(t, l, Filter{})); got != 2 {
 		t.Fatalf("%d records, want 2", got)
 	}
-	l.Close()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
 
 	// A restart remembers what is on record.
 	l, err = OpenFile(path, 0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
+	defer func() { _ = l.Close() }()
 	if err := l.Write(append(batch, rec(2, ActionDeleted, "alice", ""), rec(2, ActionDeleted, "alice", ""))); err != nil {
 		t.Fatal(err)
 	}
@@ -73,16 +75,16 @@ func TestATornLastLineIsSkipped(t *testing.T) {
 	if err := l.Write([]Record{rec(0, ActionIssued, "alice", "")}); err != nil {
 		t.Fatal(err)
 	}
-	l.Close()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
 	// A crash mid-write leaves half a line, never acknowledged.
-	f, _ := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
-	f.WriteString(`{"time":"2026-11-26T12:00:00Z","action":"Vie`)
-	f.Close()
+	appendRaw(t, path, `{"time":"2026-11-26T12:00:00Z","action":"Vie`)
 	l, err = OpenFile(path, 0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
+	defer func() { _ = l.Close() }()
 	if got := len(all(t, l, Filter{})); got != 1 {
 		t.Fatalf("%d records, want 1", got)
 	}
@@ -94,7 +96,7 @@ func TestRotationKeepsTheNewestWithinRetention(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
+	defer func() { _ = l.Close() }()
 	for i := range 40 {
 		if err := l.Write([]Record{rec(i, ActionViewed, "alice", fmt.Sprintf("id-%d", i))}); err != nil {
 			t.Fatal(err)
@@ -128,7 +130,7 @@ func TestFilters(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
+	defer func() { _ = l.Close() }()
 	if err := l.Write([]Record{
 		rec(0, ActionIssued, "alice", ""), rec(1, ActionViewed, "alice", "v1"),
 		rec(2, ActionViewed, "bob", "v2"), rec(3, ActionDeleted, "alice", ""),
@@ -157,7 +159,7 @@ func TestExportFormats(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
+	defer func() { _ = l.Close() }()
 	bob := rec(1, ActionIssued, "bob", "")
 	bob.Impersonator = &Actor{Username: "admin"}
 	bob.Scope = &Scope{LabelSelector: "tier=prod", Keys: 1000}
@@ -214,7 +216,7 @@ func TestAnExportHoldsUpNoWriter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
+	defer func() { _ = l.Close() }()
 	for i := range 8 {
 		if err := l.Write([]Record{rec(i, ActionViewed, "alice", fmt.Sprintf("before-%d", i))}); err != nil {
 			t.Fatal(err)
@@ -258,7 +260,7 @@ func TestCSVCellsAreNoFormulas(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
+	defer func() { _ = l.Close() }()
 	r := rec(0, ActionViewDenied, "=HYPERLINK(\"http://evil\")", "v1")
 	r.UserAgent = "=cmd|' /C calc'!A0"
 	r.Actor = Actor{Username: "@SUM(1+1)", Groups: []string{"+1", "g"}}
@@ -296,7 +298,7 @@ func TestExportIsInTimeOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
+	defer func() { _ = l.Close() }()
 	// The API server's batch of an earlier read arrives after the
 	// controller's record of a later issue.
 	if err := l.Write([]Record{rec(5, ActionIssued, "alice", "i"), rec(1, ActionViewed, "alice", "v"), rec(3, ActionViewed, "bob", "w")}); err != nil {
@@ -307,11 +309,28 @@ func TestExportIsInTimeOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	var order []string
-	for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+	for line := range strings.SplitSeq(strings.TrimSpace(out.String()), "\n") {
 		order = append(order, line[strings.Index(line, `"message":"`):])
 	}
 	want := []string{`"message":"record 1"}`, `"message":"record 3"}`, `"message":"record 5"}`}
 	if strings.Join(order, " ") != strings.Join(want, " ") {
 		t.Fatalf("export order %v, want %v", order, want)
+	}
+}
+
+// appendRaw appends text to the file at path as a crash or an intruder
+// would, past the writer.
+func appendRaw(t *testing.T, path, text string) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.WriteString(text)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatal(err)
 	}
 }

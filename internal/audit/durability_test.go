@@ -68,15 +68,15 @@ func TestATornTailIsRepairedBeforeTheNextWrite(t *testing.T) {
 	if err := l.Write(records(1, "a")); err != nil {
 		t.Fatal(err)
 	}
-	l.Close()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
 	// A kill -9 in the middle of a write leaves half a line.
-	f, _ := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
-	_, _ = f.WriteString(`{"time":"2026-11-26T12:00:00Z","action":"Vie`)
-	f.Close()
+	appendRaw(t, path, `{"time":"2026-11-26T12:00:00Z","action":"Vie`)
 	if l, err = OpenFile(path, 0, 0); err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
+	defer func() { _ = l.Close() }()
 	if err := l.Write(records(2, "b")); err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +90,7 @@ func TestAFailedWriteLeavesNoFragment(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
+	defer func() { _ = l.Close() }()
 	if err := l.Write(records(1, "first")); err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +136,7 @@ func TestAFullFilesystemLosesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
+	defer func() { _ = l.Close() }()
 	acknowledged, refused := 0, 0
 	var failed []Record
 	for i := 0; refused == 0 && i < 1000; i++ {
@@ -180,9 +180,11 @@ func TestDedupWindowEdge(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Inside the window, across a restart: nothing is added.
-	l.Close()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
 	l = open()
-	defer func() { l.Close() }()
+	defer func() { _ = l.Close() }()
 	if err := l.Write(batch[:1]); err != nil {
 		t.Fatal(err)
 	}
@@ -203,7 +205,7 @@ func TestMultiStillWritesStdoutWhenTheFileFails(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
+	defer func() { _ = l.Close() }()
 	l.f = &failingFile{File: l.f.(*os.File)}
 	var out strings.Builder
 	r := rec(0, ActionIssued, "alice", "keymint/uid-alice/Issued/kid_alice")
@@ -224,14 +226,14 @@ func TestExportReportsLinesItCannotParse(t *testing.T) {
 	if err := l.Write(records(2, "x")); err != nil {
 		t.Fatal(err)
 	}
-	l.Close()
-	f, _ := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
-	_, _ = f.WriteString("not a record\n")
-	f.Close()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	appendRaw(t, path, "not a record\n")
 	if l, err = OpenFile(path, 0, 0); err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
+	defer func() { _ = l.Close() }()
 	var got int
 	err = l.Each(Filter{}, func(Record) error { got++; return nil })
 	var unreadable *UnreadableError

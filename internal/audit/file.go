@@ -128,7 +128,7 @@ func (l *File) open() error {
 	}
 	st, err := f.Stat()
 	if err != nil {
-		f.Close()
+		_ = f.Close()
 		return err
 	}
 	l.f, l.size = f, st.Size()
@@ -149,7 +149,7 @@ func (l *File) repairTail() error {
 	if err != nil {
 		return err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	st, err := f.Stat()
 	if err != nil {
 		return err
@@ -383,7 +383,7 @@ func readRecords(path string, fn func(Record)) error {
 	if err != nil {
 		return err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read only
 	_, err = scanRecords(f, fn)
 	return err
 }

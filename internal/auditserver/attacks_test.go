@@ -15,13 +15,13 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	clocktesting "k8s.io/utils/clock/testing"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
 	"github.com/keymint/keymint/internal/audit"
 	"github.com/keymint/keymint/internal/auditserver"
+	"github.com/keymint/keymint/internal/testenv"
 )
 
 // authenticatedAs is a client that authenticates as user itself (no
@@ -47,9 +47,7 @@ func authenticatedAs(t *testing.T, user string, groups ...string) (client.Client
 // records that count every attempt, and every Issued, Viewed and Deleted
 // record stays exportable.
 func TestDeniedListsCannotFlushTheTrail(t *testing.T) {
-	if testing.Short() {
-		t.Skip("10,000 requests")
-	}
+	testenv.RequireControlPlane(t)
 	g := NewWithT(t)
 	ctx := context.Background()
 	log, err := audit.OpenFile(filepath.Join(t.TempDir(), "audit.log"), 1<<20, 1)
@@ -65,7 +63,7 @@ func TestDeniedListsCannotFlushTheTrail(t *testing.T) {
 	for i := range keys {
 		key := &keymintv1alpha1.APIKey{
 			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("k%04d", i)},
-			Spec:       keymintv1alpha1.APIKeySpec{User: userIn(ns, fmt.Sprint("u", i/2)), Expiration: keymintv1alpha1.Expiration{Never: ptr.To(true)}},
+			Spec:       keymintv1alpha1.APIKeySpec{User: userIn(ns, fmt.Sprint("u", i/2)), Expiration: keymintv1alpha1.Expiration{Never: new(true)}},
 		}
 		g.Expect(env.Client.Create(ctx, key)).To(Succeed())
 	}
@@ -127,6 +125,7 @@ func TestDeniedListsCannotFlushTheTrail(t *testing.T) {
 // impersonated user and the impersonator, and impersonating the manager's
 // own identity is recorded too.
 func TestImpersonatorsAreRecorded(t *testing.T) {
+	testenv.RequireControlPlane(t)
 	g := NewWithT(t)
 	ctx := context.Background()
 	log := openLog(t)
@@ -163,6 +162,7 @@ func TestImpersonatorsAreRecorded(t *testing.T) {
 // key's Secret, then its deletion, and ended 11 minutes later (by the
 // resolver's clock), past TombstoneTTL, is still a view of that key.
 func TestAWatchLongerThanTheTombstonesIsRecorded(t *testing.T) {
+	testenv.RequireControlPlane(t)
 	g := NewWithT(t)
 	ctx := context.Background()
 	log := openLog(t)

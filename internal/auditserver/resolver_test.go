@@ -10,7 +10,6 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	toolscache "k8s.io/client-go/tools/cache"
 	clocktesting "k8s.io/utils/clock/testing"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
@@ -55,7 +54,7 @@ func TestCacheResolverRemembersDeletionsAndFindsKeysByStatus(t *testing.T) {
 	old := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "ci-secret",
 			Labels:          map[string]string{keysecret.LabelManagedBy: keysecret.ManagedBy, keysecret.LabelAPIKey: "ci"},
-			OwnerReferences: []metav1.OwnerReference{{Kind: "APIKey", Name: "ci", UID: "uid-ci", Controller: ptr.To(true)}}},
+			OwnerReferences: []metav1.OwnerReference{{Kind: "APIKey", Name: "ci", UID: "uid-ci", Controller: new(true)}}},
 		Type: keysecret.Type,
 		Data: map[string][]byte{keysecret.DataKeyID: []byte("kid_old"), keysecret.DataUser: []byte("alice")},
 	}

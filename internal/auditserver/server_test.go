@@ -22,6 +22,7 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/keymint/keymint/internal/audit"
+	"github.com/keymint/keymint/internal/testenv"
 )
 
 // pki is a CA with a serving certificate for 127.0.0.1 and a client
@@ -85,6 +86,7 @@ type discardTrail struct{}
 func (discardTrail) Write([]audit.Record) error { return nil }
 
 func TestTheAPIServerAuthenticatesByClientCertificate(t *testing.T) {
+	testenv.RequireControlPlane(t)
 	dir := t.TempDir()
 	p := newPKI(t, dir)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -92,7 +94,7 @@ func TestTheAPIServerAuthenticatesByClientCertificate(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr := l.Addr().String()
-	l.Close()
+	_ = l.Close() // frees the port for the server
 	s := &Server{Addr: addr, CertFile: p.certFile, KeyFile: p.keyFile, ClientCAFile: p.caFile, ClientNames: []string{"kube-apiserver"},
 		Trail: discardTrail{}, Resolver: fakeResolver{}, Logger: logr.Discard()}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -113,7 +115,7 @@ func TestTheAPIServerAuthenticatesByClientCertificate(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			resp.Body.Close()
+			_ = resp.Body.Close()
 			code = resp.StatusCode
 			return nil
 		}).WithTimeout(10 * time.Second).Should(Succeed())

@@ -2,6 +2,7 @@ package auditserver_test
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -19,7 +20,6 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
-	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
@@ -52,12 +52,15 @@ func runSuite(m *testing.M) int {
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
 	utilruntime.Must(keymintv1alpha1.AddToScheme(scheme))
 	logf.SetLogger(zap.New(zap.WriteTo(managerLogs), zap.Level(zapcore.Level(-5))))
+	if flag.Parse(); testing.Short() {
+		return m.Run()
+	}
 	dir, err := os.MkdirTemp("", "keymint-audit-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	defer os.RemoveAll(dir)
+	defer func() { _ = os.RemoveAll(dir) }()
 	env, err = testenv.Start(context.Background(), filepath.Join("..", "..", "config"), scheme, testenv.WithAuditWebhook(dir))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -99,7 +102,7 @@ func startManager(t *testing.T, trail audit.Writer, log *audit.File, configure .
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 		Cache:                  controllers.CacheOptions(testenv.SlotNamespace),
-		Controller:             config.Controller{SkipNameValidation: ptr.To(true)},
+		Controller:             config.Controller{SkipNameValidation: new(true)},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -236,7 +239,7 @@ func issue(t *testing.T, ns, name, user string) *keymintv1alpha1.APIKey {
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
 		Spec: keymintv1alpha1.APIKeySpec{
 			User:       user,
-			Expiration: keymintv1alpha1.Expiration{Never: ptr.To(true)},
+			Expiration: keymintv1alpha1.Expiration{Never: new(true)},
 		},
 	}
 	g.Expect(env.Client.Create(context.Background(), key)).To(Succeed())

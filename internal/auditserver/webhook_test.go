@@ -27,12 +27,14 @@ import (
 	"github.com/keymint/keymint/internal/audit"
 	"github.com/keymint/keymint/internal/auditserver"
 	"github.com/keymint/keymint/internal/keysecret"
+	"github.com/keymint/keymint/internal/testenv"
 )
 
 // Within says how soon the API server's batches (sent every second) arrive.
 const within = 15 * time.Second
 
 func TestViewsAreRecordedWithTheActor(t *testing.T) {
+	testenv.RequireControlPlane(t)
 	g := NewWithT(t)
 	ctx := context.Background()
 	log := openLog(t)
@@ -109,6 +111,7 @@ func TestViewsAreRecordedWithTheActor(t *testing.T) {
 }
 
 func TestDeletionsNameTheActor(t *testing.T) {
+	testenv.RequireControlPlane(t)
 	g := NewWithT(t)
 	ctx := context.Background()
 	log := openLog(t)
@@ -145,6 +148,7 @@ func TestDeletionsNameTheActor(t *testing.T) {
 }
 
 func TestEveryViewIsRecorded(t *testing.T) {
+	testenv.RequireControlPlane(t)
 	g := NewWithT(t)
 	ctx := context.Background()
 	log := openLog(t)
@@ -180,6 +184,7 @@ func (f *failingTrail) Write(records []audit.Record) error {
 }
 
 func TestABatchNotWrittenIsSentAgain(t *testing.T) {
+	testenv.RequireControlPlane(t)
 	g := NewWithT(t)
 	ctx := context.Background()
 	log := openLog(t)
@@ -209,6 +214,7 @@ func (s *stuckTrail) Write([]audit.Record) error {
 }
 
 func TestAManagerKilledBeforeWritingLosesNothing(t *testing.T) {
+	testenv.RequireControlPlane(t)
 	g := NewWithT(t)
 	ctx := context.Background()
 	ns := newNamespace(t)
@@ -229,6 +235,7 @@ func TestAManagerKilledBeforeWritingLosesNothing(t *testing.T) {
 }
 
 func TestTheSameBatchTwiceIsRecordedOnce(t *testing.T) {
+	testenv.RequireControlPlane(t)
 	g := NewWithT(t)
 	log := openLog(t)
 	startManager(t, audit.Multi{log}, log)
@@ -258,7 +265,7 @@ func TestTheSameBatchTwiceIsRecordedOnce(t *testing.T) {
 		}
 		var resp *http.Response
 		g.Eventually(func() (err error) { resp, err = c.Do(req); return err }).Should(Succeed())
-		resp.Body.Close()
+		_ = resp.Body.Close()
 		return resp.StatusCode
 	}
 	g.Expect(post(string(token))).To(Equal(http.StatusOK))
@@ -285,6 +292,7 @@ func webhookClient(t *testing.T) *http.Client {
 }
 
 func TestNoKeyInRecordsEventsOrLogs(t *testing.T) {
+	testenv.RequireControlPlane(t)
 	g := NewWithT(t)
 	ctx := context.Background()
 	log := openLog(t)

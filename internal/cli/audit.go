@@ -132,7 +132,7 @@ func (e *auditExport) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("reaching the audit endpoint: %w", err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	if resp.StatusCode != http.StatusOK {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 		return fmt.Errorf("the audit endpoint refused the export (%s): %s", resp.Status, strings.TrimSpace(string(body)))

@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/keymint/keymint/internal/audit"
+	"github.com/keymint/keymint/internal/testenv"
 )
 
 // serviceAccountToken returns a token of a new ServiceAccount in ns, holding
@@ -38,6 +39,7 @@ func serviceAccountToken(t *testing.T, ns, name, role string) string {
 // TestAuditExport: a user's reveal is on record, and an administrator
 // exports it with the plugin; nobody else can.
 func TestAuditExport(t *testing.T) {
+	testenv.RequireControlPlane(t)
 	g := NewWithT(t)
 	alice := newUser(t, "alice")
 	_, stderr, code := alice.run("create", "ci", "--never", "--wait")
@@ -87,6 +89,7 @@ func TestAuditExport(t *testing.T) {
 // TestAuditExportSendsNoTokenInTheClear: an http:// audit server is refused
 // before any request carries the token.
 func TestAuditExportSendsNoTokenInTheClear(t *testing.T) {
+	testenv.RequireControlPlane(t)
 	g := NewWithT(t)
 	var requests atomic.Int32
 	plain := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { requests.Add(1) }))

@@ -5,7 +5,6 @@ import (
 
 	"github.com/spf13/cobra"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
 )
@@ -42,11 +41,11 @@ func (e *expirationFlags) parse(now time.Time) (keymintv1alpha1.Expiration, erro
 		if e.months < 1 || e.months > 120 {
 			return exp, usageErrorf("--months must be 1-120 (calendar months), not %d", e.months)
 		}
-		exp.Months = ptr.To(e.months)
+		exp.Months = new(e.months)
 	}
 	if e.never {
 		chosen++
-		exp.Never = ptr.To(true)
+		exp.Never = new(true)
 	}
 	if e.expiresAt != "" {
 		chosen++

@@ -53,7 +53,7 @@ func sampleKeys() []keymintv1alpha1.APIKey {
 	keys := []keymintv1alpha1.APIKey{
 		mk("team-a", "ci", "alice", goldenNow.Add(-40*24*time.Hour), keymintv1alpha1.Expiration{Months: ptr.To[int32](5)},
 			keymintv1alpha1.APIKeyStatus{Phase: keymintv1alpha1.PhaseActive, KeyID: "kid_0fSwgOivseDGV", ExpiresAt: at(time.Date(2027, 3, 18, 12, 0, 0, 0, time.UTC))}),
-		mk("team-a", "ci-next", "alice", goldenNow.Add(-2*time.Hour), keymintv1alpha1.Expiration{Never: ptr.To(true)},
+		mk("team-a", "ci-next", "alice", goldenNow.Add(-2*time.Hour), keymintv1alpha1.Expiration{Never: new(true)},
 			keymintv1alpha1.APIKeyStatus{Phase: keymintv1alpha1.PhaseActive, KeyID: "kid_1QuMFy5iG2vWg"}),
 		mk("team-a", "extra", "alice", goldenNow.Add(-time.Minute), keymintv1alpha1.Expiration{Months: ptr.To[int32](12)},
 			keymintv1alpha1.APIKeyStatus{Phase: keymintv1alpha1.PhasePending}),

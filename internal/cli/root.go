@@ -201,8 +201,7 @@ func explain(err error) string {
 		}
 		return status.Status().Message
 	}
-	var usage UsageError
-	if errors.As(err, &usage) {
+	if usage, ok := errors.AsType[UsageError](err); ok {
 		return usage.msg + " (see --help)"
 	}
 	return err.Error()

@@ -13,7 +13,6 @@ import (
 	. "github.com/onsi/gomega"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
-	"k8s.io/utils/ptr"
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
 	"github.com/keymint/keymint/internal/testenv"
@@ -57,6 +56,7 @@ func TestTheCommandLine(t *testing.T) {
 // count out of range is refused before anything is created; a dry run
 // says so; a missing namespace is named.
 func TestCreateRefusesWhatWouldNeverWork(t *testing.T) {
+	testenv.RequireControlPlane(t)
 	g := NewWithT(t)
 	alice := newUser(t, "alice")
 	_, errOut, code := alice.run("create", "past", "--expires-at", "2020-01-01T00:00:00Z")
@@ -88,6 +88,7 @@ func TestCreateRefusesWhatWouldNeverWork(t *testing.T) {
 // no Secret as if it existed, delete does not claim to revoke a live key;
 // list --mine shows only the caller's keys.
 func TestAnExpiredKeySaysWhatToDo(t *testing.T) {
+	testenv.RequireControlPlane(t)
 	g := NewWithT(t)
 	alice := newUser(t, "alice")
 	at := time.Now().Add(3 * time.Second).UTC().Format(time.RFC3339)
@@ -96,7 +97,7 @@ func TestAnExpiredKeySaysWhatToDo(t *testing.T) {
 	// Someone else's key in the same namespace, which alice's --mine hides.
 	other := &keymintv1alpha1.APIKey{
 		ObjectMeta: metav1.ObjectMeta{Namespace: alice.namespace, Name: "not-alices"},
-		Spec:       keymintv1alpha1.APIKeySpec{User: "bob@" + alice.namespace, Expiration: keymintv1alpha1.Expiration{Never: ptr.To(true)}},
+		Spec:       keymintv1alpha1.APIKeySpec{User: "bob@" + alice.namespace, Expiration: keymintv1alpha1.Expiration{Never: new(true)}},
 	}
 	g.Expect(env.Client.Create(context.Background(), other)).To(Succeed())
 	out, _, _ := alice.run("list", "--mine")
@@ -122,6 +123,7 @@ func TestAnExpiredKeySaysWhatToDo(t *testing.T) {
 // into a successor with an expiry of its own, and --delete-old says what
 // is next in the order things happen.
 func TestCreateAndRotateAtTheCap(t *testing.T) {
+	testenv.RequireControlPlane(t)
 	g := NewWithT(t)
 	alice := newUser(t, "alice")
 	for _, name := range []string{"one", "two"} {
@@ -171,6 +173,7 @@ func TestCreateAndRotateAtTheCap(t *testing.T) {
 // TestColumnsTellStatesApart: kubectl get shows Ready and its reason, and
 // never for a key that never expires; the plugin's -o wide does too.
 func TestColumnsTellStatesApart(t *testing.T) {
+	testenv.RequireControlPlane(t)
 	g := NewWithT(t)
 	alice := newUser(t, "alice")
 	_, errOut, code := alice.run("create", "forever", "--never", "--wait")

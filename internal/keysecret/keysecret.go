@@ -9,7 +9,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
 	"github.com/keymint/keymint/internal/keys"
@@ -74,12 +73,12 @@ func Build(owner *keymintv1alpha1.APIKey, key keys.Key, issuedAt time.Time, expi
 				Kind:               "APIKey",
 				Name:               owner.Name,
 				UID:                owner.UID,
-				Controller:         ptr.To(true),
-				BlockOwnerDeletion: ptr.To(true),
+				Controller:         new(true),
+				BlockOwnerDeletion: new(true),
 			}},
 		},
 		Type:      Type,
-		Immutable: ptr.To(true),
+		Immutable: new(true),
 		Data: map[string][]byte{
 			DataKey:       []byte(key.Value),
 			DataKeyID:     []byte(key.ID),

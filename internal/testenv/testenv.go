@@ -148,7 +148,7 @@ func (e *Env) waitForPolicies(ctx context.Context) error {
 			ObjectMeta: metav1.ObjectMeta{Namespace: SlotNamespace, Name: fmt.Sprintf("policy-probe-%d", i)},
 			Spec: keymintv1alpha1.APIKeySpec{
 				User:       "probe",
-				Expiration: keymintv1alpha1.Expiration{Never: ptr.To(true)},
+				Expiration: keymintv1alpha1.Expiration{Never: new(true)},
 			},
 		}
 		// Until the policies know the new CRD, a create can fail outright.
