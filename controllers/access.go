@@ -17,10 +17,6 @@ import (
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
 )
 
-// VerbUse on apikeys is what "has access to API keys" means: a key is
-// issued, and stays Active, only while its user holds it.
-const VerbUse = "use"
-
 // DefaultAccessRecheck is how often a key's access is checked again
 // without a RoleBinding or ClusterRoleBinding event, to catch changes to
 // Roles themselves.
@@ -54,7 +50,7 @@ func (r *APIKeyReconciler) hasAccess(ctx context.Context, key *keymintv1alpha1.A
 		Groups: accessGroups(key),
 		ResourceAttributes: &authorizationv1.ResourceAttributes{
 			Namespace: key.Namespace,
-			Verb:      VerbUse,
+			Verb:      keymintv1alpha1.VerbUse,
 			Group:     keymintv1alpha1.GroupVersion.Group,
 			Resource:  "apikeys",
 		},

@@ -239,7 +239,7 @@ func TestAdminRoleGrantsItsVerbsAndNotUse(t *testing.T) {
 	for _, verb := range []string{"get", "list", "watch", "create", "update", "patch", "delete", "deletecollection", "delegate"} {
 		g.Expect(allowed(verb)).To(BeTrue(), "keymint-admin lacks %s", verb)
 	}
-	for _, verb := range []string{VerbUse, "escalate", "impersonate"} {
+	for _, verb := range []string{keymintv1alpha1.VerbUse, "escalate", "impersonate"} {
 		g.Expect(allowed(verb)).To(BeFalse(), "keymint-admin grants %s", verb)
 	}
 }

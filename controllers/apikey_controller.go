@@ -34,10 +34,6 @@ import (
 	"github.com/keymint/keymint/internal/keysecret"
 )
 
-// Finalizer holds an APIKey until its Secret is deleted and its slot freed,
-// so that revocation does not depend on the garbage collector.
-const Finalizer = "keymint.io/revoke"
-
 // DefaultMaxRequeue bounds how long a key waits before its expiry is checked
 // against the clock again.
 const DefaultMaxRequeue = time.Hour
@@ -132,9 +128,9 @@ func (r *APIKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res
 	if !key.DeletionTimestamp.IsZero() {
 		return ctrl.Result{}, r.finalize(ctx, key)
 	}
-	if !controllerutil.ContainsFinalizer(key, Finalizer) {
+	if !controllerutil.ContainsFinalizer(key, keymintv1alpha1.Finalizer) {
 		patch := client.MergeFromWithOptions(key.DeepCopy(), client.MergeFromWithOptimisticLock{})
-		controllerutil.AddFinalizer(key, Finalizer)
+		controllerutil.AddFinalizer(key, keymintv1alpha1.Finalizer)
 		if err := r.Patch(ctx, key, patch); err != nil {
 			return requeueOnConflict(err)
 		}

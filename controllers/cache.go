@@ -19,7 +19,7 @@ import (
 // however many, cost the manager no memory, and its own are cached without
 // their keys: no key sits in the manager's memory.
 func CacheOptions(slotNamespace string) cache.Options {
-	owned := labels.SelectorFromSet(labels.Set{keysecret.LabelManagedBy: keysecret.ManagedBy})
+	owned := labels.SelectorFromSet(labels.Set{keymintv1alpha1.LabelManagedBy: keymintv1alpha1.ManagedBy})
 	return cache.Options{
 		DefaultTransform: stripCopies,
 		ByObject: map[client.Object]cache.ByObject{
@@ -88,10 +88,10 @@ func shareMetadataStrings(o client.Object) {
 var ownStrings = func() map[string]string {
 	m := map[string]string{}
 	for _, s := range []string{
-		keysecret.LabelManagedBy, keysecret.LabelAPIKey, string(keysecret.Type),
-		keysecret.AnnotationIssuedAt, keysecret.AnnotationKeyHash, keysecret.AnnotationSignature,
+		keymintv1alpha1.LabelManagedBy, keymintv1alpha1.LabelAPIKey, string(keymintv1alpha1.SecretType),
+		keymintv1alpha1.AnnotationIssuedAt, keymintv1alpha1.AnnotationKeyHash, keysecret.AnnotationSignature,
 		slots.LabelUserHash, slots.LabelHolderNamespace, slots.LabelHolderName,
-		Finalizer, "APIKey", keymintv1alpha1.GroupVersion.String(),
+		keymintv1alpha1.Finalizer, "APIKey", keymintv1alpha1.GroupVersion.String(),
 	} {
 		m[s] = s
 	}

@@ -16,7 +16,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
-	"github.com/keymint/keymint/internal/keysecret"
 	"github.com/keymint/keymint/internal/slots"
 	"github.com/keymint/keymint/internal/testenv"
 )
@@ -28,11 +27,11 @@ func TestCacheHoldsOnlyWhatKeymintOwns(t *testing.T) {
 	testenv.RequireControlPlane(t)
 	g := NewWithT(t)
 	ns := newNamespace(t)
-	owned := map[string]string{keysecret.LabelManagedBy: keysecret.ManagedBy}
+	owned := map[string]string{keymintv1alpha1.LabelManagedBy: keymintv1alpha1.ManagedBy}
 	mine := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "mine", Labels: owned,
 			Annotations: map[string]string{corev1.LastAppliedConfigAnnotation: `{"kind":"Secret"}`, "kept": "yes"}},
-		Data: map[string][]byte{keysecret.DataKey: []byte("kmk_value"), keysecret.DataKeyID: []byte("kid_1")},
+		Data: map[string][]byte{keymintv1alpha1.DataKey: []byte("kmk_value"), keymintv1alpha1.DataKeyID: []byte("kid_1")},
 	}
 	unrelated := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "unrelated"}}
 	elsewhere := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "elsewhere", Labels: owned}}
@@ -55,8 +54,8 @@ func TestCacheHoldsOnlyWhatKeymintOwns(t *testing.T) {
 		got := &corev1.Secret{}
 		g.Expect(c.Get(ctx, client.ObjectKeyFromObject(mine), got)).To(Succeed())
 		g.Expect(got.ManagedFields).To(BeEmpty())
-		g.Expect(got.Data).NotTo(HaveKey(keysecret.DataKey), "no key in the manager's memory")
-		g.Expect(got.Data).To(HaveKeyWithValue(keysecret.DataKeyID, []byte("kid_1")))
+		g.Expect(got.Data).NotTo(HaveKey(keymintv1alpha1.DataKey), "no key in the manager's memory")
+		g.Expect(got.Data).To(HaveKeyWithValue(keymintv1alpha1.DataKeyID, []byte("kid_1")))
 		g.Expect(got.Annotations).To(Equal(map[string]string{"kept": "yes"}), "no last-applied copy")
 	}).Should(Succeed())
 	err = c.Get(ctx, client.ObjectKeyFromObject(unrelated), &corev1.Secret{})
@@ -84,8 +83,8 @@ func TestStripCopiesKeepsWhatItShares(t *testing.T) {
 		ObjectMeta: metav1.ObjectMeta{
 			Namespace:       "team-a",
 			Name:            "ci",
-			Labels:          map[string]string{keysecret.LabelManagedBy: keysecret.ManagedBy, keysecret.LabelAPIKey: "ci"},
-			Annotations:     map[string]string{corev1.LastAppliedConfigAnnotation: "{}", keysecret.AnnotationIssuedAt: "2026-01-31T10:00:00Z"},
+			Labels:          map[string]string{keymintv1alpha1.LabelManagedBy: keymintv1alpha1.ManagedBy, keymintv1alpha1.LabelAPIKey: "ci"},
+			Annotations:     map[string]string{corev1.LastAppliedConfigAnnotation: "{}", keymintv1alpha1.AnnotationIssuedAt: "2026-01-31T10:00:00Z"},
 			Finalizers:      []string{"example.com/hold"},
 			OwnerReferences: []metav1.OwnerReference{{APIVersion: "keymint.io/v1alpha1", Kind: "APIKey", Name: "ci", UID: "uid-1"}},
 			ManagedFields:   []metav1.ManagedFieldsEntry{{Manager: "kubectl"}},

@@ -16,7 +16,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
-	"github.com/keymint/keymint/internal/keysecret"
 	"github.com/keymint/keymint/internal/slots"
 	"github.com/keymint/keymint/internal/testenv"
 )
@@ -37,7 +36,7 @@ func observeCap(t *testing.T, ns string) *capObserver {
 		t.Fatal(err)
 	}
 	secretsWatch, err := k8sClient.Watch(ctx, &corev1.SecretList{}, client.InNamespace(ns),
-		client.MatchingLabels{keysecret.LabelManagedBy: keysecret.ManagedBy})
+		client.MatchingLabels{keymintv1alpha1.LabelManagedBy: keymintv1alpha1.ManagedBy})
 	if err != nil {
 		t.Fatal(err)
 	}

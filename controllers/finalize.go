@@ -13,7 +13,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
-	"github.com/keymint/keymint/internal/keysecret"
 )
 
 // finalize revokes a deleted APIKey's key: its Secret is deleted and its
@@ -30,7 +29,7 @@ func (r *APIKeyReconciler) finalize(ctx context.Context, key *keymintv1alpha1.AP
 		return err
 	}
 	// Someone removed the finalizer: the key is revoked all the same.
-	if !controllerutil.ContainsFinalizer(key, Finalizer) {
+	if !controllerutil.ContainsFinalizer(key, keymintv1alpha1.Finalizer) {
 		return nil
 	}
 	// The finalizer stays until the record is written.
@@ -39,7 +38,7 @@ func (r *APIKeyReconciler) finalize(ctx context.Context, key *keymintv1alpha1.AP
 		return err
 	}
 	patch := client.MergeFromWithOptions(key.DeepCopy(), client.MergeFromWithOptimisticLock{})
-	controllerutil.RemoveFinalizer(key, Finalizer)
+	controllerutil.RemoveFinalizer(key, keymintv1alpha1.Finalizer)
 	return client.IgnoreNotFound(r.Patch(ctx, key, patch))
 }
 
@@ -65,7 +64,7 @@ func (r *APIKeyReconciler) cleanUpAfter(ctx context.Context, name types.Namespac
 	}
 	secrets := &corev1.SecretList{}
 	if err := r.List(ctx, secrets, client.InNamespace(name.Namespace),
-		client.MatchingLabels{keysecret.LabelManagedBy: keysecret.ManagedBy, keysecret.LabelAPIKey: name.Name}); err != nil {
+		client.MatchingLabels{keymintv1alpha1.LabelManagedBy: keymintv1alpha1.ManagedBy, keymintv1alpha1.LabelAPIKey: name.Name}); err != nil {
 		return err
 	}
 	for i := range secrets.Items {

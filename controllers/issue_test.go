@@ -20,7 +20,6 @@ import (
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
 	"github.com/keymint/keymint/internal/audit"
 	"github.com/keymint/keymint/internal/keys"
-	"github.com/keymint/keymint/internal/keysecret"
 	"github.com/keymint/keymint/internal/slots"
 	"github.com/keymint/keymint/internal/testenv"
 )
@@ -49,7 +48,7 @@ func TestIssue(t *testing.T) {
 	g.Expect(got.Status.SecretName).To(Equal("ci-key"))
 	g.Expect(got.Status.IssuedAt.Time).To(BeTemporally("==", now))
 	g.Expect(got.Status.ExpiresAt.Time).To(BeTemporally("==", time.Date(2026, 2, 28, 10, 20, 30, 0, time.UTC)))
-	g.Expect(got.Finalizers).To(ContainElement(Finalizer))
+	g.Expect(got.Finalizers).To(ContainElement(keymintv1alpha1.Finalizer))
 	ready := findCondition(got, keymintv1alpha1.ConditionReady)
 	g.Expect(ready.Status).To(Equal(metav1.ConditionTrue))
 	g.Expect(kstatusOf(g, got)).To(Equal(status.CurrentStatus))
@@ -297,7 +296,7 @@ func TestRestartMidIssue(t *testing.T) {
 	g.Expect(got.Status.KeyHash).To(Equal(keys.Hash(keyValue(minted))))
 	g.Expect(userSlotCount(g, userIn(ns, "heidi"))).To(Equal(1))
 	secrets := &corev1.SecretList{}
-	g.Expect(k8sClient.List(ctx, secrets, client.InNamespace(ns), client.MatchingLabels{keysecret.LabelManagedBy: keysecret.ManagedBy})).To(Succeed())
+	g.Expect(k8sClient.List(ctx, secrets, client.InNamespace(ns), client.MatchingLabels{keymintv1alpha1.LabelManagedBy: keymintv1alpha1.ManagedBy})).To(Succeed())
 	g.Expect(secrets.Items).To(HaveLen(1))
 }
 

@@ -12,7 +12,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
-	"github.com/keymint/keymint/internal/keysecret"
 )
 
 // +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=roles;rolebindings,verbs=get;create;update;delete
@@ -29,7 +28,7 @@ func ownerAccessMeta(key *keymintv1alpha1.APIKey) metav1.ObjectMeta {
 	return metav1.ObjectMeta{
 		Name:      ownerAccessName(key.Name),
 		Namespace: key.Namespace,
-		Labels:    map[string]string{keysecret.LabelManagedBy: keysecret.ManagedBy, keysecret.LabelAPIKey: key.Name},
+		Labels:    map[string]string{keymintv1alpha1.LabelManagedBy: keymintv1alpha1.ManagedBy, keymintv1alpha1.LabelAPIKey: key.Name},
 		OwnerReferences: []metav1.OwnerReference{{
 			APIVersion: keymintv1alpha1.GroupVersion.String(), Kind: "APIKey", Name: key.Name, UID: key.UID,
 			Controller: new(true), BlockOwnerDeletion: new(true),

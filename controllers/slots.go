@@ -15,7 +15,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
-	"github.com/keymint/keymint/internal/keysecret"
 	"github.com/keymint/keymint/internal/slots"
 )
 
@@ -112,10 +111,10 @@ func (r *APIKeyReconciler) slotLease(key *keymintv1alpha1.APIKey, name string) *
 			Name:      name,
 			Namespace: r.SlotNamespace,
 			Labels: map[string]string{
-				keysecret.LabelManagedBy:   keysecret.ManagedBy,
-				slots.LabelUserHash:        slots.UserHash(key.Spec.User),
-				slots.LabelHolderNamespace: key.Namespace,
-				slots.LabelHolderName:      key.Name,
+				keymintv1alpha1.LabelManagedBy: keymintv1alpha1.ManagedBy,
+				slots.LabelUserHash:            slots.UserHash(key.Spec.User),
+				slots.LabelHolderNamespace:     key.Namespace,
+				slots.LabelHolderName:          key.Name,
 			},
 			Annotations: map[string]string{slots.AnnotationUser: key.Spec.User},
 		},

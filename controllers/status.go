@@ -13,9 +13,6 @@ import (
 // The functions in this file only change an APIKey's status in memory; the
 // reconciler writes it once, at the end. They never see key material.
 
-// ReasonActive is the Ready reason of an Active key.
-const ReasonActive = "Active"
-
 func setCondition(key *keymintv1alpha1.APIKey, now time.Time, typ string, status metav1.ConditionStatus, reason, message string) {
 	apimeta.SetStatusCondition(&key.Status.Conditions, metav1.Condition{
 		Type:               typ,
@@ -35,7 +32,7 @@ func setActive(key *keymintv1alpha1.APIKey, now time.Time, secretName string, in
 	key.Status.SecretName = secretName
 	key.Status.IssuedAt = ptrTime(&in.IssuedAt)
 	key.Status.ExpiresAt = ptrTime(in.ExpiresAt)
-	setCondition(key, now, keymintv1alpha1.ConditionReady, metav1.ConditionTrue, ReasonActive,
+	setCondition(key, now, keymintv1alpha1.ConditionReady, metav1.ConditionTrue, keymintv1alpha1.ReasonActive,
 		"key "+in.KeyID+" is active in Secret "+secretName)
 	apimeta.RemoveStatusCondition(&key.Status.Conditions, keymintv1alpha1.ConditionReconciling)
 	apimeta.RemoveStatusCondition(&key.Status.Conditions, keymintv1alpha1.ConditionStalled)

@@ -37,7 +37,6 @@ import (
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
 	"github.com/keymint/keymint/internal/audit"
-	"github.com/keymint/keymint/internal/keysecret"
 	"github.com/keymint/keymint/internal/testenv"
 )
 
@@ -301,4 +300,4 @@ func expectNoPlaintext(g Gomega, key *keymintv1alpha1.APIKey, value string) {
 	g.Expect(strings.Contains(managerLogs.String(), value)).To(BeFalse(), "the key appears in the manager's logs")
 }
 
-func keyValue(s *corev1.Secret) string { return string(s.Data[keysecret.DataKey]) }
+func keyValue(s *corev1.Secret) string { return string(s.Data[keymintv1alpha1.DataKey]) }

@@ -17,7 +17,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
-	"github.com/keymint/keymint/internal/keysecret"
 )
 
 // throughput: the floor, then n keys for n users created by the workers,
@@ -167,14 +166,14 @@ func (b *bench) versions(ctx context.Context) (map[string]string, error) {
 		out["apikey/"+k.Namespace+"/"+k.Name] = k.ResourceVersion
 	}
 	secrets := &corev1.SecretList{}
-	if err := b.env.Client.List(ctx, secrets, client.MatchingLabels{keysecret.LabelManagedBy: keysecret.ManagedBy}); err != nil {
+	if err := b.env.Client.List(ctx, secrets, client.MatchingLabels{keymintv1alpha1.LabelManagedBy: keymintv1alpha1.ManagedBy}); err != nil {
 		return nil, err
 	}
 	for _, s := range secrets.Items {
 		out["secret/"+s.Namespace+"/"+s.Name] = s.ResourceVersion
 	}
 	leases := &coordinationv1.LeaseList{}
-	if err := b.env.Client.List(ctx, leases, client.MatchingLabels{keysecret.LabelManagedBy: keysecret.ManagedBy}); err != nil {
+	if err := b.env.Client.List(ctx, leases, client.MatchingLabels{keymintv1alpha1.LabelManagedBy: keymintv1alpha1.ManagedBy}); err != nil {
 		return nil, err
 	}
 	for _, l := range leases.Items {

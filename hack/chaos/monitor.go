@@ -15,7 +15,6 @@ import (
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
 	"github.com/keymint/keymint/internal/audit"
-	"github.com/keymint/keymint/internal/keysecret"
 )
 
 // The invariants, in the order they are reported.
@@ -102,7 +101,7 @@ func (m *monitor) observe(ev watch.Event) {
 			m.issued[o.Status.KeyID] = true
 		}
 	case *corev1.Secret:
-		if o.Type != keysecret.Type {
+		if o.Type != keymintv1alpha1.SecretType {
 			return
 		}
 		owner := ""
@@ -114,14 +113,14 @@ func (m *monitor) observe(ev watch.Event) {
 			m.revocations = append(m.revocations, pendingRevocation{owner: owner, secret: o.Name, at: time.Now()})
 			return
 		}
-		m.secrets[o.Name] = secretState{owner: owner, user: string(o.Data[keysecret.DataUser])}
+		m.secrets[o.Name] = secretState{owner: owner, user: string(o.Data[keymintv1alpha1.DataUser])}
 		perUser, perOwner := map[string]int{}, map[string]int{}
 		for _, s := range m.secrets {
 			perUser[s.user]++
 			perOwner[s.owner]++
 		}
-		if n := perUser[string(o.Data[keysecret.DataUser])]; n > 2 {
-			m.violateLocked(invCap, fmt.Sprintf("user %s holds %d live keys", o.Data[keysecret.DataUser], n))
+		if n := perUser[string(o.Data[keymintv1alpha1.DataUser])]; n > 2 {
+			m.violateLocked(invCap, fmt.Sprintf("user %s holds %d live keys", o.Data[keymintv1alpha1.DataUser], n))
 		}
 		if n := perOwner[owner]; n > 1 {
 			m.violateLocked(invOneSecret, fmt.Sprintf("APIKey %s has %d Secrets", owner, n))

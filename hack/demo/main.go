@@ -20,7 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
-	"github.com/keymint/keymint/internal/auditserver"
+	"github.com/keymint/keymint/internal/audit"
 	"github.com/keymint/keymint/internal/cli"
 	"github.com/keymint/keymint/internal/testenv"
 )
@@ -190,7 +190,7 @@ func run() error {
 	_ = kubectl("get", "secret", "-n", "default", "alice-ci-next", "--as=alice", "-o", "name")
 	_ = kubectl("get", "secret", "-n", "default", "alice-ci-next", "--as=bob", "-o", "name")
 
-	step("an administrator exports the audit records with the plugin (" + auditserver.ExportPath + ", a token allowed get apikeys/audit)")
+	step("an administrator exports the audit records with the plugin (" + audit.ExportPath + ", a token allowed get apikeys/audit)")
 	_ = quiet("apply", "--server-side", "-f", filepath.Join(root, "config", "rbac", "auditor.yaml"))
 	token, err := exec.Command(filepath.Join(assets, "kubectl"), "--kubeconfig", kubeconfig, "create", "token", "auditor", "-n", "keymint-system").Output()
 	if err != nil {

@@ -11,6 +11,16 @@ import (
 	"time"
 )
 
+// The export's HTTP contract, shared by the server and the plugin, which
+// links this package and not the server's.
+const (
+	// ExportPath serves the audit trail to authorised administrators.
+	ExportPath = "/audit/export"
+	// ExportErrorTrailer is the HTTP trailer in which an export that could
+	// not read every line of the log says so.
+	ExportErrorTrailer = "X-Keymint-Export-Error"
+)
+
 // Format is an export format.
 type Format string
 

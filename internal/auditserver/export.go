@@ -64,10 +64,6 @@ func (d Delegated) Authorize(ctx context.Context, token, namespace string) (stri
 // serveExport writes the records that pass the query's filter:
 // from and to (RFC 3339; from inclusive, to exclusive), user, namespace,
 // name (an APIKey), action and format (json, the default, or csv).
-// ExportErrorTrailer is the HTTP trailer in which an export that could not
-// read every line of the log says so.
-const ExportErrorTrailer = "X-Keymint-Export-Error"
-
 func (s *Server) serveExport(w http.ResponseWriter, r *http.Request) {
 	token, ok := bearerToken(r)
 	if !ok {
@@ -109,10 +105,10 @@ func (s *Server) serveExport(w http.ResponseWriter, r *http.Request) {
 	}
 	// Lines the log holds that are not records are reported in a trailer,
 	// after every record that could be read.
-	w.Header().Set("Trailer", ExportErrorTrailer)
+	w.Header().Set("Trailer", audit.ExportErrorTrailer)
 	if err := audit.Export(s.Log, filter, format, w); err != nil {
 		s.Logger.Error(err, "exporting the audit trail failed")
-		w.Header().Set(ExportErrorTrailer, err.Error())
+		w.Header().Set(audit.ExportErrorTrailer, err.Error())
 	}
 }
 

@@ -12,7 +12,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
-	"github.com/keymint/keymint/internal/keysecret"
 )
 
 // TombstoneTTL is how long a deleted APIKey or Secret stays resolvable: the
@@ -218,7 +217,7 @@ func (r *CacheResolver) Secrets(namespace string) []ManagedSecret {
 	var list corev1.SecretList
 	// Read-only: the cached objects are not copied.
 	if err := r.reader.List(context.Background(), &list, client.InNamespace(namespace),
-		client.MatchingLabels{keysecret.LabelManagedBy: keysecret.ManagedBy}, client.UnsafeDisableDeepCopy); err != nil {
+		client.MatchingLabels{keymintv1alpha1.LabelManagedBy: keymintv1alpha1.ManagedBy}, client.UnsafeDisableDeepCopy); err != nil {
 		return nil
 	}
 	out := make([]ManagedSecret, 0, len(list.Items))
@@ -253,14 +252,14 @@ func (r *CacheResolver) APIKey(namespace, name string) (KeyRef, bool, bool) {
 
 // managedSecret reads the key a managed Secret holds; false for any other.
 func managedSecret(s *corev1.Secret) (ManagedSecret, bool) {
-	if s.Labels[keysecret.LabelManagedBy] != keysecret.ManagedBy || s.Type != keysecret.Type {
+	if s.Labels[keymintv1alpha1.LabelManagedBy] != keymintv1alpha1.ManagedBy || s.Type != keymintv1alpha1.SecretType {
 		return ManagedSecret{}, false
 	}
 	ref := KeyRef{
 		Namespace: s.Namespace,
-		Name:      s.Labels[keysecret.LabelAPIKey],
-		User:      string(s.Data[keysecret.DataUser]),
-		KeyID:     string(s.Data[keysecret.DataKeyID]),
+		Name:      s.Labels[keymintv1alpha1.LabelAPIKey],
+		User:      string(s.Data[keymintv1alpha1.DataUser]),
+		KeyID:     string(s.Data[keymintv1alpha1.DataKeyID]),
 	}
 	for _, o := range s.OwnerReferences {
 		if o.Kind == "APIKey" && o.Name == ref.Name {

@@ -14,7 +14,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
-	"github.com/keymint/keymint/internal/keysecret"
 )
 
 func TestCacheResolverRemembersDeletionsAndFindsKeysByStatus(t *testing.T) {
@@ -53,10 +52,10 @@ func TestCacheResolverRemembersDeletionsAndFindsKeysByStatus(t *testing.T) {
 	// A deleted Secret names the key it held, until the tombstone expires.
 	old := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "ci-secret",
-			Labels:          map[string]string{keysecret.LabelManagedBy: keysecret.ManagedBy, keysecret.LabelAPIKey: "ci"},
+			Labels:          map[string]string{keymintv1alpha1.LabelManagedBy: keymintv1alpha1.ManagedBy, keymintv1alpha1.LabelAPIKey: "ci"},
 			OwnerReferences: []metav1.OwnerReference{{Kind: "APIKey", Name: "ci", UID: "uid-ci", Controller: new(true)}}},
-		Type: keysecret.Type,
-		Data: map[string][]byte{keysecret.DataKeyID: []byte("kid_old"), keysecret.DataUser: []byte("alice")},
+		Type: keymintv1alpha1.SecretType,
+		Data: map[string][]byte{keymintv1alpha1.DataKeyID: []byte("kid_old"), keymintv1alpha1.DataUser: []byte("alice")},
 	}
 	r.deleted(toolscache.DeletedFinalStateUnknown{Obj: old})
 	if ref, ok := r.DeletedSecret("team", "ci-secret"); !ok || ref.KeyID != "kid_old" || ref.UID != "uid-ci" {

@@ -29,7 +29,7 @@ const (
 	// EventsPath receives kube-apiserver's audit webhook batches.
 	EventsPath = "/audit/events"
 	// ExportPath serves the audit trail to authorised administrators.
-	ExportPath = "/audit/export"
+	ExportPath = audit.ExportPath
 )
 
 // Server is the manager's audit endpoint: an HTTPS server that takes

@@ -24,9 +24,9 @@ import (
 	auditv1 "k8s.io/apiserver/pkg/apis/audit/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
 	"github.com/keymint/keymint/internal/audit"
 	"github.com/keymint/keymint/internal/auditserver"
-	"github.com/keymint/keymint/internal/keysecret"
 	"github.com/keymint/keymint/internal/testenv"
 )
 
@@ -305,7 +305,7 @@ func TestNoKeyInRecordsEventsOrLogs(t *testing.T) {
 	g.Expect(as(t, alice, holders).Get(ctx, client.ObjectKey{Namespace: ns, Name: key.SecretNameOrDefault()}, &s)).To(Succeed())
 	g.Expect(as(t, alice, holders).Delete(ctx, key)).To(Succeed())
 	g.Eventually(func() []audit.Record { return records(t, log, ns, audit.ActionDeleted) }, within).Should(HaveLen(2))
-	value := string(s.Data[keysecret.DataKey])
+	value := string(s.Data[keymintv1alpha1.DataKey])
 	g.Expect(value).To(HavePrefix("kmk_"))
 
 	var file bytes.Buffer

@@ -15,7 +15,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/keymint/keymint/internal/audit"
-	"github.com/keymint/keymint/internal/auditserver"
 )
 
 // AuditServerEnv names the environment variable --audit-server defaults to.
@@ -122,7 +121,7 @@ func (e *auditExport) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(e.server, "/")+auditserver.ExportPath+"?"+query.Encode(), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(e.server, "/")+audit.ExportPath+"?"+query.Encode(), nil)
 	if err != nil {
 		return usageErrorf("--audit-server: %v", err)
 	}
@@ -140,7 +139,7 @@ func (e *auditExport) run(ctx context.Context) error {
 	if _, err := io.Copy(e.o.Streams.Out, resp.Body); err != nil {
 		return err
 	}
-	if msg := resp.Trailer.Get(auditserver.ExportErrorTrailer); msg != "" {
+	if msg := resp.Trailer.Get(audit.ExportErrorTrailer); msg != "" {
 		return fmt.Errorf("the export is incomplete: %s", msg)
 	}
 	return nil

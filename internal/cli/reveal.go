@@ -53,7 +53,7 @@ func reveal(ctx context.Context, o *Options, name string) error {
 	}
 	fmt.Fprintf(o.Streams.ErrOut, "Revealing key %s of apikey/%s; this read of Secret %s/%s is audited.\n",
 		key.Status.KeyID, name, secret.Namespace, secret.Name)
-	fmt.Fprintln(o.Streams.Out, string(secret.Data[keysecret.DataKey]))
+	fmt.Fprintln(o.Streams.Out, string(secret.Data[keymintv1alpha1.DataKey]))
 	return nil
 }
 

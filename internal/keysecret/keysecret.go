@@ -14,33 +14,6 @@ import (
 	"github.com/keymint/keymint/internal/keys"
 )
 
-const (
-	// Type is the type of every minted Secret.
-	Type corev1.SecretType = "keymint.io/api-key"
-
-	// Data keys.
-	DataKey       = "api-key"
-	DataKeyID     = "key-id"
-	DataUser      = "user"
-	DataExpiresAt = "expires-at"
-
-	// Never is the expires-at value of a key that never expires.
-	Never = "never"
-
-	// LabelManagedBy and ManagedBy mark every Secret keymint owns; the
-	// manager caches only Secrets with this label.
-	LabelManagedBy = "app.kubernetes.io/managed-by"
-	ManagedBy      = "keymint"
-	// LabelAPIKey holds the name of the APIKey the Secret belongs to.
-	LabelAPIKey = "keymint.io/apikey"
-	// AnnotationIssuedAt records when the key was first issued, so that a
-	// status lost before it was written can be rebuilt from the Secret.
-	AnnotationIssuedAt = "keymint.io/issued-at"
-	// AnnotationKeyHash is the key's hash (as in the APIKey's status), so
-	// that a Secret read without its key still tells which key it holds.
-	AnnotationKeyHash = "keymint.io/key-hash"
-)
-
 // Issue is what a Secret says about the key it holds: everything the
 // APIKey's status shows, and no key material.
 type Issue struct {
@@ -52,7 +25,7 @@ type Issue struct {
 
 // Build returns the Secret that holds key for owner.
 func Build(owner *keymintv1alpha1.APIKey, key keys.Key, issuedAt time.Time, expiresAt *time.Time) *corev1.Secret {
-	expires := Never
+	expires := keymintv1alpha1.ExpiresNever
 	if expiresAt != nil {
 		expires = expiresAt.UTC().Format(time.RFC3339)
 	}
@@ -61,12 +34,12 @@ func Build(owner *keymintv1alpha1.APIKey, key keys.Key, issuedAt time.Time, expi
 			Name:      owner.SecretNameOrDefault(),
 			Namespace: owner.Namespace,
 			Labels: map[string]string{
-				LabelManagedBy: ManagedBy,
-				LabelAPIKey:    owner.Name,
+				keymintv1alpha1.LabelManagedBy: keymintv1alpha1.ManagedBy,
+				keymintv1alpha1.LabelAPIKey:    owner.Name,
 			},
 			Annotations: map[string]string{
-				AnnotationIssuedAt: issuedAt.UTC().Format(time.RFC3339),
-				AnnotationKeyHash:  keys.Hash(key.Value),
+				keymintv1alpha1.AnnotationIssuedAt: issuedAt.UTC().Format(time.RFC3339),
+				keymintv1alpha1.AnnotationKeyHash:  keys.Hash(key.Value),
 			},
 			OwnerReferences: []metav1.OwnerReference{{
 				APIVersion:         keymintv1alpha1.GroupVersion.String(),
@@ -77,13 +50,13 @@ func Build(owner *keymintv1alpha1.APIKey, key keys.Key, issuedAt time.Time, expi
 				BlockOwnerDeletion: new(true),
 			}},
 		},
-		Type:      Type,
+		Type:      keymintv1alpha1.SecretType,
 		Immutable: new(true),
 		Data: map[string][]byte{
-			DataKey:       []byte(key.Value),
-			DataKeyID:     []byte(key.ID),
-			DataUser:      []byte(owner.Spec.User),
-			DataExpiresAt: []byte(expires),
+			keymintv1alpha1.DataKey:       []byte(key.Value),
+			keymintv1alpha1.DataKeyID:     []byte(key.ID),
+			keymintv1alpha1.DataUser:      []byte(owner.Spec.User),
+			keymintv1alpha1.DataExpiresAt: []byte(expires),
 		},
 	}
 }
@@ -93,13 +66,13 @@ func Build(owner *keymintv1alpha1.APIKey, key keys.Key, issuedAt time.Time, expi
 // not taken for this one's.
 func OwnedBy(secret *corev1.Secret, owner *keymintv1alpha1.APIKey) bool {
 	ref := metav1.GetControllerOfNoCopy(secret)
-	return ref != nil && ref.UID == owner.UID && secret.Type == Type
+	return ref != nil && ref.UID == owner.UID && secret.Type == keymintv1alpha1.SecretType
 }
 
 // WithoutKey drops the key from a managed Secret, leaving what Read needs:
 // the manager caches its Secrets so, and holds no key in memory.
 func WithoutKey(secret *corev1.Secret) {
-	delete(secret.Data, DataKey)
+	delete(secret.Data, keymintv1alpha1.DataKey)
 }
 
 // Read returns what secret says about its key. It fails on a Secret that
@@ -107,30 +80,30 @@ func WithoutKey(secret *corev1.Secret) {
 // Secret without its key (the manager's cache drops it, see WithoutKey) is
 // read by its key-hash annotation.
 func Read(secret *corev1.Secret) (Issue, error) {
-	hash := secret.Annotations[AnnotationKeyHash]
-	if value, ok := secret.Data[DataKey]; ok || hash == "" {
+	hash := secret.Annotations[keymintv1alpha1.AnnotationKeyHash]
+	if value, ok := secret.Data[keymintv1alpha1.DataKey]; ok || hash == "" {
 		if err := keys.Validate(string(value)); err != nil {
-			return Issue{}, fmt.Errorf("secret %s/%s: data %q is not a keymint key", secret.Namespace, secret.Name, DataKey)
+			return Issue{}, fmt.Errorf("secret %s/%s: data %q is not a keymint key", secret.Namespace, secret.Name, keymintv1alpha1.DataKey)
 		}
 		actual := keys.Hash(string(value))
 		if hash != "" && hash != actual {
-			return Issue{}, fmt.Errorf("secret %s/%s: data %q does not match annotation %s", secret.Namespace, secret.Name, DataKey, AnnotationKeyHash)
+			return Issue{}, fmt.Errorf("secret %s/%s: data %q does not match annotation %s", secret.Namespace, secret.Name, keymintv1alpha1.DataKey, keymintv1alpha1.AnnotationKeyHash)
 		}
 		hash = actual
 	}
-	issuedAt, err := time.Parse(time.RFC3339, secret.Annotations[AnnotationIssuedAt])
+	issuedAt, err := time.Parse(time.RFC3339, secret.Annotations[keymintv1alpha1.AnnotationIssuedAt])
 	if err != nil {
-		return Issue{}, fmt.Errorf("secret %s/%s: annotation %s: %w", secret.Namespace, secret.Name, AnnotationIssuedAt, err)
+		return Issue{}, fmt.Errorf("secret %s/%s: annotation %s: %w", secret.Namespace, secret.Name, keymintv1alpha1.AnnotationIssuedAt, err)
 	}
 	in := Issue{
-		KeyID:    string(secret.Data[DataKeyID]),
+		KeyID:    string(secret.Data[keymintv1alpha1.DataKeyID]),
 		KeyHash:  hash,
 		IssuedAt: issuedAt,
 	}
-	if raw := string(secret.Data[DataExpiresAt]); raw != Never {
+	if raw := string(secret.Data[keymintv1alpha1.DataExpiresAt]); raw != keymintv1alpha1.ExpiresNever {
 		t, err := time.Parse(time.RFC3339, raw)
 		if err != nil {
-			return Issue{}, fmt.Errorf("secret %s/%s: data %s: %w", secret.Namespace, secret.Name, DataExpiresAt, err)
+			return Issue{}, fmt.Errorf("secret %s/%s: data %s: %w", secret.Namespace, secret.Name, keymintv1alpha1.DataExpiresAt, err)
 		}
 		in.ExpiresAt = &t
 	}

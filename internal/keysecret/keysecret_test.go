@@ -37,7 +37,7 @@ func TestBuildThenRead(t *testing.T) {
 		// As the manager's cache holds it: without the key.
 		cached := s.DeepCopy()
 		WithoutKey(cached)
-		if _, ok := cached.Data[DataKey]; ok {
+		if _, ok := cached.Data[keymintv1alpha1.DataKey]; ok {
 			t.Fatal("WithoutKey kept the key")
 		}
 		fromCache, err := Read(cached)
@@ -77,7 +77,7 @@ func TestReadRejectsAMalformedKeyWithoutPrintingIt(t *testing.T) {
 		last = "y"
 	}
 	tampered := k.Value[:len(k.Value)-1] + last
-	s.Data[DataKey] = []byte(tampered)
+	s.Data[keymintv1alpha1.DataKey] = []byte(tampered)
 	_, err := Read(s)
 	if err == nil {
 		t.Fatal("a tampered key was read")
@@ -87,13 +87,13 @@ func TestReadRejectsAMalformedKeyWithoutPrintingIt(t *testing.T) {
 	}
 	// A valid key that is not the one the annotation names is refused too.
 	other, _ := keys.Mint()
-	s.Data[DataKey] = []byte(other.Value)
+	s.Data[keymintv1alpha1.DataKey] = []byte(other.Value)
 	if _, err := Read(s); err == nil || strings.Contains(err.Error(), other.Value) {
 		t.Fatalf("a swapped key: err = %v", err)
 	}
 	// Without key and without hash there is nothing to read.
-	delete(s.Data, DataKey)
-	delete(s.Annotations, AnnotationKeyHash)
+	delete(s.Data, keymintv1alpha1.DataKey)
+	delete(s.Annotations, keymintv1alpha1.AnnotationKeyHash)
 	if _, err := Read(s); err == nil {
 		t.Fatal("a Secret without key or hash was read")
 	}

@@ -75,13 +75,13 @@ func (s *Signer) signature(secret *corev1.Secret, owner *keymintv1alpha1.APIKey,
 // status takes from it. The fields are JSON-encoded, so no choice of names
 // can make two different Secrets sign alike.
 func (s *Signer) mac(secret *corev1.Secret, owner *keymintv1alpha1.APIKey, in Issue) []byte {
-	expires := Never
+	expires := keymintv1alpha1.ExpiresNever
 	if in.ExpiresAt != nil {
 		expires = in.ExpiresAt.UTC().Format(time.RFC3339)
 	}
 	fields, _ := json.Marshal([]string{
 		"keymint.io/v1", string(owner.UID), secret.Namespace, secret.Name, string(secret.Type),
-		in.KeyHash, in.KeyID, string(secret.Data[DataUser]), in.IssuedAt.UTC().Format(time.RFC3339), expires,
+		in.KeyHash, in.KeyID, string(secret.Data[keymintv1alpha1.DataUser]), in.IssuedAt.UTC().Format(time.RFC3339), expires,
 	})
 	h := hmac.New(sha256.New, s.key)
 	h.Write(fields)

@@ -8,6 +8,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
 	"github.com/keymint/keymint/internal/keys"
 )
 
@@ -38,15 +39,15 @@ func TestSignedSecretsVerifyAndForgedOnesDoNot(t *testing.T) {
 	for name, forge := range map[string]func(s *corev1.Secret){
 		"unsigned":            func(s *corev1.Secret) { delete(s.Annotations, AnnotationSignature) },
 		"signed with another": func(s *corev1.Secret) { _ = other.Sign(s, owner()) },
-		"another key":         func(s *corev1.Secret) { s.Data[DataKey] = []byte(planted.Value) },
+		"another key":         func(s *corev1.Secret) { s.Data[keymintv1alpha1.DataKey] = []byte(planted.Value) },
 		"another key and hash": func(s *corev1.Secret) {
-			s.Data[DataKey] = []byte(planted.Value)
-			s.Annotations[AnnotationKeyHash] = keys.Hash(planted.Value)
+			s.Data[keymintv1alpha1.DataKey] = []byte(planted.Value)
+			s.Annotations[keymintv1alpha1.AnnotationKeyHash] = keys.Hash(planted.Value)
 		},
-		"never expires":     func(s *corev1.Secret) { s.Data[DataExpiresAt] = []byte(Never) },
-		"issued earlier":    func(s *corev1.Secret) { s.Annotations[AnnotationIssuedAt] = "2020-01-01T00:00:00Z" },
-		"another key ID":    func(s *corev1.Secret) { s.Data[DataKeyID] = []byte(planted.ID) },
-		"another user":      func(s *corev1.Secret) { s.Data[DataUser] = []byte("mallory") },
+		"never expires":     func(s *corev1.Secret) { s.Data[keymintv1alpha1.DataExpiresAt] = []byte(keymintv1alpha1.ExpiresNever) },
+		"issued earlier":    func(s *corev1.Secret) { s.Annotations[keymintv1alpha1.AnnotationIssuedAt] = "2020-01-01T00:00:00Z" },
+		"another key ID":    func(s *corev1.Secret) { s.Data[keymintv1alpha1.DataKeyID] = []byte(planted.ID) },
+		"another user":      func(s *corev1.Secret) { s.Data[keymintv1alpha1.DataUser] = []byte("mallory") },
 		"another name":      func(s *corev1.Secret) { s.Name = "elsewhere" },
 		"another namespace": func(s *corev1.Secret) { s.Namespace = "team-b" },
 		"another APIKey":    func(s *corev1.Secret) { s.OwnerReferences[0].UID = "uid-2" },

@@ -1,0 +1,46 @@
+package v1alpha1
+
+import corev1 "k8s.io/api/core/v1"
+
+// The strings other tools depend on: RBAC rules, admission policies,
+// kustomize and Helm manifests, workloads that mount a key's Secret, and
+// gateways. config/ repeats some of them in YAML; tests check they agree.
+
+// Finalizer holds an APIKey until its Secret is deleted and its slot freed,
+// so that revocation does not depend on the garbage collector.
+const Finalizer = "keymint.io/revoke"
+
+// VerbUse on apikeys is what "has access to API keys" means: a key is
+// issued, and stays Active, only while its user holds it.
+const VerbUse = "use"
+
+// ReasonActive is the Ready reason of an Active key.
+const ReasonActive = "Active"
+
+// The minted Secret.
+const (
+	// SecretType is the type of every minted Secret.
+	SecretType corev1.SecretType = "keymint.io/api-key"
+
+	// The Secret's data keys: a workload mounts DataKey.
+	DataKey       = "api-key"
+	DataKeyID     = "key-id"
+	DataUser      = "user"
+	DataExpiresAt = "expires-at"
+
+	// ExpiresNever is the expires-at value of a key that never expires.
+	ExpiresNever = "never"
+
+	// LabelManagedBy and ManagedBy mark every object keymint owns; the
+	// manager caches only Secrets with this label.
+	LabelManagedBy = "app.kubernetes.io/managed-by"
+	ManagedBy      = "keymint"
+	// LabelAPIKey holds the name of the APIKey an object belongs to.
+	LabelAPIKey = "keymint.io/apikey"
+	// AnnotationIssuedAt records when the key was first issued, so that a
+	// status lost before it was written can be rebuilt from the Secret.
+	AnnotationIssuedAt = "keymint.io/issued-at"
+	// AnnotationKeyHash is the key's hash (as in the APIKey's status), so
+	// that a Secret read without its key still tells which key it holds.
+	AnnotationKeyHash = "keymint.io/key-hash"
+)
