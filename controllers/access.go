@@ -6,25 +6,27 @@ import (
 	"time"
 
 	authorizationv1 "k8s.io/api/authorization/v1"
-	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/util/workqueue"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
 )
 
 // DefaultAccessRecheck is how often a key's access is checked again
-// without a RoleBinding or ClusterRoleBinding event, to catch changes to
-// Roles themselves.
-const DefaultAccessRecheck = 5 * time.Minute
+// without an RBAC event: binding and role changes re-check the keys they
+// concern within seconds, so this only bounds what a missed event costs.
+const DefaultAccessRecheck = time.Hour
 
-// bindingSettle are the delays after a binding event at which keys are
-// checked again, in case the API server's authorizer, which watches RBAC
-// objects itself, had not seen the change yet (seconds under load).
+// bindingSettle are the delays after an RBAC event at which the keys it
+// concerns are checked again, in case the API server's authorizer, which
+// watches RBAC objects itself, had not seen the change yet (seconds under
+// load).
 var bindingSettle = []time.Duration{time.Second, 3 * time.Second, 7 * time.Second}
 
 // accessGroups are the groups the access check presents for key's user:
@@ -61,78 +63,183 @@ func (r *APIKeyReconciler) hasAccess(ctx context.Context, key *keymintv1alpha1.A
 	return review.Status.Allowed, nil
 }
 
-// denyAccess takes away what a user without access holds: an issued key is
-// Suspended (Secret deleted, slot freed); a key never issued stays Pending.
-// Both wait for an administrator to grant access again.
-func (r *APIKeyReconciler) denyAccess(ctx context.Context, key *keymintv1alpha1.APIKey) error {
-	if _, err := r.deleteOwnedSecret(ctx, key); err != nil {
-		return err
-	}
-	if err := r.revokeOwnerAccess(ctx, key); err != nil {
-		return err
-	}
-	if err := r.releaseSlots(ctx, key, r.APIReader); err != nil {
-		return err
-	}
-	now := r.Clock.Now()
-	if key.Status.KeyID == "" {
-		msg := "user " + key.Spec.User + ` is not authorised for "use" on apikeys in namespace ` + key.Namespace +
-			"; an administrator grants it by binding the keymint-user ClusterRole"
-		if readyReason(key) != keymintv1alpha1.ReasonAccessDenied {
-			if err := r.record(ctx, key, corev1.EventTypeWarning, keymintv1alpha1.ReasonAccessDenied, "%s", msg); err != nil {
-				return err
-			}
-		}
-		setStalled(key, now, keymintv1alpha1.ReasonAccessDenied, msg)
-		return nil
-	}
-	if key.Status.Phase != keymintv1alpha1.PhaseSuspended {
-		if err := r.record(ctx, key, corev1.EventTypeWarning, keymintv1alpha1.ReasonSuspended,
-			"key %s of user %s suspended: the user lost access to API keys; its Secret is deleted", key.Status.KeyID, key.Spec.User); err != nil {
-			return err
+// Indexes that map a change of RBAC to the keys whose access it can change.
+const (
+	// IndexUser indexes APIKeys by spec.user.
+	IndexUser = "spec.user"
+	// IndexAccessGroup indexes APIKeys by the groups their access review
+	// presents, besides the ones everyone is in (see everyone).
+	IndexAccessGroup = "access.group"
+	// IndexRoleRef indexes RoleBindings and ClusterRoleBindings by the
+	// role they bind, as "Kind/name".
+	IndexRoleRef = "roleRef"
+)
+
+// everyone are the groups a binding to which may concern any key: every
+// review carries system:authenticated, and a key's user may be any
+// service account.
+var everyone = []string{"system:authenticated", "system:serviceaccounts"}
+
+func indexUser(obj client.Object) []string {
+	return []string{obj.(*keymintv1alpha1.APIKey).Spec.User}
+}
+
+func indexAccessGroup(obj client.Object) []string {
+	var out []string
+	for _, g := range accessGroups(obj.(*keymintv1alpha1.APIKey)) {
+		if !slices.Contains(everyone, g) {
+			out = append(out, g)
 		}
 	}
-	setSuspended(key, now, "key "+key.Status.KeyID+" is suspended: user "+key.Spec.User+
-		` is no longer authorised for "use" on apikeys; a fresh key is issued when access is granted again`)
+	return out
+}
+
+func indexRoleRef(obj client.Object) []string {
+	switch b := obj.(type) {
+	case *rbacv1.RoleBinding:
+		return []string{b.RoleRef.Kind + "/" + b.RoleRef.Name}
+	case *rbacv1.ClusterRoleBinding:
+		return []string{b.RoleRef.Kind + "/" + b.RoleRef.Name}
+	}
 	return nil
 }
 
-// bindingChanged re-checks the keys a RoleBinding or ClusterRoleBinding
-// change may affect: a new binding may grant access to keys that lack it, a
-// removed one may take it from keys that have it. Each key is checked now
-// and a few times in the next seconds.
-func (r *APIKeyReconciler) bindingChanged() handler.Funcs {
-	// Every key in the binding's scope is checked, whatever its cached
-	// state: the cache may not yet show a key's last status (just
-	// suspended, just issued), and a key skipped on a stale status would
-	// keep or lack access until the periodic re-check.
-	enqueue := func(ctx context.Context, obj client.Object, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-		if isOwnerAccess(obj) {
-			return
-		}
-		list := &keymintv1alpha1.APIKeyList{}
-		if err := r.List(ctx, list, client.InNamespace(obj.GetNamespace())); err != nil {
-			return
-		}
-		for i := range list.Items {
-			req := reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])}
-			q.Add(req)
-			for _, d := range bindingSettle {
-				q.AddAfter(req, d)
-			}
-		}
+// grants is a binding as the access re-check sees it: whom it binds, and
+// where (all namespaces for a ClusterRoleBinding).
+type grants struct {
+	namespace string
+	subjects  []rbacv1.Subject
+}
+
+func grantsOf(obj client.Object) (grants, bool) {
+	switch b := obj.(type) {
+	case *rbacv1.RoleBinding:
+		return grants{namespace: b.Namespace, subjects: b.Subjects}, true
+	case *rbacv1.ClusterRoleBinding:
+		return grants{subjects: b.Subjects}, true
 	}
-	return handler.Funcs{
+	return grants{}, false
+}
+
+// bindingEvents re-checks the keys a RoleBinding or ClusterRoleBinding
+// change may affect: those whose user, or one of whose recorded groups, is
+// a subject of the binding before or after the change. A new binding may
+// grant access to keys that lack it, a removed one may take it from keys
+// that have it; any other key's access is unchanged, and costs no review.
+// The bindings of the initial list change nothing: every key is reconciled
+// at the start anyway.
+func (r *APIKeyReconciler) bindingEvents() handler.TypedFuncs[client.Object, reconcile.Request] {
+	return handler.TypedFuncs[client.Object, reconcile.Request]{
 		CreateFunc: func(ctx context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			enqueue(ctx, e.Object, q)
+			if !e.IsInInitialList {
+				r.recheck(ctx, q, e.Object)
+			}
 		},
 		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			enqueue(ctx, e.ObjectNew, q)
+			r.recheck(ctx, q, e.ObjectOld, e.ObjectNew)
 		},
 		DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			enqueue(ctx, e.Object, q)
+			r.recheck(ctx, q, e.Object)
 		},
 	}
+}
+
+// roleEvents re-checks the keys whose user a changed or deleted Role or
+// ClusterRole is bound to: a rule added or removed changes what it grants.
+func (r *APIKeyReconciler) roleEvents() handler.TypedFuncs[client.Object, reconcile.Request] {
+	bound := func(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request], role client.Object) {
+		if isOwnerAccess(role) {
+			return
+		}
+		kind := "ClusterRole"
+		if role.GetNamespace() != "" {
+			kind = "Role"
+		}
+		ref := client.MatchingFields{IndexRoleRef: kind + "/" + role.GetName()}
+		rbs := &rbacv1.RoleBindingList{}
+		if err := r.List(ctx, rbs, client.InNamespace(role.GetNamespace()), ref); err != nil {
+			log.FromContext(ctx).Error(err, "listing the bindings of a role")
+			return
+		}
+		var bindings []client.Object
+		for i := range rbs.Items {
+			bindings = append(bindings, &rbs.Items[i])
+		}
+		if kind == "ClusterRole" {
+			crbs := &rbacv1.ClusterRoleBindingList{}
+			if err := r.List(ctx, crbs, ref); err != nil {
+				log.FromContext(ctx).Error(err, "listing the bindings of a role")
+				return
+			}
+			for i := range crbs.Items {
+				bindings = append(bindings, &crbs.Items[i])
+			}
+		}
+		r.recheck(ctx, q, bindings...)
+	}
+	return handler.TypedFuncs[client.Object, reconcile.Request]{
+		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			bound(ctx, q, e.ObjectNew)
+		},
+		DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			bound(ctx, q, e.Object)
+		},
+	}
+}
+
+// recheck queues the keys bindings concern now and a few times in the next
+// seconds, in case the API server's authorizer, which watches RBAC objects
+// itself, had not seen the change yet. Every such key is checked, whatever
+// its cached state: the cache may not yet show a key's last status.
+func (r *APIKeyReconciler) recheck(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request], bindings ...client.Object) {
+	keys := map[reconcile.Request]bool{}
+	for _, b := range bindings {
+		g, ok := grantsOf(b)
+		if !ok || isOwnerAccess(b) {
+			continue
+		}
+		if err := r.keysGranted(ctx, g, keys); err != nil {
+			log.FromContext(ctx).Error(err, "finding the keys a binding concerns; the periodic re-check will catch the change")
+		}
+	}
+	for req := range keys {
+		q.Add(req)
+		for _, d := range bindingSettle {
+			q.AddAfter(req, d)
+		}
+	}
+}
+
+// keysGranted adds to keys the APIKeys a binding's subjects concern.
+func (r *APIKeyReconciler) keysGranted(ctx context.Context, g grants, keys map[reconcile.Request]bool) error {
+	add := func(opts ...client.ListOption) error {
+		list := &keymintv1alpha1.APIKeyList{}
+		if err := r.List(ctx, list, append(opts, client.InNamespace(g.namespace))...); err != nil {
+			return err
+		}
+		for i := range list.Items {
+			keys[reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])}] = true
+		}
+		return nil
+	}
+	for _, s := range g.subjects {
+		var err error
+		switch {
+		case s.Kind == rbacv1.UserKind:
+			err = add(client.MatchingFields{IndexUser: s.Name})
+		case s.Kind == rbacv1.ServiceAccountKind:
+			// The username the API server gives a service account.
+			err = add(client.MatchingFields{IndexUser: "system:serviceaccount:" + s.Namespace + ":" + s.Name})
+		case s.Kind == rbacv1.GroupKind && slices.Contains(everyone, s.Name):
+			err = add()
+		case s.Kind == rbacv1.GroupKind:
+			err = add(client.MatchingFields{IndexAccessGroup: s.Name})
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // isOwnerAccess reports whether a binding is one of keymint's grants of a

@@ -1,12 +1,14 @@
 // Package controllers holds the APIKey controller: wiring and the thin
-// Reconcile here, the steps it runs in files named for them, and the pure
-// decisions and status setters in decisions.go and status.go.
+// Reconcile here; gather (input.go) reads what a decision needs, decide
+// (decide.go) is a chain of named pure checks, act (act.go) writes, and
+// lifecycle.go turns the change of state into Events and audit records.
+// Expiry's decisions and requeue math are in expiry.go, the status setters
+// in status.go, the cap in internal/slots.
 package controllers
 
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -23,15 +25,15 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
-	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
 	"github.com/keymint/keymint/internal/apiwait"
 	"github.com/keymint/keymint/internal/audit"
-	"github.com/keymint/keymint/internal/expiry"
 	"github.com/keymint/keymint/internal/keys"
 	"github.com/keymint/keymint/internal/keysecret"
+	"github.com/keymint/keymint/internal/metrics"
+	"github.com/keymint/keymint/internal/slots"
 )
 
 // DefaultMaxRequeue bounds how long a key waits before its expiry is checked
@@ -39,7 +41,7 @@ import (
 const DefaultMaxRequeue = time.Hour
 
 // errCacheStale makes a reconcile wait for the cache to catch up.
-var errCacheStale = errors.New("the cached APIKey is older than the API server's")
+var errCacheStale = slots.ErrCacheStale
 
 // APIKeyReconciler issues, caps, expires and revokes API keys.
 type APIKeyReconciler struct {
@@ -78,7 +80,7 @@ type APIKeyReconciler struct {
 // +kubebuilder:rbac:groups=coordination.k8s.io,namespace=keymint-system,resources=leases,verbs=get;list;watch;create;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
-// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=rolebindings;clusterrolebindings,verbs=list;watch
+// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=rolebindings;clusterrolebindings;roles;clusterroles,verbs=list;watch
 
 // SetupWithManager registers the controller and its index with mgr.
 func (r *APIKeyReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
@@ -103,21 +105,39 @@ func (r *APIKeyReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manage
 	if err := mgr.GetFieldIndexer().IndexField(ctx, &keymintv1alpha1.APIKey{}, IndexWaitingUser, indexWaitingUser); err != nil {
 		return err
 	}
+	for _, ix := range []struct {
+		obj   client.Object
+		field string
+		fn    client.IndexerFunc
+	}{
+		{&coordinationv1.Lease{}, slots.IndexUserHash, slots.IndexUser},
+		{&keymintv1alpha1.APIKey{}, IndexUser, indexUser},
+		{&keymintv1alpha1.APIKey{}, IndexAccessGroup, indexAccessGroup},
+		{&rbacv1.RoleBinding{}, IndexRoleRef, indexRoleRef},
+		{&rbacv1.ClusterRoleBinding{}, IndexRoleRef, indexRoleRef},
+	} {
+		if err := mgr.GetFieldIndexer().IndexField(ctx, ix.obj, ix.field, ix.fn); err != nil {
+			return err
+		}
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&keymintv1alpha1.APIKey{}, builder.WithPredicates(specOrMetaChanged)).
 		Watches(&corev1.Secret{}, r.secretEvents(), builder.WithPredicates(secretCreatedOrGone)).
 		// A slot freed lets a waiting key of its user in.
 		Watches(&coordinationv1.Lease{}, r.slotEvents(), builder.WithPredicates(slotChanged)).
 		// Access granted or removed changes which keys may be Active.
-		Watches(&rbacv1.RoleBinding{}, r.bindingChanged(), builder.OnlyMetadata).
-		Watches(&rbacv1.ClusterRoleBinding{}, r.bindingChanged(), builder.OnlyMetadata).
+		Watches(&rbacv1.RoleBinding{}, r.bindingEvents()).
+		Watches(&rbacv1.ClusterRoleBinding{}, r.bindingEvents()).
+		Watches(&rbacv1.Role{}, r.roleEvents(), builder.OnlyMetadata).
+		Watches(&rbacv1.ClusterRole{}, r.roleEvents(), builder.OnlyMetadata).
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(1, r.MaxConcurrentReconciles), RateLimiter: failureBackoff()}).
 		Complete(r)
 }
 
 // Reconcile brings one APIKey to its desired state: get it, handle its
-// deletion, hold the finalizer, run the steps, and write status once.
-func (r *APIKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
+// deletion, hold the finalizer, then gather → decide → act, record the
+// transitions, and write status once.
+func (r *APIKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	key := &keymintv1alpha1.APIKey{}
 	if err := r.Get(ctx, req.NamespacedName, key); err != nil {
 		if apierrors.IsNotFound(err) {
@@ -136,64 +156,52 @@ func (r *APIKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res
 		}
 	}
 
-	now := r.Clock.Now()
+	pass := &keyPass{APIKeyReconciler: r, key: key, now: r.Clock.Now()}
 	base := key.DeepCopy()
-	defer func() {
-		// The steps count a requeue from now. The writes since then take
-		// time, under load a good part of a second, which must not make an
-		// expiry late.
-		result.RequeueAfter = requeueFrom(result.RequeueAfter, r.Clock.Since(now))
-		if retErr != nil && !errors.Is(retErr, errCacheStale) {
-			setRetrying(key, r.Clock.Now(), retErr.Error())
-		}
-		if err := r.patchStatus(ctx, base, key); err != nil {
-			result, retErr = requeueOnConflict(errors.Join(retErr, err))
-		}
-		if errors.Is(retErr, errCacheStale) {
-			result, retErr = ctrl.Result{RequeueAfter: time.Second}, nil
-		}
-	}()
-	return r.reconcileKey(ctx, key, now)
+	in, err := r.gather(ctx, key, pass.now)
+	if err == nil {
+		err = pass.act(ctx, decide(in))
+	}
+	return r.finish(ctx, pass, base, err)
 }
 
-// reconcileKey runs the steps in order; the first that settles the key ends
-// it. Requeues count from now.
-func (r *APIKeyReconciler) reconcileKey(ctx context.Context, key *keymintv1alpha1.APIKey, now time.Time) (ctrl.Result, error) {
-	switch {
-	case invalidAt(key):
-		// spec.expiration.at is immutable, so such a key never held a slot.
-		return r.stall(ctx, key, keymintv1alpha1.ReasonInvalidExpiration,
-			"spec.expiration.at "+key.Spec.Expiration.At.UTC().Format(time.RFC3339)+" is not after the APIKey's creation "+
-				key.CreationTimestamp.UTC().Format(time.RFC3339))
-	case key.Status.Phase == keymintv1alpha1.PhaseExpired:
-		return ctrl.Result{}, r.releaseSlots(ctx, key, r.Client)
-	case r.isDue(key, now):
-		return r.expire(ctx, key)
-	}
-
-	allowed, err := r.hasAccess(ctx, key)
-	if err != nil {
-		return ctrl.Result{}, err
-	}
-	if !allowed {
-		return ctrl.Result{RequeueAfter: r.nextCheck(now, knownExpiry(key))}, r.denyAccess(ctx, key)
-	}
-
-	if readyReason(key) == keymintv1alpha1.ReasonSecretConflict {
-		// Someone else's Secret is not in the cache; look before claiming a slot.
-		if conflict, err := r.secretConflict(ctx, key); err != nil || conflict {
-			return r.stallOnConflict(ctx, key, err)
+// finish records the pass's transitions, then writes the status: a change
+// is shown only once its record is durable. A failed record puts the
+// status back, and the pass is retried.
+func (r *APIKeyReconciler) finish(ctx context.Context, pass *keyPass, base *keymintv1alpha1.APIKey, err error) (ctrl.Result, error) {
+	key, now := pass.key, pass.now
+	if err == nil {
+		for _, t := range transitions(&base.Status, key) {
+			if err = r.lifecycle().record(ctx, key, now, t); err != nil {
+				key.Status = *base.Status.DeepCopy()
+				break
+			}
+			if t.reason == keymintv1alpha1.ReasonIssued {
+				metrics.IssueLatency.Observe(now.Sub(key.CreationTimestamp.Time).Seconds())
+			}
 		}
 	}
-	claim, err := r.claimSlot(ctx, key)
-	if err != nil {
+	stale := errors.Is(err, errCacheStale)
+	if err != nil && !stale {
+		setRetrying(key, now, err.Error())
+	}
+	if perr := r.patchStatus(ctx, base, key); perr != nil {
+		if err == nil || stale {
+			return requeueOnConflict(perr)
+		}
+		return ctrl.Result{}, errors.Join(err, perr)
+	}
+	switch {
+	case stale:
+		return ctrl.Result{RequeueAfter: time.Second}, nil
+	case err != nil:
 		return ctrl.Result{}, err
 	}
-	if !claim.held {
-		// A key can expire while it waits, without ever being issued.
-		return ctrl.Result{RequeueAfter: r.nextCheck(now, knownExpiry(key))}, r.awaitSlot(ctx, key, claim.holders)
-	}
-	return r.issue(ctx, key, claim.fresh, now)
+	return pass.result(), nil
+}
+
+func (r *APIKeyReconciler) lifecycle() lifecycle {
+	return lifecycle{events: r.Recorder, audit: r.Audit}
 }
 
 // MaxFailureBackoff bounds how long a key that failed waits before it is
@@ -210,16 +218,6 @@ func failureBackoff() workqueue.TypedRateLimiter[reconcile.Request] {
 	)
 }
 
-// nextCheck is when to look at a key again: at its expiry, but no later
-// than the next access check.
-func (r *APIKeyReconciler) nextCheck(now time.Time, expiresAt *time.Time) time.Duration {
-	limit := min(r.MaxRequeue, r.AccessRecheck)
-	if d := expiry.RequeueAfter(now, expiresAt, limit); d > 0 {
-		return d
-	}
-	return limit
-}
-
 // patchStatus writes the status if it changed, guarded by the
 // resourceVersion read, so a stale copy never overwrites a newer status.
 func (r *APIKeyReconciler) patchStatus(ctx context.Context, base, key *keymintv1alpha1.APIKey) error {
@@ -231,16 +229,6 @@ func (r *APIKeyReconciler) patchStatus(ctx context.Context, base, key *keymintv1
 	return r.Status().Patch(ctx, key, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}))
 }
 
-// requeueFrom is a requeue after d counted from a moment that is elapsed
-// ago: what remains of d, but at least a millisecond, since no wait means
-// no requeue.
-func requeueFrom(d, elapsed time.Duration) time.Duration {
-	if d <= 0 {
-		return d
-	}
-	return max(d-elapsed, time.Millisecond)
-}
-
 // requeueOnConflict turns a write conflict, the normal result of a stale
 // cache or a concurrent reconcile, into a quiet retry.
 func requeueOnConflict(err error) (ctrl.Result, error) {
@@ -248,55 +236,4 @@ func requeueOnConflict(err error) (ctrl.Result, error) {
 		return ctrl.Result{RequeueAfter: 100 * time.Millisecond}, nil
 	}
 	return ctrl.Result{}, err
-}
-
-// recordID names what a record is about, the same on every replica and
-// every retry, so that the audit log keeps one record and a reader of stdout
-// can drop the repeats: an issue or a suspension per key ID, an expiry or a
-// deletion per APIKey, and a warning, which can recur, per the APIKey's
-// version it was seen on (a retry sees the same version, since the status
-// is written only after the record).
-func recordID(key *keymintv1alpha1.APIKey, reason string) string {
-	switch reason {
-	case keymintv1alpha1.ReasonIssued, keymintv1alpha1.ReasonReissued, keymintv1alpha1.ReasonSuspended:
-		return "keymint/" + string(key.UID) + "/" + reason + "/" + key.Status.KeyID
-	case keymintv1alpha1.ReasonExpired, keymintv1alpha1.ReasonDeleted:
-		return "keymint/" + string(key.UID) + "/" + reason
-	}
-	return "keymint/" + string(key.UID) + "/" + reason + "/rv" + key.ResourceVersion
-}
-
-// record writes the audit record of something that happened to key, then
-// records the Event. Messages name key IDs, users and expiries, never a
-// key. The controller cannot know who caused what it sees, so the actor is
-// "unknown"; the API server's audit stream names it. An error means the
-// record is not durable yet: the step fails before the status shows the
-// change, and the reconcile retries until it is written.
-func (r *APIKeyReconciler) record(ctx context.Context, key *keymintv1alpha1.APIKey, eventType, reason, note string, args ...any) error {
-	if r.Audit != nil {
-		if err := r.writeRecord(key, reason, fmt.Sprintf(note, args...)); err != nil {
-			log.FromContext(ctx).Error(err, "writing an audit record failed; retrying", "action", reason)
-			return fmt.Errorf("writing the audit record %s: %w", reason, err)
-		}
-	}
-	r.Recorder.Eventf(key, nil, eventType, reason, reason, note, args...)
-	return nil
-}
-
-func (r *APIKeyReconciler) writeRecord(key *keymintv1alpha1.APIKey, reason, message string) error {
-	id := recordID(key, reason)
-	rec := audit.Record{
-		ID:        id,
-		Time:      r.Clock.Now().UTC(),
-		Action:    audit.Action(reason),
-		Actor:     audit.Actor{Username: audit.UnknownActor},
-		Namespace: key.Namespace,
-		Name:      key.Name,
-		UID:       string(key.UID),
-		User:      key.Spec.User,
-		KeyID:     key.Status.KeyID,
-		AuditID:   id,
-		Message:   message,
-	}
-	return r.Audit.Write([]audit.Record{rec})
 }

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"fmt"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -25,7 +26,7 @@ func (r *APIKeyReconciler) finalize(ctx context.Context, key *keymintv1alpha1.AP
 	if err := r.revokeOwnerAccess(ctx, key); err != nil {
 		return err
 	}
-	if err := r.releaseSlots(ctx, key, r.APIReader); err != nil {
+	if err := r.cap().Release(ctx, key); err != nil {
 		return err
 	}
 	// Someone removed the finalizer: the key is revoked all the same.
@@ -33,8 +34,8 @@ func (r *APIKeyReconciler) finalize(ctx context.Context, key *keymintv1alpha1.AP
 		return nil
 	}
 	// The finalizer stays until the record is written.
-	if err := r.record(ctx, key, corev1.EventTypeNormal, keymintv1alpha1.ReasonDeleted, "key %s of user %s revoked: APIKey deleted",
-		keyIDText(key), key.Spec.User); err != nil {
+	if err := r.lifecycle().record(ctx, key, r.Clock.Now(), transition{corev1.EventTypeNormal, keymintv1alpha1.ReasonDeleted,
+		fmt.Sprintf("key %s of user %s revoked: APIKey deleted", keyIDText(key), key.Spec.User)}); err != nil {
 		return err
 	}
 	patch := client.MergeFromWithOptions(key.DeepCopy(), client.MergeFromWithOptimisticLock{})
@@ -57,7 +58,7 @@ func (r *APIKeyReconciler) cleanUpAfter(ctx context.Context, name types.Namespac
 	if err := r.revokeOwnerAccessOf(ctx, name, gone); err != nil {
 		return err
 	}
-	if err := r.releaseSlotsOf(ctx, name, r.Client, func(l *coordinationv1.Lease) bool {
+	if err := r.cap().ReleaseOf(ctx, name, func(l *coordinationv1.Lease) bool {
 		return gone(types.UID(ptr.Deref(l.Spec.HolderIdentity, "")))
 	}); err != nil {
 		return err

@@ -70,7 +70,7 @@ func (r *APIKeyReconciler) slotEvents() handler.TypedFuncs[client.Object, reconc
 			if !ok {
 				return
 			}
-			holder := holderRef(lease)
+			holder := slots.HolderRef(lease)
 			q.Add(reconcile.Request{NamespacedName: holder})
 			if r.stillActive(ctx, lease, holder) {
 				log.FromContext(ctx).Info("a slot Lease of an Active key was deleted by someone else; the key claims a slot again",
@@ -86,7 +86,7 @@ func (r *APIKeyReconciler) slotEvents() handler.TypedFuncs[client.Object, reconc
 // not being deleted, with its Secret.
 func (r *APIKeyReconciler) stillActive(ctx context.Context, lease *coordinationv1.Lease, holder types.NamespacedName) bool {
 	key := &keymintv1alpha1.APIKey{}
-	if err := r.Get(ctx, holder, key); err != nil || !holds(lease, key) ||
+	if err := r.Get(ctx, holder, key); err != nil || !slots.Holds(lease, key) ||
 		!key.DeletionTimestamp.IsZero() || key.Status.Phase != keymintv1alpha1.PhaseActive {
 		return false
 	}
@@ -113,7 +113,7 @@ func (r *APIKeyReconciler) waitingKeysOfSlot(ctx context.Context, lease client.O
 	var reqs []reconcile.Request
 	for i := range list.Items {
 		// The key that just took this slot has nothing to wait for.
-		if k := &list.Items[i]; !holds(lease.(*coordinationv1.Lease), k) {
+		if k := &list.Items[i]; !slots.Holds(lease.(*coordinationv1.Lease), k) {
 			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(k)})
 		}
 	}

@@ -3,85 +3,15 @@ package controllers
 import (
 	"context"
 	"fmt"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
 	"github.com/keymint/keymint/internal/keysecret"
-	"github.com/keymint/keymint/internal/metrics"
 )
-
-// conflictRetry is how often a key blocked by someone else's Secret looks
-// again: that Secret is not in the cache, so no event says it went away.
-const conflictRetry = time.Minute
-
-// issue makes sure the key, which holds a slot, has its Secret, and records
-// it Active until it expires. fresh says the cached key was already
-// confirmed current in this reconcile, which began at start: the requeue at
-// its expiry counts from there.
-func (r *APIKeyReconciler) issue(ctx context.Context, key *keymintv1alpha1.APIKey, fresh bool, start time.Time) (ctrl.Result, error) {
-	name := key.SecretNameOrDefault()
-	in, owned, err := r.ownedSecret(ctx, key, name, fresh)
-	if err != nil {
-		return ctrl.Result{}, err
-	}
-	if !owned {
-		return r.stallOnConflict(ctx, key, nil)
-	}
-	// Its user may read the key before it is reported Active.
-	if key.Status.Phase != keymintv1alpha1.PhaseActive || key.Status.KeyID != in.KeyID {
-		if err := r.grantOwnerAccess(ctx, key); err != nil {
-			return ctrl.Result{}, err
-		}
-	}
-	now := r.Clock.Now()
-	reason := issueEvent(key.Status.KeyID, in.KeyID)
-	before := key.Status.DeepCopy()
-	setActive(key, now, name, in)
-	if reason != "" {
-		// The key is reported Active only once its record is written.
-		if err := r.record(ctx, key, corev1.EventTypeNormal, reason, "key %s issued for user %s in Secret %s, %s",
-			in.KeyID, key.Spec.User, name, expiryText(in.ExpiresAt)); err != nil {
-			key.Status = *before
-			return ctrl.Result{}, err
-		}
-		if reason == keymintv1alpha1.ReasonIssued {
-			metrics.IssueLatency.Observe(now.Sub(key.CreationTimestamp.Time).Seconds())
-		}
-	}
-	return ctrl.Result{RequeueAfter: r.nextCheck(start, in.ExpiresAt)}, nil
-}
-
-// secretConflict reports whether key's Secret exists on the API server and
-// belongs to someone else.
-func (r *APIKeyReconciler) secretConflict(ctx context.Context, key *keymintv1alpha1.APIKey) (bool, error) {
-	secret := &corev1.Secret{}
-	err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: key.Namespace, Name: key.SecretNameOrDefault()}, secret)
-	if apierrors.IsNotFound(err) {
-		return false, nil
-	}
-	return err == nil && !keysecret.OwnedBy(secret, key), err
-}
-
-// stallOnConflict records that someone else's Secret blocks key, and frees
-// its slot: it holds none while it waits. The slot may have been taken in
-// this very reconcile, so the API server, not the cache, lists it.
-func (r *APIKeyReconciler) stallOnConflict(ctx context.Context, key *keymintv1alpha1.APIKey, err error) (ctrl.Result, error) {
-	if err != nil {
-		return ctrl.Result{}, err
-	}
-	if err := r.releaseSlots(ctx, key, r.APIReader); err != nil {
-		return ctrl.Result{}, err
-	}
-	return r.stall(ctx, key, keymintv1alpha1.ReasonSecretConflict,
-		fmt.Sprintf("Secret %s/%s exists and does not belong to this APIKey; delete it or choose another spec.secretName",
-			key.Namespace, key.SecretNameOrDefault()))
-}
 
 // ownedSecret returns what key's Secret says, minting the Secret when
 // there is none; owned is false when a Secret of that name belongs to
@@ -89,36 +19,35 @@ func (r *APIKeyReconciler) stallOnConflict(ctx context.Context, key *keymintv1al
 // however often this runs, with whatever cache, an APIKey's key changes
 // only when its Secret is deleted. A Secret that claims the APIKey but that
 // keymint did not sign is deleted, never adopted.
-func (r *APIKeyReconciler) ownedSecret(ctx context.Context, key *keymintv1alpha1.APIKey, name string, fresh bool) (in keysecret.Issue, owned bool, err error) {
+func (p *keyPass) ownedSecret(ctx context.Context, name string) (in keysecret.Issue, owned bool, err error) {
+	key := p.key
 	ref := types.NamespacedName{Namespace: key.Namespace, Name: name}
 	secret := &corev1.Secret{}
-	err = r.Get(ctx, ref, secret)
+	err = p.Get(ctx, ref, secret)
 	if err != nil && !apierrors.IsNotFound(err) {
 		return in, false, err
 	}
 	if err == nil {
-		if in, found, err := r.trustedSecret(ctx, key, secret); err != nil || found != secretDiscarded {
+		if in, found, err := p.trustedSecret(ctx, key, secret); err != nil || found != secretDiscarded {
 			return in, found == secretOurs, err
 		}
 	}
 
 	// The status decides whether this is a first issue or a reissue and
 	// what expiry the key gets, so it must not be a stale copy.
-	if !fresh {
-		if err := r.confirmFresh(ctx, key); err != nil {
-			return in, false, err
-		}
+	if err := p.confirmFresh(ctx); err != nil {
+		return in, false, err
 	}
-	minted, err := r.Mint()
+	minted, err := p.Mint()
 	if err != nil {
 		return in, false, err
 	}
-	issuedAt, expiresAt := issuance(key, r.Clock.Now())
+	issuedAt, expiresAt := issuance(key, p.now)
 	secret = keysecret.Build(key, minted, issuedAt, expiresAt)
-	if err := r.Signer.Sign(secret, key); err != nil {
+	if err := p.Signer.Sign(secret, key); err != nil {
 		return in, false, err
 	}
-	err = r.Create(ctx, secret)
+	err = p.Create(ctx, secret)
 	if err == nil {
 		in, err := keysecret.Read(secret)
 		return in, true, err
@@ -128,10 +57,10 @@ func (r *APIKeyReconciler) ownedSecret(ctx context.Context, key *keymintv1alpha1
 	}
 	// Created by an earlier reconcile the cache has not seen, or by someone else.
 	secret = &corev1.Secret{}
-	if err := r.APIReader.Get(ctx, ref, secret); err != nil {
+	if err := p.APIReader.Get(ctx, ref, secret); err != nil {
 		return in, false, err
 	}
-	in, found, err := r.trustedSecret(ctx, key, secret)
+	in, found, err := p.trustedSecret(ctx, key, secret)
 	if err == nil && found == secretDiscarded {
 		err = fmt.Errorf("the Secret %s was not minted by keymint and is being deleted; a key is minted once it is gone", ref)
 	}
@@ -167,29 +96,15 @@ func (r *APIKeyReconciler) trustedSecret(ctx context.Context, key *keymintv1alph
 		return in, secretDiscarded, nil
 	}
 	// Recorded first: once the Secret is gone, nothing would tell of it.
-	if err := r.record(ctx, key, corev1.EventTypeWarning, keymintv1alpha1.ReasonUntrustedSecret,
-		"Secret %s/%s claimed this APIKey but keymint did not mint it; it was deleted and its key is not this APIKey's",
-		secret.Namespace, secret.Name); err != nil {
+	if err := r.lifecycle().record(ctx, key, r.Clock.Now(), transition{corev1.EventTypeWarning, keymintv1alpha1.ReasonUntrustedSecret,
+		fmt.Sprintf("Secret %s/%s claimed this APIKey but keymint did not mint it; it was deleted and its key is not this APIKey's",
+			secret.Namespace, secret.Name)}); err != nil {
 		return in, secretDiscarded, err
 	}
 	if err := r.Delete(ctx, secret, client.Preconditions{UID: &secret.UID}); client.IgnoreNotFound(err) != nil {
 		return in, secretDiscarded, fmt.Errorf("deleting Secret %s/%s, which keymint did not mint: %w", secret.Namespace, secret.Name, err)
 	}
 	return in, secretDiscarded, nil
-}
-
-// confirmFresh fails with errCacheStale when the API server holds a newer
-// APIKey than the cached key: a decision that takes a slot or mints a key
-// waits for the cache to catch up.
-func (r *APIKeyReconciler) confirmFresh(ctx context.Context, key *keymintv1alpha1.APIKey) error {
-	live := &keymintv1alpha1.APIKey{}
-	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(key), live); err != nil {
-		return err
-	}
-	if live.ResourceVersion != key.ResourceVersion {
-		return errCacheStale
-	}
-	return nil
 }
 
 // apiErrorWithoutObject keeps an API error's reason and drops anything else,
@@ -232,18 +147,4 @@ func (r *APIKeyReconciler) deleteOwnedSecret(ctx context.Context, key *keymintv1
 		return false, client.IgnoreNotFound(err)
 	}
 	return true, nil
-}
-
-// stall records a key that needs a person's change.
-func (r *APIKeyReconciler) stall(ctx context.Context, key *keymintv1alpha1.APIKey, reason, msg string) (ctrl.Result, error) {
-	if readyReason(key) != reason {
-		if err := r.record(ctx, key, corev1.EventTypeWarning, reason, "%s", msg); err != nil {
-			return ctrl.Result{}, err
-		}
-	}
-	setStalled(key, r.Clock.Now(), reason, msg)
-	if reason == keymintv1alpha1.ReasonSecretConflict {
-		return ctrl.Result{RequeueAfter: conflictRetry}, nil
-	}
-	return ctrl.Result{}, nil
 }

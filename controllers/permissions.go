@@ -24,8 +24,9 @@ func RequiredPermissions(slotNamespace string) []authorizationv1.ResourceAttribu
 	add("events.k8s.io", "events", "", "create", "patch")
 	add("authorization.k8s.io", "subjectaccessreviews", "", "create")
 	add("rbac.authorization.k8s.io", "rolebindings", "", "list", "watch", "get", "create", "update", "delete")
-	add("rbac.authorization.k8s.io", "roles", "", "get", "create", "update", "delete")
+	add("rbac.authorization.k8s.io", "roles", "", "list", "watch", "get", "create", "update", "delete")
 	add("rbac.authorization.k8s.io", "clusterrolebindings", "", "list", "watch")
+	add("rbac.authorization.k8s.io", "clusterroles", "", "list", "watch")
 	add("", "namespaces", "", "get")
 	return out
 }

@@ -77,11 +77,18 @@ func setSuspended(key *keymintv1alpha1.APIKey, now time.Time, message string) {
 	apimeta.RemoveStatusCondition(&key.Status.Conditions, keymintv1alpha1.ConditionReconciling)
 }
 
+// maxErrorMessage bounds an error shown in a condition: an API server's
+// error can run to kilobytes, and a status is read by people.
+const maxErrorMessage = 256
+
 // setRetrying records an error the controller will retry. An Active key
 // keeps Ready: its Secret still works while, say, the API server is away.
 func setRetrying(key *keymintv1alpha1.APIKey, now time.Time, message string) {
 	if key.Status.Phase == keymintv1alpha1.PhaseActive {
 		return
+	}
+	if r := []rune(message); len(r) > maxErrorMessage {
+		message = string(r[:maxErrorMessage-1]) + "…"
 	}
 	if key.Status.Phase == "" {
 		key.Status.Phase = keymintv1alpha1.PhasePending
@@ -93,9 +100,19 @@ func setRetrying(key *keymintv1alpha1.APIKey, now time.Time, message string) {
 }
 
 // readyReason is the reason of the Ready condition, or "".
-func readyReason(key *keymintv1alpha1.APIKey) string {
-	if c := apimeta.FindStatusCondition(key.Status.Conditions, keymintv1alpha1.ConditionReady); c != nil {
+func readyReason(key *keymintv1alpha1.APIKey) string { return readyReasonOf(&key.Status) }
+
+func readyReasonOf(st *keymintv1alpha1.APIKeyStatus) string {
+	if c := apimeta.FindStatusCondition(st.Conditions, keymintv1alpha1.ConditionReady); c != nil {
 		return c.Reason
+	}
+	return ""
+}
+
+// readyMessage is the message of the Ready condition, or "".
+func readyMessage(key *keymintv1alpha1.APIKey) string {
+	if c := apimeta.FindStatusCondition(key.Status.Conditions, keymintv1alpha1.ConditionReady); c != nil {
+		return c.Message
 	}
 	return ""
 }

@@ -14,7 +14,7 @@ func TestPluginLinksNeitherTheServerNorTheManager(t *testing.T) {
 	if err != nil {
 		t.Fatalf("go list -deps: %v\n%s", err, out)
 	}
-	for _, pkg := range strings.Fields(string(out)) {
+	for pkg := range strings.FieldsSeq(string(out)) {
 		for _, banned := range []string{
 			"github.com/keymint/keymint/internal/auditserver",
 			"github.com/keymint/keymint/controllers",

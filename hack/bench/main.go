@@ -17,11 +17,10 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	logf "sigs.k8s.io/controller-runtime/pkg/log"
-
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
 	"github.com/keymint/keymint/internal/testenv"
@@ -29,13 +28,8 @@ import (
 
 var (
 	scheme      = runtime.NewScheme()
-	managerArgs stringList
+	managerArgs []string
 )
-
-type stringList []string
-
-func (l *stringList) String() string     { return strings.Join(*l, " ") }
-func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
 
 func init() {
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
@@ -70,7 +64,10 @@ func main() {
 	)
 	flag.StringVar(&heapProfile, "heap-profile", "", "write the manager's heap profile after the scale scenario settles to this file (go tool pprof)")
 	flag.StringVar(&apiserverProfile, "apiserver-profile", "", "write a CPU profile of kube-apiserver taken while the throughput scenario issues keys to this file (go tool pprof)")
-	flag.Var(&managerArgs, "manager-arg", "an extra flag for bin/manager (repeatable), such as --max-concurrent-reconciles=32")
+	flag.Func("manager-arg", "an extra flag for bin/manager (repeatable), such as --max-concurrent-reconciles=32", func(v string) error {
+		managerArgs = append(managerArgs, v)
+		return nil
+	})
 	flag.Parse()
 	if err := run(strings.Split(*scenarios, ","), *n, *workers, *scaleN, *unrelated, *out); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)

@@ -1,0 +1,206 @@
+package controllers
+
+import (
+	"slices"
+	"testing"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	clocktesting "k8s.io/utils/clock/testing"
+
+	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
+	"github.com/keymint/keymint/internal/keysecret"
+	"github.com/keymint/keymint/internal/slots"
+)
+
+// slotOf is a slot Lease of alice held by the APIKey ns/name with uid.
+func slotOf(name, uid string) coordinationv1.Lease {
+	return coordinationv1.Lease{
+		ObjectMeta: metav1.ObjectMeta{Name: "slot-" + name, UID: types.UID("lease-" + uid), Labels: map[string]string{
+			slots.LabelHolderNamespace: "ns", slots.LabelHolderName: name,
+		}},
+		Spec: coordinationv1.LeaseSpec{HolderIdentity: new(uid)},
+	}
+}
+
+func waiter(name string, created time.Time) slots.Candidate {
+	return slots.Candidate{Key: types.NamespacedName{Namespace: "ns", Name: name}, Created: created}
+}
+
+// TestDecide is the key's state machine, one row a branch, with a fake
+// clock: rows marked "race" are reached only through a stale cache or
+// concurrent reconciles in envtest.
+func TestDecide(t *testing.T) {
+	clk := clocktesting.NewFakePassiveClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
+	now := clk.Now()
+	past, future := now.Add(-time.Minute), now.Add(time.Hour)
+	active := func(k *keymintv1alpha1.APIKey) {
+		setActive(k, past, "k", keysecret.Issue{KeyID: "kid_1", IssuedAt: past, ExpiresAt: &future})
+	}
+	expired := func(k *keymintv1alpha1.APIKey) { setExpired(k, past, &past, "m") }
+	conflicted := func(k *keymintv1alpha1.APIKey) {
+		setStalled(k, past, keymintv1alpha1.ReasonSecretConflict, "m")
+	}
+	mine, other, older := slotOf("k", "uid-k"), slotOf("a", "uid-a"), slotOf("b", "uid-b")
+
+	for _, tt := range []struct {
+		name   string
+		exp    keymintv1alpha1.Expiration
+		status func(*keymintv1alpha1.APIKey)
+		in     Input
+		want   Plan
+	}{
+		{name: "at not after creation", exp: at(created),
+			want: Plan{Check: "InvalidExpiration", Do: ActStall, Reason: keymintv1alpha1.ReasonInvalidExpiration,
+				Message: "spec.expiration.at 2026-01-31T09:00:00Z is not after the APIKey's creation 2026-01-31T09:00:00Z"}},
+		{name: "expired, still holding its slot (race: killed before the release)", exp: never(), status: expired,
+			in: Input{Slots: []coordinationv1.Lease{mine}}, want: Plan{Check: "ExpiredOrDue", Do: ActFreeSlots}},
+		{name: "expired, nothing held", exp: never(), status: expired,
+			want: Plan{Check: "ExpiredOrDue", Do: ActSettled}},
+		{name: "active and due at this very second", exp: at(now), status: func(k *keymintv1alpha1.APIKey) {
+			setActive(k, past, "k", keysecret.Issue{KeyID: "kid_1", IssuedAt: past, ExpiresAt: &now})
+		}, in: Input{Allowed: true, Slots: []coordinationv1.Lease{mine}}, want: Plan{Check: "ExpiredOrDue", Do: ActExpire}},
+		{name: "waited past its at, never issued", exp: at(past),
+			in: Input{Allowed: true}, want: Plan{Check: "ExpiredOrDue", Do: ActExpire}},
+		{name: "no access, never issued", exp: never(),
+			want: Plan{Check: "AccessDeniedOrRemoved", Do: ActDeny, Reason: keymintv1alpha1.ReasonAccessDenied,
+				Message: `user alice is not authorised for "use" on apikeys in namespace ns; an administrator grants it by binding the keymint-user ClusterRole`}},
+		{name: "access removed from an active key", exp: never(), status: active,
+			in: Input{Slots: []coordinationv1.Lease{mine}},
+			want: Plan{Check: "AccessDeniedOrRemoved", Do: ActDeny, Reason: keymintv1alpha1.ReasonAccessRemoved,
+				Message: `key kid_1 is suspended: user alice is no longer authorised for "use" on apikeys; a fresh key is issued when access is granted again`}},
+		{name: "someone else's Secret is still there", exp: never(), status: conflicted,
+			in: Input{Allowed: true, SecretConflict: true},
+			want: Plan{Check: "SecretConflict", Do: ActConflict, Reason: keymintv1alpha1.ReasonSecretConflict,
+				Message: "Secret ns/k exists and does not belong to this APIKey; delete it or choose another spec.secretName"}},
+		{name: "holding a slot: mint or adopt", exp: never(),
+			in:   Input{Allowed: true, Slots: []coordinationv1.Lease{other, mine}},
+			want: Plan{Check: "ClaimMintOrAdopt", Do: ActIssue}},
+		{name: "every slot held by a live key", exp: never(),
+			in: Input{Allowed: true, Slots: []coordinationv1.Lease{other, older}},
+			want: Plan{Check: "NoSlotOrNotYourTurn", Do: ActWait, Reason: keymintv1alpha1.ReasonKeyLimitReached,
+				Message: "user alice already holds 2 active keys (ns/a, ns/b); this key is issued when one of them is deleted or expires"}},
+		{name: "active, but its slot was deleted and taken (race)", exp: never(), status: active,
+			in: Input{Allowed: true, Slots: []coordinationv1.Lease{other, older}},
+			want: Plan{Check: "NoSlotOrNotYourTurn", Do: ActWait, Reason: keymintv1alpha1.ReasonKeyLimitReached,
+				Message: "user alice already holds 2 active keys (ns/a, ns/b); this key is issued when one of them is deleted or expires"}},
+		{name: "every slot taken, one by a key that is gone", exp: never(),
+			in:   Input{Allowed: true, Slots: []coordinationv1.Lease{other, older}, Stale: []coordinationv1.Lease{older}},
+			want: Plan{Check: "ClaimMintOrAdopt", Do: ActClaim, Reclaim: []coordinationv1.Lease{older}}},
+		{name: "a slot free, an older key of the user waits ahead", exp: never(),
+			in: Input{Allowed: true, Slots: []coordinationv1.Lease{other}, Waiting: []slots.Candidate{waiter("w", created.Add(-time.Hour))}},
+			want: Plan{Check: "NoSlotOrNotYourTurn", Do: ActWait, Reason: keymintv1alpha1.ReasonKeyLimitReached,
+				Message: "user alice holds 1 of 2 active keys (ns/a); older keys of the user wait ahead of this one"}},
+		{name: "a slot free, this key waited longest", exp: never(),
+			in:   Input{Allowed: true, Slots: []coordinationv1.Lease{other}, Waiting: []slots.Candidate{waiter("w", created.Add(time.Hour)), waiter("k", created)}},
+			want: Plan{Check: "ClaimMintOrAdopt", Do: ActClaim}},
+		{name: "a waiting key whose conflict is gone claims", exp: never(), status: conflicted,
+			in: Input{Allowed: true}, want: Plan{Check: "ClaimMintOrAdopt", Do: ActClaim}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			k := keyWith(tt.exp, keymintv1alpha1.APIKeyStatus{})
+			k.Name, k.UID = "k", "uid-k"
+			if tt.status != nil {
+				tt.status(k)
+			}
+			in := tt.in
+			in.Key, in.Now, in.MaxKeys = k, now, 2
+			got := decide(&in)
+			if got.Check != tt.want.Check || got.Do != tt.want.Do || got.Reason != tt.want.Reason || got.Message != tt.want.Message ||
+				!slices.EqualFunc(got.Reclaim, tt.want.Reclaim, func(a, b coordinationv1.Lease) bool { return a.UID == b.UID }) {
+				t.Errorf("decide =\n  %+v\nwant\n  %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestRequeueAfter is the chain's last step, on the state a pass leaves.
+func TestRequeueAfter(t *testing.T) {
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	in := func(d time.Duration) *time.Time { t := now.Add(d); return &t }
+	const limit = time.Hour
+	for _, tt := range []struct {
+		name string
+		exp  keymintv1alpha1.Expiration
+		set  func(*keymintv1alpha1.APIKey)
+		want time.Duration
+	}{
+		{"active, expiring before the limit", never(), func(k *keymintv1alpha1.APIKey) {
+			setActive(k, now, "k", keysecret.Issue{KeyID: "kid", ExpiresAt: in(10 * time.Minute)})
+		}, 10 * time.Minute},
+		{"active, expiring after the limit", never(), func(k *keymintv1alpha1.APIKey) {
+			setActive(k, now, "k", keysecret.Issue{KeyID: "kid", ExpiresAt: in(48 * time.Hour)})
+		}, limit},
+		{"active, never expiring: its access is looked at again", never(), func(k *keymintv1alpha1.APIKey) {
+			setActive(k, now, "k", keysecret.Issue{KeyID: "kid"})
+		}, limit},
+		{"waiting with an at expiry: expires unissued", at(now.Add(5 * time.Minute)), func(k *keymintv1alpha1.APIKey) {
+			setWaiting(k, now, "m")
+		}, 5 * time.Minute},
+		{"suspended", never(), func(k *keymintv1alpha1.APIKey) { setSuspended(k, now, "m") }, limit},
+		{"access denied", never(), func(k *keymintv1alpha1.APIKey) {
+			setStalled(k, now, keymintv1alpha1.ReasonAccessDenied, "m")
+		}, limit},
+		{"someone else's Secret", never(), func(k *keymintv1alpha1.APIKey) {
+			setStalled(k, now, keymintv1alpha1.ReasonSecretConflict, "m")
+		}, conflictRetry},
+		{"invalid expiration", never(), func(k *keymintv1alpha1.APIKey) {
+			setStalled(k, now, keymintv1alpha1.ReasonInvalidExpiration, "m")
+		}, 0},
+		{"expired", never(), func(k *keymintv1alpha1.APIKey) { setExpired(k, now, &now, "m") }, 0},
+	} {
+		k := keyWith(tt.exp, keymintv1alpha1.APIKeyStatus{})
+		tt.set(k)
+		if got := requeueAfter(k, now, limit); got != tt.want {
+			t.Errorf("%s: requeueAfter = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+// TestTransitions: the Events and records a change of state is worth,
+// with their exact text, and none for a state kept.
+func TestTransitions(t *testing.T) {
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	exp := now.Add(30 * 24 * time.Hour)
+	issued := func(id string) func(*keymintv1alpha1.APIKey) {
+		return func(k *keymintv1alpha1.APIKey) {
+			setActive(k, now, "k", keysecret.Issue{KeyID: id, IssuedAt: now, ExpiresAt: &exp})
+		}
+	}
+	waiting := func(k *keymintv1alpha1.APIKey) { setWaiting(k, now, "user alice already holds 2 active keys") }
+	for _, tt := range []struct {
+		name          string
+		before, after func(*keymintv1alpha1.APIKey)
+		want          []transition
+	}{
+		{"first issue", nil, issued("kid_1"), []transition{{corev1.EventTypeNormal, keymintv1alpha1.ReasonIssued,
+			"key kid_1 issued for user alice in Secret k, expires 2026-03-31T12:00:00Z"}}},
+		{"reissue", issued("kid_1"), issued("kid_2"), []transition{{corev1.EventTypeNormal, keymintv1alpha1.ReasonReissued,
+			"key kid_2 issued for user alice in Secret k, expires 2026-03-31T12:00:00Z"}}},
+		{"still active", issued("kid_1"), issued("kid_1"), nil},
+		{"expired", issued("kid_1"), func(k *keymintv1alpha1.APIKey) { setExpired(k, now, &now, "m") },
+			[]transition{{corev1.EventTypeNormal, keymintv1alpha1.ReasonExpired, "key kid_1 of user alice expired at 2026-03-01T12:00:00Z"}}},
+		{"suspended", issued("kid_1"), func(k *keymintv1alpha1.APIKey) { setSuspended(k, now, "m") },
+			[]transition{{corev1.EventTypeWarning, keymintv1alpha1.ReasonSuspended,
+				"key kid_1 of user alice suspended: the user lost access to API keys; its Secret is deleted"}}},
+		{"suspended still", func(k *keymintv1alpha1.APIKey) { setSuspended(k, now, "m") },
+			func(k *keymintv1alpha1.APIKey) { setSuspended(k, now, "m") }, nil},
+		{"starts waiting", nil, waiting, []transition{{corev1.EventTypeWarning, keymintv1alpha1.ReasonKeyLimitReached,
+			"user alice already holds 2 active keys"}}},
+		{"waits still", waiting, waiting, nil},
+		{"a retry is no Event", nil, func(k *keymintv1alpha1.APIKey) { setRetrying(k, now, "timeout") }, nil},
+	} {
+		before := keyWith(never(), keymintv1alpha1.APIKeyStatus{})
+		if tt.before != nil {
+			tt.before(before)
+		}
+		after := before.DeepCopy()
+		tt.after(after)
+		if got := transitions(&before.Status, after); !slices.Equal(got, tt.want) {
+			t.Errorf("%s: transitions = %+v, want %+v", tt.name, got, tt.want)
+		}
+	}
+}

@@ -1,0 +1,109 @@
+package controllers
+
+import (
+	"time"
+
+	"k8s.io/utils/ptr"
+
+	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
+	"github.com/keymint/keymint/internal/expiry"
+)
+
+// Expiry's decisions and requeue math. internal/expiry holds the calendar
+// arithmetic; this file decides with it. Every function takes now.
+
+// conflictRetry is how often a key blocked by someone else's Secret looks
+// again: that Secret is not in the cache, so no event says it went away.
+const conflictRetry = time.Minute
+
+// knownExpiry is when the key expires, as far as it is known before
+// issuance: the recorded expiry once issued, else spec.expiration.at. A key
+// that expires after some months has no expiry until it is issued.
+func knownExpiry(key *keymintv1alpha1.APIKey) *time.Time {
+	switch {
+	case key.Status.ExpiresAt != nil:
+		return &key.Status.ExpiresAt.Time
+	case key.Spec.Expiration.At != nil:
+		return &key.Spec.Expiration.At.Time
+	}
+	return nil
+}
+
+// isDue reports whether key has reached its expiry at now.
+func isDue(key *keymintv1alpha1.APIKey, now time.Time) bool {
+	return expiry.Due(now, knownExpiry(key))
+}
+
+// issuance is the issue time and expiry of a key minted at now. A reissue
+// keeps the first issue's times: it never extends a key's life.
+func issuance(key *keymintv1alpha1.APIKey, now time.Time) (issuedAt time.Time, expiresAt *time.Time) {
+	if key.Status.IssuedAt != nil {
+		return key.Status.IssuedAt.Time, knownExpiry(key)
+	}
+	// Status and Secret hold seconds; so does the expiry computed here.
+	issuedAt = now.UTC().Truncate(time.Second)
+	exp := key.Spec.Expiration
+	switch {
+	case exp.Months != nil:
+		t := expiry.AddMonths(issuedAt, int(*exp.Months))
+		return issuedAt, &t
+	case exp.At != nil:
+		t := exp.At.UTC()
+		return issuedAt, &t
+	}
+	return issuedAt, nil
+}
+
+// requeueAfter is the last step of the chain: when to look at key again,
+// from the state a pass left it in. A key that may still expire, or whose
+// access may change, is looked at by its expiry and by limit at the
+// latest; one blocked by someone else's Secret every conflictRetry; an
+// Expired key or an invalid spec never by the clock.
+func requeueAfter(key *keymintv1alpha1.APIKey, now time.Time, limit time.Duration) time.Duration {
+	switch readyReason(key) {
+	case keymintv1alpha1.ReasonExpired, keymintv1alpha1.ReasonInvalidExpiration:
+		return 0
+	case keymintv1alpha1.ReasonSecretConflict:
+		return conflictRetry
+	}
+	if d := expiry.RequeueAfter(now, knownExpiry(key), limit); d > 0 {
+		return d
+	}
+	return limit
+}
+
+// recheckLimit bounds every wait: by then a key's expiry and access are
+// looked at again even if no event came.
+func (r *APIKeyReconciler) recheckLimit() time.Duration {
+	return min(r.MaxRequeue, r.AccessRecheck)
+}
+
+// requeueFrom is a requeue after d counted from a moment that is elapsed
+// ago: what remains of d, but at least a millisecond, since no wait means
+// no requeue.
+func requeueFrom(d, elapsed time.Duration) time.Duration {
+	if d <= 0 {
+		return d
+	}
+	return max(d-elapsed, time.Millisecond)
+}
+
+// expiryText is an expiry for messages.
+func expiryText(t *time.Time) string {
+	if t == nil {
+		return "never expires"
+	}
+	return "expires " + t.UTC().Format(time.RFC3339)
+}
+
+// expiresShown is status.expires: the known expiry in RFC 3339, "never",
+// or nothing while a months expiry waits for its issue.
+func expiresShown(key *keymintv1alpha1.APIKey) string {
+	if t := knownExpiry(key); t != nil {
+		return t.UTC().Format(time.RFC3339)
+	}
+	if ptr.Deref(key.Spec.Expiration.Never, false) {
+		return "never"
+	}
+	return ""
+}

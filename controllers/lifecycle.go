@@ -1,0 +1,132 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/events"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
+	"github.com/keymint/keymint/internal/audit"
+)
+
+// transition is one change of a key's state worth an Event and an audit
+// record.
+type transition struct {
+	eventType, reason, note string
+}
+
+// warnings are the Ready reasons whose arrival is an Event of that name.
+var warnings = []string{
+	keymintv1alpha1.ReasonInvalidExpiration,
+	keymintv1alpha1.ReasonSecretConflict,
+	keymintv1alpha1.ReasonAccessDenied,
+	keymintv1alpha1.ReasonKeyLimitReached,
+}
+
+// transitions compares a key's status before a reconcile with the key
+// after it: the one place that decides which Events and records a change
+// is worth. Each is emitted on the change only, never again while the key
+// stays in that state.
+func transitions(before *keymintv1alpha1.APIKeyStatus, after *keymintv1alpha1.APIKey) []transition {
+	st := &after.Status
+	var out []transition
+	switch {
+	case st.Phase == keymintv1alpha1.PhaseActive && st.KeyID != before.KeyID:
+		out = append(out, transition{corev1.EventTypeNormal, issueEvent(before.KeyID, st.KeyID),
+			fmt.Sprintf("key %s issued for user %s in Secret %s, %s", st.KeyID, after.Spec.User, st.SecretName, expiryText(timeOf(st.ExpiresAt)))})
+	case st.Phase == keymintv1alpha1.PhaseExpired && before.Phase != keymintv1alpha1.PhaseExpired:
+		out = append(out, transition{corev1.EventTypeNormal, keymintv1alpha1.ReasonExpired,
+			fmt.Sprintf("key %s of user %s expired at %s", keyIDText(after), after.Spec.User, st.ExpiresAt.UTC().Format(time.RFC3339))})
+	case st.Phase == keymintv1alpha1.PhaseSuspended && before.Phase != keymintv1alpha1.PhaseSuspended:
+		out = append(out, transition{corev1.EventTypeWarning, keymintv1alpha1.ReasonSuspended,
+			fmt.Sprintf("key %s of user %s suspended: the user lost access to API keys; its Secret is deleted", st.KeyID, after.Spec.User)})
+	}
+	reason, was := readyReason(after), readyReasonOf(before)
+	for _, w := range warnings {
+		if reason == w && was != w {
+			out = append(out, transition{corev1.EventTypeWarning, w, readyMessage(after)})
+		}
+	}
+	return out
+}
+
+// issueEvent is the Event reason for finding key ID newID in the Secret of
+// a key whose status last recorded prevID: Issued the first time, Reissued
+// when the key changed, nothing when it did not.
+func issueEvent(prevID, newID string) string {
+	switch prevID {
+	case newID:
+		return ""
+	case "":
+		return keymintv1alpha1.ReasonIssued
+	}
+	return keymintv1alpha1.ReasonReissued
+}
+
+func timeOf(t *metav1.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}
+
+// lifecycle records what happens to keys: an audit record, durable first,
+// then the Event that mirrors it. It owns the records' IDs. Messages name
+// key IDs, users and expiries, never a key.
+type lifecycle struct {
+	events events.EventRecorder
+	// audit receives the records; nil records nothing.
+	audit audit.Writer
+}
+
+// record writes the record of something that happened to key at now,
+// then emits its Event. The controller cannot know who caused what it sees,
+// so the actor is "unknown"; the API server's audit stream names it. An
+// error means the record is not durable yet: the caller must not show the
+// change (write status, remove a finalizer) until a retry writes it.
+func (l lifecycle) record(ctx context.Context, key *keymintv1alpha1.APIKey, now time.Time, t transition) error {
+	if l.audit != nil {
+		id := recordID(key, t.reason)
+		err := l.audit.Write([]audit.Record{{
+			ID:        id,
+			Time:      now.UTC(),
+			Action:    audit.Action(t.reason),
+			Actor:     audit.Actor{Username: audit.UnknownActor},
+			Namespace: key.Namespace,
+			Name:      key.Name,
+			UID:       string(key.UID),
+			User:      key.Spec.User,
+			KeyID:     key.Status.KeyID,
+			AuditID:   id,
+			Message:   t.note,
+		}})
+		if err != nil {
+			log.FromContext(ctx).Error(err, "writing an audit record failed; retrying", "action", t.reason)
+			return fmt.Errorf("writing the audit record %s: %w", t.reason, err)
+		}
+	}
+	l.events.Eventf(key, nil, t.eventType, t.reason, t.reason, "%s", t.note)
+	return nil
+}
+
+// recordID names what a record is about, the same on every replica and
+// every retry, so that the audit log keeps one record and a reader of stdout
+// can drop the repeats: an issue or a suspension per key ID, an expiry or a
+// deletion per APIKey, and a warning, which can recur, per the APIKey's
+// version it was seen on (a retry sees the same version, since the status
+// is written only after the record).
+func recordID(key *keymintv1alpha1.APIKey, reason string) string {
+	switch reason {
+	case keymintv1alpha1.ReasonIssued, keymintv1alpha1.ReasonReissued, keymintv1alpha1.ReasonSuspended:
+		return "keymint/" + string(key.UID) + "/" + reason + "/" + key.Status.KeyID
+	case keymintv1alpha1.ReasonExpired, keymintv1alpha1.ReasonDeleted:
+		return "keymint/" + string(key.UID) + "/" + reason
+	}
+	return "keymint/" + string(key.UID) + "/" + reason + "/rv" + key.ResourceVersion
+}
