@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
+	"github.com/keymint/keymint/internal/metrics"
 )
 
 // DefaultAccessRecheck is how often a key's access is checked again
@@ -57,6 +58,7 @@ func (r *APIKeyReconciler) hasAccess(ctx context.Context, key *keymintv1alpha1.A
 			Resource:  "apikeys",
 		},
 	}}
+	metrics.AccessReviews.Inc()
 	if err := r.Create(ctx, review); err != nil {
 		return false, err
 	}

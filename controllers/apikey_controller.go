@@ -17,6 +17,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
@@ -71,6 +72,11 @@ type APIKeyReconciler struct {
 	// Audit receives a record of every Event about a key's life; nil
 	// records nothing.
 	Audit audit.Writer
+
+	// reconciled, when set, hears of every finished pass over a key, with
+	// the key's resourceVersion it read: tests await a reconcile with it
+	// instead of watching a window of time.
+	reconciled func(key types.NamespacedName, resourceVersion string)
 }
 
 // +kubebuilder:rbac:groups=keymint.io,resources=apikeys,verbs=get;list;watch;update;patch;delegate
@@ -158,6 +164,9 @@ func (r *APIKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 
 	pass := &keyPass{APIKeyReconciler: r, key: key, now: r.Clock.Now()}
 	base := key.DeepCopy()
+	if r.reconciled != nil {
+		defer r.reconciled(req.NamespacedName, base.ResourceVersion)
+	}
 	in, err := r.gather(ctx, key, pass.now)
 	if err == nil {
 		err = pass.act(ctx, decide(in))

@@ -21,6 +21,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
@@ -149,6 +150,7 @@ func startManager(t *testing.T, o managerOptions) (stop func()) {
 		SlotNamespace:           slotNamespace,
 		MaxConcurrentReconciles: 4,
 		Audit:                   o.audit,
+		reconciled:              passes.saw,
 	}
 	if err := r.SetupWithManager(ctx, mgr); err != nil {
 		cancel()
@@ -164,6 +166,40 @@ func startManager(t *testing.T, o managerOptions) (stop func()) {
 	})
 	t.Cleanup(stop)
 	return stop
+}
+
+// passes remembers which versions of which keys the test managers have
+// reconciled.
+var passes = &reconcileLog{seen: map[string]bool{}}
+
+type reconcileLog struct {
+	mu   sync.Mutex
+	seen map[string]bool
+}
+
+func (l *reconcileLog) saw(key types.NamespacedName, rv string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.seen[key.String()+"@"+rv] = true
+}
+
+func (l *reconcileLog) has(key types.NamespacedName, rv string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.seen[key.String()+"@"+rv]
+}
+
+// pokeAndAwait changes key's annotations, which makes a manager reconcile
+// it, and waits until a pass over that very version has finished: a test
+// then checks what the pass did, or that it did nothing. It returns the
+// poked version.
+func pokeAndAwait(g Gomega, key *keymintv1alpha1.APIKey) string {
+	poked := key.DeepCopy()
+	patch := []byte(`{"metadata":{"annotations":{"test.keymint.io/poke":"` + time.Now().Format(time.RFC3339Nano) + `"}}}`)
+	g.Expect(k8sClient.Patch(ctx, poked, client.RawPatch("application/merge-patch+json", patch))).To(Succeed())
+	g.Eventually(func() bool { return passes.has(client.ObjectKeyFromObject(poked), poked.ResourceVersion) }).
+		Should(BeTrue(), "no reconcile of the poked version")
+	return poked.ResourceVersion
 }
 
 // newNamespace creates a namespace of the test's own in which every

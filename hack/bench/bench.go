@@ -24,6 +24,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	kruntime "k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
@@ -43,23 +44,13 @@ type bench struct {
 	manager     *exec.Cmd
 	metricsAddr string
 	pprofAddr   string
-	granted     bool
+	// args are more flags for the manager, after managerArgs.
+	args []string
 }
 
 // startManager runs bin/manager against the control plane, as its own
-// process, with every authenticated user granted access to keys.
+// process.
 func (b *bench) startManager(ctx context.Context) error {
-	if !b.granted {
-		crb := &rbacv1.ClusterRoleBinding{
-			ObjectMeta: metav1.ObjectMeta{Name: "bench-everyone-holds-keys"},
-			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "keymint-user"},
-			Subjects:   []rbacv1.Subject{{Kind: rbacv1.GroupKind, APIGroup: rbacv1.GroupName, Name: "system:authenticated"}},
-		}
-		if err := b.env.Client.Create(ctx, crb); err != nil {
-			return err
-		}
-		b.granted = true
-	}
 	dir := filepath.Join(b.root, "bin")
 	path := filepath.Join(dir, "bench-kubeconfig")
 	if err := testenv.WriteKubeconfig(b.env.Environment, path, "keymint-manager", "system:masters"); err != nil {
@@ -79,7 +70,7 @@ func (b *bench) startManager(ctx context.Context) error {
 		return err
 	}
 	args := append([]string{"--slot-namespace=" + testenv.SlotNamespace, "--health-probe-bind-address=0",
-		"--metrics-bind-address=" + b.metricsAddr, "--metrics-secure=false", "--pprof-bind-address=" + b.pprofAddr}, managerArgs...)
+		"--metrics-bind-address=" + b.metricsAddr, "--metrics-secure=false", "--pprof-bind-address=" + b.pprofAddr}, append(slices.Clone(managerArgs), b.args...)...)
 	b.manager = exec.Command(filepath.Join(dir, "manager"), args...)
 	b.manager.Env = append(os.Environ(), "KUBECONFIG="+path)
 	b.manager.Stdout, b.manager.Stderr = log, log
@@ -115,6 +106,7 @@ type metrics struct {
 	heap       float64            // heap allocated, garbage included
 	liveHeap   float64            // heap live at the last garbage collection
 	reconciles float64            // reconciles finished, whatever their result
+	reviews    float64            // SubjectAccessReviews sent
 }
 
 var methodLabel = regexp.MustCompile(`method="([A-Z]+)"`)
@@ -200,6 +192,8 @@ func (b *bench) scrape() (metrics, error) {
 			}
 		case strings.HasPrefix(line, "go_memstats_heap_alloc_bytes "):
 			m.heap = v
+		case strings.HasPrefix(line, "keymint_access_reviews_total "):
+			m.reviews = v
 		case strings.HasPrefix(line, "controller_runtime_reconcile_total{"):
 			m.reconciles += v
 		case strings.HasPrefix(line, "keymint_go_heap_live_bytes "):
@@ -258,8 +252,18 @@ func parallel(workers, n int, do func(i int) error) error {
 	return firstErr
 }
 
+// namespace creates a namespace in which every authenticated user holds
+// keys, by a RoleBinding: the access scenario keeps a namespace where
+// nobody does.
 func (b *bench) namespace(ctx context.Context, name string) error {
-	return b.env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}})
+	if err := b.env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}); err != nil {
+		return err
+	}
+	return b.env.Client.Create(ctx, &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Namespace: name, Name: "bench-everyone-holds-keys"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "keymint-user"},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.GroupKind, APIGroup: rbacv1.GroupName, Name: "system:authenticated"}},
+	})
 }
 
 // floor is a bare client doing, per item, one Secret create and one patch.
@@ -276,6 +280,48 @@ func (b *bench) floor(ctx context.Context, n int) (time.Duration, error) {
 		return b.env.Client.Patch(ctx, s, client.RawPatch("application/merge-patch+json", []byte(`{"metadata":{"labels":{"done":"true"}}}`)))
 	})
 	return time.Since(start), err
+}
+
+// jobFloor is a bare client doing keymint's job with none of its checks,
+// per key: the APIKey create (admission policies included), the Secret
+// create and the status patch, with the same workers. No manager runs; the
+// APIKeys are gone again before one starts.
+func (b *bench) jobFloor(ctx context.Context, n int) (time.Duration, error) {
+	const ns = "job-floor"
+	if err := b.namespace(ctx, ns); err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	err := b.parallel(n, func(i int) error {
+		k := &keymintv1alpha1.APIKey{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("k-%d", i)},
+			Spec: keymintv1alpha1.APIKeySpec{User: fmt.Sprintf("user-%d", i), Expiration: never}}
+		if err := b.env.Client.Create(ctx, k); err != nil {
+			return err
+		}
+		if err := b.env.Client.Create(ctx, floorSecret(ns, i)); err != nil {
+			return err
+		}
+		status := []byte(`{"status":{"phase":"Active","keyID":"kid_floor"}}`)
+		return b.env.Client.Status().Patch(ctx, k, client.RawPatch(types.MergePatchType, status))
+	})
+	took := time.Since(start)
+	if err != nil {
+		return took, err
+	}
+	return took, b.removeKeys(ctx, ns, n)
+}
+
+// removeKeys deletes the keys k-0 to k-(n-1) of ns that no manager
+// reconciled, finalizer first.
+func (b *bench) removeKeys(ctx context.Context, ns string, n int) error {
+	noFinalizer := client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"finalizers":null}}`))
+	return b.parallel(n, func(i int) error {
+		k := &keymintv1alpha1.APIKey{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("k-%d", i)}}
+		if err := b.env.Client.Patch(ctx, k, noFinalizer); err != nil {
+			return err
+		}
+		return b.env.Client.Delete(ctx, k)
+	})
 }
 
 // floorSecret is the i-th Secret a floor writes in ns: a key's size of data.

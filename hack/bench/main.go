@@ -43,6 +43,8 @@ type result struct {
 	FloorSeconds    float64            `json:"floorSeconds,omitempty"`
 	KeymintSeconds  float64            `json:"keymintSeconds,omitempty"`
 	Ratio           float64            `json:"ratio,omitempty"`
+	JobFloorSeconds float64            `json:"jobFloorSeconds,omitempty"`
+	JobRatio        float64            `json:"jobRatio,omitempty"`
 	P50Seconds      float64            `json:"p50Seconds,omitempty"`
 	P99Seconds      float64            `json:"p99Seconds,omitempty"`
 	PeakRSSMiB      float64            `json:"peakRSSMiB,omitempty"`
@@ -55,10 +57,10 @@ type result struct {
 
 func main() {
 	var (
-		scenarios = flag.String("scenarios", "throughput,idle,cap,expiry", "comma-separated: throughput, idle, cap, expiry, isolation, scale")
+		scenarios = flag.String("scenarios", "throughput,idle,cap,expiry,access", "comma-separated: throughput, idle, cap, expiry, isolation, scale, access")
 		n         = flag.Int("n", 1000, "keys in the throughput, idle and expiry scenarios")
 		workers   = flag.Int("workers", 16, "concurrent clients creating objects")
-		scaleN    = flag.Int("scale-n", 10000, "keys in the scale scenario")
+		scaleN    = flag.Int("scale-n", 10000, "keys in the scale and access scenarios")
 		unrelated = flag.Int("unrelated", 10000, "unrelated 100 KiB Secrets in the isolation scenario")
 		out       = flag.String("json", "bin/bench.json", "where to write the results")
 	)
@@ -112,6 +114,8 @@ func run(scenarios []string, n, workers, scaleN, unrelated int, out string) erro
 			r, err = b.isolation(ctx, n, unrelated)
 		case "scale":
 			r, err = b.scale(ctx, scaleN)
+		case "access":
+			r, err = b.access(ctx, scaleN)
 		default:
 			err = fmt.Errorf("unknown scenario %q", s)
 		}

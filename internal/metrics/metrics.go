@@ -20,6 +20,12 @@ var (
 		Help:    "Time from an APIKey's creation until its key is first issued (including any wait for a slot).",
 		Buckets: prometheus.ExponentialBuckets(0.01, 2, 16),
 	})
+	// AccessReviews counts the SubjectAccessReviews the controller sends:
+	// what checking keys' access costs the API server.
+	AccessReviews = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "keymint_access_reviews_total",
+		Help: "SubjectAccessReviews sent to check whether a key's user may hold keys.",
+	})
 	// ExpiryLag is how long after its expiresAt a key's Secret was deleted.
 	ExpiryLag = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "keymint_expiry_lag_seconds",
@@ -77,7 +83,7 @@ func (c keysByPhase) Collect(ch chan<- prometheus.Metric) {
 // is the manager's cache.
 func Register(reader client.Reader) error {
 	for _, c := range []prometheus.Collector{
-		IssueLatency, ExpiryLag, heapLive,
+		IssueLatency, ExpiryLag, AccessReviews, heapLive,
 		keysByPhase{reader: reader, desc: prometheus.NewDesc("keymint_apikeys", "APIKeys by phase.", []string{"phase"}, nil)},
 	} {
 		if err := ctrlmetrics.Registry.Register(c); err != nil {
