@@ -81,7 +81,7 @@ func TestManagerSaysWhatIsMissing(t *testing.T) {
 	testenv.RequireControlPlane(t)
 	env, kubeconfig := bareControlPlane(t)
 	manager := func(kubeconfig string, args ...string) (string, int) {
-		raw := []string{"--health-probe-bind-address=0", "--metrics-bind-address=0"}
+		raw := []string{"--health-probe-bind-address=0", "--metrics-bind-address=0", "--verify-bind-address=0", "--ext-authz-bind-address=0"}
 		cmd := startManagerProcess(t, kubeconfig, filepath.Join(t.TempDir(), "manager.log"), append(raw, args...)...)
 		_ = cmd.Wait()
 		logs, _ := os.ReadFile(cmd.Stdout.(*os.File).Name())
@@ -139,7 +139,7 @@ func TestManagerSaysWhatIsMissing(t *testing.T) {
 		t.Errorf("a second apply changed objects:\n%s\nthen\n%s", before, after)
 	}
 	for _, want := range []string{"Namespace/keymint-system", "CustomResourceDefinition/apikeys.keymint.io", "Deployment/keymint-manager",
-		"Service/keymint-metrics", "ServiceAccount/auditor", "ClusterRole/keymint-auditor", "ValidatingAdmissionPolicy/", "MutatingAdmissionPolicy/"} {
+		"Service/keymint-metrics", "Service/keymint-verify", "ServiceAccount/auditor", "ClusterRole/keymint-auditor", "ValidatingAdmissionPolicy/", "MutatingAdmissionPolicy/"} {
 		if !strings.Contains(before, want) {
 			t.Errorf("dist/install.yaml has no %s", want)
 		}

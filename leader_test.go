@@ -80,7 +80,7 @@ func TestRestartedLeaderLeadsAtOnce(t *testing.T) {
 	dir := t.TempDir()
 	kubeconfig := adminKubeconfig(t, env.Environment, "keymint-manager", "system:masters")
 	args := []string{"--leader-elect", "--leader-election-identity=keymint-manager-0", "--slot-namespace=" + testenv.SlotNamespace,
-		"--health-probe-bind-address=0", "--metrics-bind-address=0"}
+		"--health-probe-bind-address=0", "--metrics-bind-address=0", "--verify-bind-address=0", "--ext-authz-bind-address=0"}
 	logPath := filepath.Join(dir, "manager.log")
 	issued := func(name string) time.Duration {
 		start := time.Now()

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -28,6 +29,7 @@ import (
 	"github.com/keymint/keymint/internal/audit"
 	"github.com/keymint/keymint/internal/auditserver"
 	"github.com/keymint/keymint/internal/metrics"
+	"github.com/keymint/keymint/internal/verify"
 )
 
 var scheme = runtime.NewScheme()
@@ -62,6 +64,8 @@ func main() {
 		auditIgnoredUsers                     stringList
 		auditClientNames                      stringList
 		leaderIdentity                        string
+		verifyOpts                            verify.Options
+		expiryWarning                         time.Duration
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", "0", "The address the metrics endpoint binds to. Use :8443 for HTTPS or :8080 for HTTP, or leave as 0 to disable the metrics service.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "The address the probe endpoint binds to.")
@@ -85,6 +89,13 @@ func main() {
 	flag.Var(&auditIgnoredUsers, "audit-ignore-user", "A user whose requests are not audited as views (repeatable); the manager's own identity always is.")
 	flag.Float64Var(&qps, "kube-api-qps", 500, "Queries per second the manager may send to the API server.")
 	flag.IntVar(&burst, "kube-api-burst", 1000, "Burst of queries the manager may send to the API server.")
+	flag.StringVar(&verifyOpts.HTTPAddr, "verify-bind-address", ":8082", "The address of the key verifier (forward auth: "+verify.VerifyPath+", "+verify.VerifyPath+"/ns/<namespace>[,...]). 0 disables it. Plain HTTP unless --verify-tls-cert-file is set.")
+	flag.StringVar(&verifyOpts.CertFile, "verify-tls-cert-file", "", "The verifier's serving certificate (reloaded when it changes); with --verify-tls-key-file it serves HTTPS.")
+	flag.StringVar(&verifyOpts.KeyFile, "verify-tls-key-file", "", "The verifier's serving key.")
+	flag.StringVar(&verifyOpts.GRPCAddr, "ext-authz-bind-address", ":9001", "The address of the Envoy ext_authz gRPC service (envoy.service.auth.v3.Authorization). 0 disables it.")
+	flag.DurationVar(&verifyOpts.LastUsedInterval, "last-used-interval", verify.DefaultLastUsedInterval, "How often at the most a key's status.lastUsedAt, and its Used and RejectedUse records, are written.")
+	flag.Var(days{&expiryWarning}, "expiry-warning", "How long before its expiry a key is ExpiringSoon (a Go duration, or days such as 14d).")
+	expiryWarning = controllers.DefaultExpiryWarning
 	opts := zap.Options{Development: false}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -105,6 +116,10 @@ func main() {
 		os.Exit(2)
 	}
 	auditServer.ClientNames = auditClientNames
+	if (verifyOpts.CertFile == "") != (verifyOpts.KeyFile == "") {
+		log.Error(nil, "--verify-tls-cert-file and --verify-tls-key-file go together")
+		os.Exit(2)
+	}
 	if maxKeysPerUser < 1 {
 		log.Error(nil, "--max-keys-per-user must be at least 1")
 		os.Exit(2)
@@ -177,7 +192,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "keymint: "+err.Error())
 		os.Exit(1)
 	}
-	if err := (&controllers.APIKeyReconciler{
+	reconciler := &controllers.APIKeyReconciler{
 		Client:                  mgr.GetClient(),
 		APIReader:               mgr.GetAPIReader(),
 		Recorder:                mgr.GetEventRecorder("keymint"),
@@ -186,9 +201,16 @@ func main() {
 		SlotNamespace:           slotNamespace,
 		MaxConcurrentReconciles: concurrency,
 		AccessRecheck:           accessRecheck,
+		ExpiryWarning:           expiryWarning,
 		Audit:                   auditTrail,
-	}).SetupWithManager(ctx, mgr); err != nil {
+	}
+	if err := reconciler.SetupWithManager(ctx, mgr); err != nil {
 		log.Error(err, "unable to set up the APIKey controller")
+		os.Exit(1)
+	}
+	verifyOpts.Signer, verifyOpts.Audit = reconciler.Signer, auditTrail
+	if _, err := verify.Setup(ctx, mgr, verifyOpts); err != nil {
+		log.Error(err, "unable to set up the key verifier")
 		os.Exit(1)
 	}
 	if auditEnabled {
@@ -216,6 +238,36 @@ func main() {
 		log.Error(err, "problem running manager")
 		os.Exit(1)
 	}
+}
+
+// days is a duration flag that also takes whole days, such as 14d.
+type days struct{ d *time.Duration }
+
+func (f days) String() string {
+	if f.d == nil {
+		return ""
+	}
+	if *f.d%(24*time.Hour) == 0 && *f.d > 0 {
+		return strconv.Itoa(int(*f.d/(24*time.Hour))) + "d"
+	}
+	return f.d.String()
+}
+
+func (f days) Set(v string) error {
+	if n, ok := strings.CutSuffix(v, "d"); ok {
+		i, err := strconv.Atoi(n)
+		if err != nil || i < 0 {
+			return fmt.Errorf("%q is not a number of days", v)
+		}
+		*f.d = time.Duration(i) * 24 * time.Hour
+		return nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		return fmt.Errorf("%q is neither a duration (336h) nor days (14d)", v)
+	}
+	*f.d = d
+	return nil
 }
 
 // stringList is a repeatable string flag.

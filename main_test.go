@@ -99,6 +99,8 @@ func TestDeployManifestsBuild(t *testing.T) {
 				t.Errorf("%s: the manager has no flag --%s", dir, name)
 			}
 		}
+		// Gateways reach the verifier of every replica.
+		find(t, objs, "Service", "keymint-verify")
 		if dir == "config/audit-webhook" {
 			if *d.Spec.Replicas != 1 {
 				t.Errorf("%s: %d replicas; one manager keeps the audit log", dir, *d.Spec.Replicas)

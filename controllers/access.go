@@ -67,11 +67,6 @@ func (r *APIKeyReconciler) hasAccess(ctx context.Context, key *keymintv1alpha1.A
 
 // Indexes that map a change of RBAC to the keys whose access it can change.
 const (
-	// IndexUser indexes APIKeys by spec.user.
-	IndexUser = "spec.user"
-	// IndexAccessGroup indexes APIKeys by the groups their access review
-	// presents, besides the ones everyone is in (see everyone).
-	IndexAccessGroup = "access.group"
 	// IndexRoleRef indexes RoleBindings and ClusterRoleBindings by the
 	// role they bind, as "Kind/name".
 	IndexRoleRef = "roleRef"
@@ -81,20 +76,6 @@ const (
 // review carries system:authenticated, and a key's user may be any
 // service account.
 var everyone = []string{"system:authenticated", "system:serviceaccounts"}
-
-func indexUser(obj client.Object) []string {
-	return []string{obj.(*keymintv1alpha1.APIKey).Spec.User}
-}
-
-func indexAccessGroup(obj client.Object) []string {
-	var out []string
-	for _, g := range accessGroups(obj.(*keymintv1alpha1.APIKey)) {
-		if !slices.Contains(everyone, g) {
-			out = append(out, g)
-		}
-	}
-	return out
-}
 
 func indexRoleRef(obj client.Object) []string {
 	switch b := obj.(type) {
@@ -212,33 +193,36 @@ func (r *APIKeyReconciler) recheck(ctx context.Context, q workqueue.TypedRateLim
 	}
 }
 
-// keysGranted adds to keys the APIKeys a binding's subjects concern.
+// keysGranted adds to keys the APIKeys a binding's subjects concern. It
+// scans the cached keys in the binding's scope once, without copying them:
+// an index of keys by user and group would cost memory for every key, and
+// bindings change far less often than keys are read.
 func (r *APIKeyReconciler) keysGranted(ctx context.Context, g grants, keys map[reconcile.Request]bool) error {
-	add := func(opts ...client.ListOption) error {
-		list := &keymintv1alpha1.APIKeyList{}
-		if err := r.List(ctx, list, append(opts, client.InNamespace(g.namespace))...); err != nil {
-			return err
-		}
-		for i := range list.Items {
-			keys[reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])}] = true
-		}
-		return nil
-	}
+	users, groups, all := map[string]bool{}, map[string]bool{}, false
 	for _, s := range g.subjects {
-		var err error
 		switch {
 		case s.Kind == rbacv1.UserKind:
-			err = add(client.MatchingFields{IndexUser: s.Name})
+			users[s.Name] = true
 		case s.Kind == rbacv1.ServiceAccountKind:
 			// The username the API server gives a service account.
-			err = add(client.MatchingFields{IndexUser: "system:serviceaccount:" + s.Namespace + ":" + s.Name})
+			users["system:serviceaccount:"+s.Namespace+":"+s.Name] = true
 		case s.Kind == rbacv1.GroupKind && slices.Contains(everyone, s.Name):
-			err = add()
+			all = true
 		case s.Kind == rbacv1.GroupKind:
-			err = add(client.MatchingFields{IndexAccessGroup: s.Name})
+			groups[s.Name] = true
 		}
-		if err != nil {
-			return err
+	}
+	if !all && len(users) == 0 && len(groups) == 0 {
+		return nil
+	}
+	list := &keymintv1alpha1.APIKeyList{}
+	if err := r.List(ctx, list, client.InNamespace(g.namespace), client.UnsafeDisableDeepCopy); err != nil {
+		return err
+	}
+	for i := range list.Items {
+		k := &list.Items[i]
+		if all || users[k.Spec.User] || slices.ContainsFunc(accessGroups(k), func(g string) bool { return groups[g] }) {
+			keys[reconcile.Request{NamespacedName: client.ObjectKeyFromObject(k)}] = true
 		}
 	}
 	return nil

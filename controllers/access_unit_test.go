@@ -82,8 +82,6 @@ func TestRecheckQueuesOnlyTheKeysABindingConcerns(t *testing.T) {
 	rb := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "use"},
 		RoleRef: rbacv1.RoleRef{Kind: "ClusterRole", Name: "keymint-user"}}
 	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(alice, team, robot, rb).
-		WithIndex(&keymintv1alpha1.APIKey{}, IndexUser, indexUser).
-		WithIndex(&keymintv1alpha1.APIKey{}, IndexAccessGroup, indexAccessGroup).
 		WithIndex(&rbacv1.RoleBinding{}, IndexRoleRef, indexRoleRef).
 		WithIndex(&rbacv1.ClusterRoleBinding{}, IndexRoleRef, indexRoleRef).Build()
 	r := &APIKeyReconciler{Client: c}

@@ -64,7 +64,7 @@ func (p *keyPass) result() ctrl.Result {
 	}
 	// The writes since now took time, under load a good part of a second,
 	// which must not make an expiry late.
-	return ctrl.Result{RequeueAfter: requeueFrom(requeueAfter(p.key, p.now, p.recheckLimit()), p.Clock.Since(p.now))}
+	return ctrl.Result{RequeueAfter: requeueFrom(requeueAfter(p.key, p.now, p.recheckLimit(), p.ExpiryWarning), p.Clock.Since(p.now))}
 }
 
 func (r *APIKeyReconciler) cap() *slots.Cap {
@@ -178,6 +178,7 @@ func (p *keyPass) issue(ctx context.Context) error {
 		}
 	}
 	setActive(p.key, p.now, name, in)
+	setExpiringSoon(p.key, p.now, p.ExpiryWarning)
 	return nil
 }
 

@@ -62,6 +62,9 @@ type APIKeyReconciler struct {
 	MaxRequeue time.Duration
 	// AccessRecheck bounds the wait before a key's access is checked again.
 	AccessRecheck time.Duration
+	// ExpiryWarning is how long before its expiry an Active key is
+	// ExpiringSoon; DefaultExpiryWarning when zero.
+	ExpiryWarning time.Duration
 	// MaxConcurrentReconciles is the number of keys reconciled at once.
 	MaxConcurrentReconciles int
 	// Mint draws a key; keys.Mint unless a test says otherwise.
@@ -99,6 +102,9 @@ func (r *APIKeyReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manage
 	if r.AccessRecheck <= 0 {
 		r.AccessRecheck = DefaultAccessRecheck
 	}
+	if r.ExpiryWarning <= 0 {
+		r.ExpiryWarning = DefaultExpiryWarning
+	}
 	if r.Signer == nil {
 		err := apiwait.Retry(ctx, mgr.GetLogger(), "loading the signing key", func() (err error) {
 			r.Signer, err = LoadSigner(ctx, mgr.GetAPIReader(), mgr.GetClient(), r.SlotNamespace)
@@ -116,9 +122,6 @@ func (r *APIKeyReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manage
 		field string
 		fn    client.IndexerFunc
 	}{
-		{&coordinationv1.Lease{}, slots.IndexUserHash, slots.IndexUser},
-		{&keymintv1alpha1.APIKey{}, IndexUser, indexUser},
-		{&keymintv1alpha1.APIKey{}, IndexAccessGroup, indexAccessGroup},
 		{&rbacv1.RoleBinding{}, IndexRoleRef, indexRoleRef},
 		{&rbacv1.ClusterRoleBinding{}, IndexRoleRef, indexRoleRef},
 	} {

@@ -5,6 +5,7 @@ import (
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -17,12 +18,21 @@ import (
 // CacheOptions caches only what keymint owns: Secrets and slot Leases with
 // its managed-by label, without managedFields. A cluster's other Secrets,
 // however many, cost the manager no memory, and its own are cached without
-// their keys: no key sits in the manager's memory.
+// their keys: no key sits in the manager's memory. RBAC objects are cached
+// for the access re-checks, except keymint's own grants to key owners (one
+// Role and RoleBinding a key), which keymint reads only from the API server
+// and which concern no key's access.
 func CacheOptions(slotNamespace string) cache.Options {
 	owned := labels.SelectorFromSet(labels.Set{keymintv1alpha1.LabelManagedBy: keymintv1alpha1.ManagedBy})
+	others, err := labels.Parse(keymintv1alpha1.LabelManagedBy + "!=" + keymintv1alpha1.ManagedBy)
+	if err != nil {
+		others = labels.Everything() // not reached: the selector is a constant
+	}
 	return cache.Options{
 		DefaultTransform: stripCopies,
 		ByObject: map[client.Object]cache.ByObject{
+			&rbacv1.RoleBinding{}: {Label: others},
+			&rbacv1.Role{}:        {Label: others},
 			&corev1.Secret{}: {Label: owned, Transform: func(obj any) (any, error) {
 				if s, ok := obj.(*corev1.Secret); ok {
 					keysecret.WithoutKey(s)

@@ -154,8 +154,53 @@ func TestRequeueAfter(t *testing.T) {
 	} {
 		k := keyWith(tt.exp, keymintv1alpha1.APIKeyStatus{})
 		tt.set(k)
-		if got := requeueAfter(k, now, limit); got != tt.want {
+		if got := requeueAfter(k, now, limit, 0); got != tt.want {
 			t.Errorf("%s: requeueAfter = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+
+	// The warning window's opening is a moment to look again, too.
+	const warning = 14 * 24 * time.Hour
+	for _, tt := range []struct {
+		name    string
+		expires time.Duration
+		want    time.Duration
+	}{
+		{"window opens in 30 minutes", warning + 30*time.Minute, 30 * time.Minute},
+		{"window open: the expiry", 10 * time.Minute, 10 * time.Minute},
+		{"window far off: the limit", warning + 5*time.Hour, limit},
+	} {
+		k := keyWith(never(), keymintv1alpha1.APIKeyStatus{})
+		setActive(k, now, "k", keysecret.Issue{KeyID: "kid", ExpiresAt: in(tt.expires)})
+		if got := requeueAfter(k, now, limit, warning); got != tt.want {
+			t.Errorf("%s: requeueAfter = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+// TestExpiringSoon: the condition is True from the window's opening, once,
+// for Active keys only, and says when the key expires.
+func TestExpiringSoon(t *testing.T) {
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	const window = 14 * 24 * time.Hour
+	for _, tt := range []struct {
+		name    string
+		expires *time.Time
+		want    bool
+	}{
+		{"a second before the window", new(now.Add(window + time.Second)), false},
+		{"as the window opens", new(now.Add(window)), true},
+		{"never expires", nil, false},
+	} {
+		k := keyWith(never(), keymintv1alpha1.APIKeyStatus{})
+		setActive(k, now, "k", keysecret.Issue{KeyID: "kid_1", ExpiresAt: tt.expires})
+		setExpiringSoon(k, now, window)
+		c := findCondition(k, keymintv1alpha1.ConditionExpiringSoon)
+		if (c != nil) != tt.want {
+			t.Fatalf("%s: ExpiringSoon %+v, want present %v", tt.name, c, tt.want)
+		}
+		if c != nil && c.Message != "key kid_1 of user alice expires at 2026-03-15T12:00:00Z, within 14 days; create its successor and switch to it before then" {
+			t.Errorf("%s: message %q", tt.name, c.Message)
 		}
 	}
 }
@@ -192,6 +237,13 @@ func TestTransitions(t *testing.T) {
 			"user alice already holds 2 active keys"}}},
 		{"waits still", waiting, waiting, nil},
 		{"a retry is no Event", nil, func(k *keymintv1alpha1.APIKey) { setRetrying(k, now, "timeout") }, nil},
+		{"the warning window opens", issued("kid_1"), func(k *keymintv1alpha1.APIKey) { setExpiringSoon(k, exp, 14*24*time.Hour) },
+			[]transition{{corev1.EventTypeWarning, keymintv1alpha1.ReasonExpiringSoon,
+				"key kid_1 of user alice expires at 2026-03-31T12:00:00Z, within 14 days; create its successor and switch to it before then"}}},
+		{"the window stays open", func(k *keymintv1alpha1.APIKey) {
+			issued("kid_1")(k)
+			setExpiringSoon(k, exp, 14*24*time.Hour)
+		}, func(k *keymintv1alpha1.APIKey) { setExpiringSoon(k, exp, 14*24*time.Hour) }, nil},
 	} {
 		before := keyWith(never(), keymintv1alpha1.APIKeyStatus{})
 		if tt.before != nil {

@@ -135,6 +135,10 @@ func TestStatusSettersAsKstatusReadsThem(t *testing.T) {
 			setWaiting(k, now, "m")
 			setActive(k, now, "k", keysecret.Issue{KeyID: "kid_x", IssuedAt: now})
 		}, status.CurrentStatus},
+		{"active and expiring soon: still Current", func(k *keymintv1alpha1.APIKey) {
+			setActive(k, now, "k", keysecret.Issue{KeyID: "kid_x", IssuedAt: now, ExpiresAt: &now})
+			setExpiringSoon(k, now, time.Hour)
+		}, status.CurrentStatus},
 		{"active, then an error: still Current", func(k *keymintv1alpha1.APIKey) {
 			setActive(k, now, "k", keysecret.Issue{KeyID: "kid_x", IssuedAt: now})
 			setRetrying(k, now, "timeout")

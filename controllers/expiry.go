@@ -54,19 +54,30 @@ func issuance(key *keymintv1alpha1.APIKey, now time.Time) (issuedAt time.Time, e
 	return issuedAt, nil
 }
 
+// DefaultExpiryWarning is --expiry-warning's default: a key is
+// ExpiringSoon from 14 days before its expiry.
+const DefaultExpiryWarning = 14 * 24 * time.Hour
+
 // requeueAfter is the last step of the chain: when to look at key again,
 // from the state a pass left it in. A key that may still expire, or whose
-// access may change, is looked at by its expiry and by limit at the
-// latest; one blocked by someone else's Secret every conflictRetry; an
-// Expired key or an invalid spec never by the clock.
-func requeueAfter(key *keymintv1alpha1.APIKey, now time.Time, limit time.Duration) time.Duration {
+// access may change, is looked at by its expiry, by the opening of its
+// warning window, and by limit at the latest; one blocked by someone
+// else's Secret every conflictRetry; an Expired key or an invalid spec
+// never by the clock.
+func requeueAfter(key *keymintv1alpha1.APIKey, now time.Time, limit, warning time.Duration) time.Duration {
 	switch readyReason(key) {
 	case keymintv1alpha1.ReasonExpired, keymintv1alpha1.ReasonInvalidExpiration:
 		return 0
 	case keymintv1alpha1.ReasonSecretConflict:
 		return conflictRetry
 	}
-	if d := expiry.RequeueAfter(now, knownExpiry(key), limit); d > 0 {
+	exp := knownExpiry(key)
+	if exp != nil && key.Status.Phase == keymintv1alpha1.PhaseActive {
+		if opens := exp.Add(-warning); now.Before(opens) {
+			exp = &opens
+		}
+	}
+	if d := expiry.RequeueAfter(now, exp, limit); d > 0 {
 		return d
 	}
 	return limit

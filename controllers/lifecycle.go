@@ -6,6 +6,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -45,6 +46,11 @@ func transitions(before *keymintv1alpha1.APIKeyStatus, after *keymintv1alpha1.AP
 	case st.Phase == keymintv1alpha1.PhaseSuspended && before.Phase != keymintv1alpha1.PhaseSuspended:
 		out = append(out, transition{corev1.EventTypeWarning, keymintv1alpha1.ReasonSuspended,
 			fmt.Sprintf("key %s of user %s suspended: the user lost access to API keys; its Secret is deleted", st.KeyID, after.Spec.User)})
+	}
+	if apimeta.IsStatusConditionTrue(st.Conditions, keymintv1alpha1.ConditionExpiringSoon) &&
+		!apimeta.IsStatusConditionTrue(before.Conditions, keymintv1alpha1.ConditionExpiringSoon) {
+		c := apimeta.FindStatusCondition(st.Conditions, keymintv1alpha1.ConditionExpiringSoon)
+		out = append(out, transition{corev1.EventTypeWarning, keymintv1alpha1.ReasonExpiringSoon, c.Message})
 	}
 	reason, was := readyReason(after), readyReasonOf(before)
 	for _, w := range warnings {
@@ -125,7 +131,7 @@ func recordID(key *keymintv1alpha1.APIKey, reason string) string {
 	switch reason {
 	case keymintv1alpha1.ReasonIssued, keymintv1alpha1.ReasonReissued, keymintv1alpha1.ReasonSuspended:
 		return "keymint/" + string(key.UID) + "/" + reason + "/" + key.Status.KeyID
-	case keymintv1alpha1.ReasonExpired, keymintv1alpha1.ReasonDeleted:
+	case keymintv1alpha1.ReasonExpired, keymintv1alpha1.ReasonDeleted, keymintv1alpha1.ReasonExpiringSoon:
 		return "keymint/" + string(key.UID) + "/" + reason
 	}
 	return "keymint/" + string(key.UID) + "/" + reason + "/rv" + key.ResourceVersion

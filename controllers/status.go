@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"strconv"
 	"time"
 
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
@@ -38,6 +39,35 @@ func setActive(key *keymintv1alpha1.APIKey, now time.Time, secretName string, in
 	apimeta.RemoveStatusCondition(&key.Status.Conditions, keymintv1alpha1.ConditionStalled)
 }
 
+// setExpiringSoon makes the ExpiringSoon condition of an Active key say
+// whether it expires within window of now: present and True while it does,
+// absent otherwise. It does not touch the key's health.
+func setExpiringSoon(key *keymintv1alpha1.APIKey, now time.Time, window time.Duration) {
+	exp := key.Status.ExpiresAt
+	if key.Status.Phase != keymintv1alpha1.PhaseActive || exp == nil || now.Before(exp.Add(-window)) {
+		apimeta.RemoveStatusCondition(&key.Status.Conditions, keymintv1alpha1.ConditionExpiringSoon)
+		return
+	}
+	if apimeta.IsStatusConditionTrue(key.Status.Conditions, keymintv1alpha1.ConditionExpiringSoon) {
+		return
+	}
+	setCondition(key, now, keymintv1alpha1.ConditionExpiringSoon, metav1.ConditionTrue, keymintv1alpha1.ReasonExpiringSoon,
+		"key "+key.Status.KeyID+" of user "+key.Spec.User+" expires at "+exp.UTC().Format(time.RFC3339)+
+			", within "+windowText(window)+"; create its successor and switch to it before then")
+}
+
+// windowText is a warning window for people: "14 days", or a duration.
+func windowText(d time.Duration) string {
+	const day = 24 * time.Hour
+	switch {
+	case d == day:
+		return "1 day"
+	case d > 0 && d%day == 0:
+		return strconv.Itoa(int(d/day)) + " days"
+	}
+	return d.String()
+}
+
 // setWaiting records a key that has no key yet but will get one without a
 // person's help when a slot frees (kstatus: InProgress).
 func setWaiting(key *keymintv1alpha1.APIKey, now time.Time, message string) {
@@ -62,6 +92,7 @@ func setStalled(key *keymintv1alpha1.APIKey, now time.Time, reason, message stri
 // Failed): a GitOps tool shows it until someone removes or replaces it.
 func setExpired(key *keymintv1alpha1.APIKey, now time.Time, expiresAt *time.Time, message string) {
 	key.Status.Phase = keymintv1alpha1.PhaseExpired
+	apimeta.RemoveStatusCondition(&key.Status.Conditions, keymintv1alpha1.ConditionExpiringSoon)
 	key.Status.ExpiresAt = ptrTime(expiresAt)
 	setCondition(key, now, keymintv1alpha1.ConditionReady, metav1.ConditionFalse, keymintv1alpha1.ReasonExpired, message)
 	setCondition(key, now, keymintv1alpha1.ConditionStalled, metav1.ConditionTrue, keymintv1alpha1.ReasonExpired, message)

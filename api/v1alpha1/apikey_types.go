@@ -130,11 +130,18 @@ type APIKeyStatus struct {
 	// +optional
 	Expires string `json:"expires,omitempty"`
 
+	// LastUsedAt is when the key was last presented to keymint's verifier
+	// and found valid, to within --last-used-interval (1h by default):
+	// check it before deleting the old key of a rollover.
+	// +optional
+	LastUsedAt *metav1.Time `json:"lastUsedAt,omitempty"`
+
 	// ObservedGeneration is the generation this status describes.
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
-	// Conditions are Ready, Reconciling and Stalled, as kstatus reads them.
+	// Conditions are Ready, Reconciling and Stalled, as kstatus reads them,
+	// and ExpiringSoon, which kstatus ignores.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -152,6 +159,7 @@ type APIKeyStatus struct {
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
 // +kubebuilder:printcolumn:name="KeyID",type=string,JSONPath=`.status.keyID`
 // +kubebuilder:printcolumn:name="Expires",type=string,JSONPath=`.status.expires`
+// +kubebuilder:printcolumn:name="Last Used",type=date,JSONPath=`.status.lastUsedAt`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 63",message="metadata.name must be at most 63 characters: it is the value of the Secret's keymint.io/apikey label"
 type APIKey struct {

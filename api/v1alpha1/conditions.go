@@ -10,6 +10,9 @@ const (
 	// ConditionStalled is True when the key cannot progress without a
 	// change by a person (kstatus: Failed).
 	ConditionStalled = "Stalled"
+	// ConditionExpiringSoon is True from --expiry-warning before an Active
+	// key's expiry. It does not change the key's health.
+	ConditionExpiringSoon = "ExpiringSoon"
 )
 
 // Condition reasons. The same words name the Events the controller records.
@@ -39,6 +42,11 @@ const (
 	// ReasonUntrustedSecret names the Event of a Secret that claimed the
 	// APIKey without keymint's signature, and was deleted.
 	ReasonUntrustedSecret = "UntrustedSecret"
+	// ReasonExpiringSoon: the key expires within the warning window; it
+	// also names the Warning Event recorded when the window opens.
+	ReasonExpiringSoon = "ExpiringSoon"
+	// ReasonNotExpiringSoon: the key does not expire within the window.
+	ReasonNotExpiringSoon = "NotExpiringSoon"
 	// ReasonProgressing: the controller is working on the key (or retrying an error).
 	ReasonProgressing = "Progressing"
 )

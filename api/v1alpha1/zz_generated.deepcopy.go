@@ -116,6 +116,10 @@ func (in *APIKeyStatus) DeepCopyInto(out *APIKeyStatus) {
 		in, out := &in.ExpiresAt, &out.ExpiresAt
 		*out = (*in).DeepCopy()
 	}
+	if in.LastUsedAt != nil {
+		in, out := &in.LastUsedAt, &out.LastUsedAt
+		*out = (*in).DeepCopy()
+	}
 	if in.Conditions != nil {
 		in, out := &in.Conditions, &out.Conditions
 		*out = make([]v1.Condition, len(*in))

@@ -44,6 +44,8 @@ type bench struct {
 	manager     *exec.Cmd
 	metricsAddr string
 	pprofAddr   string
+	// verifyAddr and extAuthzAddr are the manager's verifier, HTTP and gRPC.
+	verifyAddr, extAuthzAddr string
 	// args are more flags for the manager, after managerArgs.
 	args []string
 }
@@ -65,12 +67,21 @@ func (b *bench) startManager(ctx context.Context) error {
 		return err
 	}
 	b.pprofAddr = fmt.Sprintf("127.0.0.1:%d", port)
+	if port, err = freePort(); err != nil {
+		return err
+	}
+	b.verifyAddr = fmt.Sprintf("127.0.0.1:%d", port)
+	if port, err = freePort(); err != nil {
+		return err
+	}
+	b.extAuthzAddr = fmt.Sprintf("127.0.0.1:%d", port)
 	log, err := os.Create(filepath.Join(dir, "bench-manager.log"))
 	if err != nil {
 		return err
 	}
 	args := append([]string{"--slot-namespace=" + testenv.SlotNamespace, "--health-probe-bind-address=0",
-		"--metrics-bind-address=" + b.metricsAddr, "--metrics-secure=false", "--pprof-bind-address=" + b.pprofAddr}, append(slices.Clone(managerArgs), b.args...)...)
+		"--metrics-bind-address=" + b.metricsAddr, "--metrics-secure=false", "--pprof-bind-address=" + b.pprofAddr,
+		"--verify-bind-address=" + b.verifyAddr, "--ext-authz-bind-address=" + b.extAuthzAddr}, append(slices.Clone(managerArgs), b.args...)...)
 	b.manager = exec.Command(filepath.Join(dir, "manager"), args...)
 	b.manager.Env = append(os.Environ(), "KUBECONFIG="+path)
 	b.manager.Stdout, b.manager.Stderr = log, log

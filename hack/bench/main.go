@@ -57,10 +57,10 @@ type result struct {
 
 func main() {
 	var (
-		scenarios = flag.String("scenarios", "throughput,idle,cap,expiry,access", "comma-separated: throughput, idle, cap, expiry, isolation, scale, access")
+		scenarios = flag.String("scenarios", "throughput,idle,cap,expiry,access,verify", "comma-separated: throughput, idle, cap, expiry, isolation, scale, access, verify")
 		n         = flag.Int("n", 1000, "keys in the throughput, idle and expiry scenarios")
 		workers   = flag.Int("workers", 16, "concurrent clients creating objects")
-		scaleN    = flag.Int("scale-n", 10000, "keys in the scale and access scenarios")
+		scaleN    = flag.Int("scale-n", 10000, "keys in the scale, access and verify scenarios")
 		unrelated = flag.Int("unrelated", 10000, "unrelated 100 KiB Secrets in the isolation scenario")
 		out       = flag.String("json", "bin/bench.json", "where to write the results")
 	)
@@ -100,7 +100,10 @@ func run(scenarios []string, n, workers, scaleN, unrelated int, out string) erro
 			return err
 		}
 		b := &bench{env: env, root: root, workers: workers}
-		var r result
+		var (
+			r  result
+			rs []result
+		)
 		switch strings.TrimSpace(s) {
 		case "throughput":
 			r, err = b.throughput(ctx, n)
@@ -116,6 +119,8 @@ func run(scenarios []string, n, workers, scaleN, unrelated int, out string) erro
 			r, err = b.scale(ctx, scaleN)
 		case "access":
 			r, err = b.access(ctx, scaleN)
+		case "verify":
+			rs, err = b.verifyLoad(ctx, scaleN)
 		default:
 			err = fmt.Errorf("unknown scenario %q", s)
 		}
@@ -124,7 +129,10 @@ func run(scenarios []string, n, workers, scaleN, unrelated int, out string) erro
 		if err != nil {
 			return fmt.Errorf("%s: %w", s, err)
 		}
-		results = append(results, r)
+		if rs == nil {
+			rs = []result{r}
+		}
+		results = append(results, rs...)
 		printTable(results)
 	}
 	raw, err := json.MarshalIndent(map[string]any{"machine": machine(), "results": results}, "", "  ")

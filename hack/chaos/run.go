@@ -225,7 +225,7 @@ func (h *harness) startManager() error {
 		return err
 	}
 	cmd := exec.Command(filepath.Join(h.dir, "manager"), "--slot-namespace="+testenv.SlotNamespace,
-		"--health-probe-bind-address=0", "--metrics-bind-address=0",
+		"--health-probe-bind-address=0", "--metrics-bind-address=0", "--verify-bind-address=0", "--ext-authz-bind-address=0",
 		"--audit-log-path="+filepath.Join(h.dir, "audit.log"), "--audit-bind-address="+w.Addr,
 		"--audit-tls-cert-file="+w.CertFile, "--audit-tls-key-file="+w.KeyFile, "--audit-webhook-token-file="+w.TokenFile)
 	// Only one manager can serve the audit port: a second one keeps its

@@ -5,7 +5,10 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -122,45 +125,11 @@ func run() error {
 	}
 
 	step("starting the keymint manager (logs in .demo/manager.log)")
-	logFile, err := os.Create(filepath.Join(dir, "manager.log"))
-	if err != nil {
-		return err
-	}
-	defer func() { _ = logFile.Close() }()
 	auditLog := filepath.Join(dir, "audit.log")
-	_ = os.Remove(auditLog)
-	manager := exec.Command(filepath.Join(root, "bin", "manager"),
-		"--slot-namespace=keymint-system", "--health-probe-bind-address=0", "--metrics-bind-address=0",
-		"--audit-log-path="+auditLog, "--audit-bind-address="+webhook.Addr,
-		"--audit-tls-cert-file="+webhook.CertFile, "--audit-tls-key-file="+webhook.KeyFile,
-		"--audit-webhook-token-file="+webhook.TokenFile)
-	// The manager has an identity of its own, as its ServiceAccount has in
-	// a cluster: the audit webhook leaves its requests out, not the
-	// administrator's.
-	operator, err := env.AddUser(envtest.User{Name: "keymint-manager", Groups: []string{"system:masters"}}, nil)
+	verifyURL, exited, err := startManager(root, dir, auditLog, env, webhook)
 	if err != nil {
 		return err
 	}
-	operatorKubeconfig, err := operator.KubeConfig()
-	if err != nil {
-		return err
-	}
-	managerKubeconfig := filepath.Join(dir, "manager.kubeconfig")
-	if err := os.WriteFile(managerKubeconfig, operatorKubeconfig, 0o600); err != nil {
-		return err
-	}
-	manager.Env = append(os.Environ(), "KUBECONFIG="+managerKubeconfig)
-	manager.Stdout, manager.Stderr = logFile, logFile
-	if err := manager.Start(); err != nil {
-		return fmt.Errorf("starting bin/manager (run `make build`): %w", err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = manager.Wait(); close(exited) }()
-	atStop(func() {
-		step("stopping the manager")
-		_ = manager.Process.Signal(syscall.SIGTERM)
-		<-exited
-	})
 
 	waitFor := func(args ...string) {
 		deadline := time.Now().Add(30 * time.Second)
@@ -179,6 +148,13 @@ func run() error {
 	_ = kubectl("get", "apikeys", "-A")
 	_ = kubectl("get", "secrets", "-n", "default", "-l", "app.kubernetes.io/managed-by=keymint")
 
+	// Read as the administrator, never printed: the gateway step presents it
+	// once revoked.
+	revoked, err := secretKey(assets, kubeconfig, "alice-ci")
+	if err != nil {
+		return err
+	}
+
 	step("alice revokes alice-ci: its Secret goes and alice-extra, which waited, is issued")
 	_ = kubectl("delete", "apikey", "-n", "default", "alice-ci", "--as=alice")
 	waitFor("wait", "--for=jsonpath={.status.phase}=Active", "--timeout=1s", "-n", "default", "apikey/alice-extra")
@@ -189,6 +165,11 @@ func run() error {
 	// keymint granted alice get on her keys' Secrets, and only those.
 	_ = kubectl("get", "secret", "-n", "default", "alice-ci-next", "--as=alice", "-o", "name")
 	_ = kubectl("get", "secret", "-n", "default", "alice-ci-next", "--as=bob", "-o", "name")
+
+	step("a gateway asks the verifier (" + verifyURL + "/verify/ns/default) about alice-ci-next's key, and about alice-ci's, revoked above")
+	if err := showGateway(assets, kubeconfig, verifyURL+"/verify/ns/default", revoked); err != nil {
+		return err
+	}
 
 	step("an administrator exports the audit records with the plugin (" + audit.ExportPath + ", a token allowed get apikeys/audit)")
 	_ = quiet("apply", "--server-side", "-f", filepath.Join(root, "config", "rbac", "auditor.yaml"))
@@ -233,4 +214,108 @@ Stop with Ctrl-C (the control plane and its data go away with it).
 	return nil
 }
 
+// startManager runs bin/manager as its own process, with the identity its
+// ServiceAccount has in a cluster, and the verifier on a free port.
+func startManager(root, dir, auditLog string, env *envtest.Environment, webhook *testenv.AuditWebhook) (verifyURL string, exited chan struct{}, err error) {
+	logFile, err := os.Create(filepath.Join(dir, "manager.log"))
+	if err != nil {
+		return "", nil, err
+	}
+	defer func() { _ = logFile.Close() }()
+	_ = os.Remove(auditLog)
+	verifyPort, err := testenv.FreePort()
+	if err != nil {
+		return "", nil, err
+	}
+	verifyURL = fmt.Sprintf("http://127.0.0.1:%d", verifyPort)
+	manager := exec.Command(filepath.Join(root, "bin", "manager"),
+		"--slot-namespace=keymint-system", "--health-probe-bind-address=0", "--metrics-bind-address=0",
+		fmt.Sprintf("--verify-bind-address=127.0.0.1:%d", verifyPort), "--ext-authz-bind-address=0",
+		"--audit-log-path="+auditLog, "--audit-bind-address="+webhook.Addr,
+		"--audit-tls-cert-file="+webhook.CertFile, "--audit-tls-key-file="+webhook.KeyFile,
+		"--audit-webhook-token-file="+webhook.TokenFile)
+	// The manager has an identity of its own, as its ServiceAccount has in
+	// a cluster: the audit webhook leaves its requests out, not the
+	// administrator's.
+	operator, err := env.AddUser(envtest.User{Name: "keymint-manager", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return "", nil, err
+	}
+	operatorKubeconfig, err := operator.KubeConfig()
+	if err != nil {
+		return "", nil, err
+	}
+	managerKubeconfig := filepath.Join(dir, "manager.kubeconfig")
+	if err := os.WriteFile(managerKubeconfig, operatorKubeconfig, 0o600); err != nil {
+		return "", nil, err
+	}
+	manager.Env = append(os.Environ(), "KUBECONFIG="+managerKubeconfig)
+	manager.Stdout, manager.Stderr = logFile, logFile
+	if err := manager.Start(); err != nil {
+		return "", nil, fmt.Errorf("starting bin/manager (run `make build`): %w", err)
+	}
+	exited = make(chan struct{})
+	go func() { _ = manager.Wait(); close(exited) }()
+	atStop(func() {
+		step("stopping the manager")
+		_ = manager.Process.Signal(syscall.SIGTERM)
+		<-exited
+	})
+
+	return verifyURL, exited, nil
+}
+
 func step(s string) { fmt.Printf("\n==> %s\n", s) }
+
+// secretKey reads the key of the Secret name in namespace default, as the
+// administrator, base64 as the Secret holds it.
+func secretKey(assets, kubeconfig, name string) (string, error) {
+	out, err := exec.Command(filepath.Join(assets, "kubectl"), "--kubeconfig", kubeconfig, "get", "secret", "-n", "default", name,
+		"-o", "jsonpath={.data.api-key}").Output()
+	if err != nil {
+		return "", fmt.Errorf("reading %s's key: %w", name, err)
+	}
+	return string(out), nil
+}
+
+// showGateway presents alice-ci-next's key and the revoked one.
+func showGateway(assets, kubeconfig, url, revoked string) error {
+	current, err := secretKey(assets, kubeconfig, "alice-ci-next")
+	if err != nil {
+		return err
+	}
+	if err := askVerifier(url, "alice-ci-next", current); err != nil {
+		return err
+	}
+	return askVerifier(url, "alice-ci (revoked)", revoked)
+}
+
+// askVerifier presents a key, base64 as a Secret holds it, to the verifier
+// as a gateway does, and prints the answer, never the key.
+func askVerifier(url, name, b64 string) error {
+	key, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+string(key))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("asking the verifier: %w", err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	body, _ := io.ReadAll(resp.Body)
+	fmt.Printf("\n$ curl -i -H \"Authorization: Bearer <%s's key>\" %s\n%s\n", name, url, resp.Status)
+	for _, h := range []string{"X-Keymint-User", "X-Keymint-Namespace", "X-Keymint-Name", "X-Keymint-Key-Id", "X-Keymint-Expires-At", "WWW-Authenticate"} {
+		if v := resp.Header.Get(h); v != "" {
+			fmt.Printf("%s: %s\n", h, v)
+		}
+	}
+	if len(body) > 0 {
+		fmt.Printf("\n%s\n", body)
+	}
+	return nil
+}

@@ -34,13 +34,20 @@ const (
 	ActionViewed            Action = "Viewed"
 	ActionViewDenied        Action = "ViewDenied"
 	ActionMounted           Action = "Mounted"
+	ActionExpiringSoon      Action = keymintv1alpha1.ReasonExpiringSoon
+	// ActionUsed: a valid key was presented to the verifier (once per key
+	// per --last-used-interval).
+	ActionUsed Action = "Used"
+	// ActionRejectedUse: an expired or suspended key was presented (as
+	// often at the most).
+	ActionRejectedUse Action = "RejectedUse"
 )
 
 // Actions are every action a record can have.
 var Actions = []Action{
 	ActionIssued, ActionReissued, ActionKeyLimitReached, ActionExpired, ActionDeleted, ActionSuspended,
 	ActionInvalidExpiration, ActionSecretConflict, ActionAccessDenied, ActionUntrustedSecret,
-	ActionViewed, ActionMounted, ActionViewDenied,
+	ActionViewed, ActionMounted, ActionViewDenied, ActionExpiringSoon, ActionUsed, ActionRejectedUse,
 }
 
 // ValidAction says whether a is an action records have, and lists them if

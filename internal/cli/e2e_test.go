@@ -180,8 +180,8 @@ func TestPluginLifecycle(t *testing.T) {
 	g.Expect(code).To(Equal(ExitOK))
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	g.Expect(lines).To(HaveLen(2))
-	g.Expect(strings.Fields(lines[0])).To(Equal([]string{"NAME", "USER", "PHASE", "KEY", "EXPIRES", "AGE"}))
-	g.Expect(lines[1]).To(MatchRegexp(`^ci\s+alice@cli-\w+\s+Active\s+kid_\w+\s+\d{4}-\d\d-\d\d \(in 12 months\)\s+\d+s$`))
+	g.Expect(strings.Fields(lines[0])).To(Equal([]string{"NAME", "USER", "PHASE", "KEY", "EXPIRES", "LAST", "USED", "AGE"}))
+	g.Expect(lines[1]).To(MatchRegexp(`^ci\s+alice@cli-\w+\s+Active\s+kid_\w+\s+\d{4}-\d\d-\d\d \(in 12 months\)\s+never used\s+\d+s$`))
 
 	out, _, code = alice.run("ls", "-o", "json")
 	g.Expect(code).To(Equal(ExitOK))

@@ -27,6 +27,18 @@ func expiresText(key *keymintv1alpha1.APIKey, now time.Time) string {
 	return "-"
 }
 
+// lastUsedText is when the verifier last accepted the key: "3 hours ago",
+// "never used", or "-" for a key not yet issued.
+func lastUsedText(key *keymintv1alpha1.APIKey, now time.Time) string {
+	switch {
+	case key.Status.LastUsedAt != nil:
+		return "last used " + span(key.Status.LastUsedAt.Time, now) + " ago"
+	case key.Status.KeyID == "":
+		return "-"
+	}
+	return "never used"
+}
+
 // relative is "in 3 months" or "expired 2 days ago".
 func relative(now, t time.Time) string {
 	if t.After(now) {

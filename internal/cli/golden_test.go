@@ -52,7 +52,8 @@ func sampleKeys() []keymintv1alpha1.APIKey {
 	at := func(t time.Time) *metav1.Time { m := metav1.NewTime(t); return &m }
 	keys := []keymintv1alpha1.APIKey{
 		mk("team-a", "ci", "alice", goldenNow.Add(-40*24*time.Hour), keymintv1alpha1.Expiration{Months: ptr.To[int32](5)},
-			keymintv1alpha1.APIKeyStatus{Phase: keymintv1alpha1.PhaseActive, KeyID: "kid_0fSwgOivseDGV", ExpiresAt: at(time.Date(2027, 3, 18, 12, 0, 0, 0, time.UTC))}),
+			keymintv1alpha1.APIKeyStatus{Phase: keymintv1alpha1.PhaseActive, KeyID: "kid_0fSwgOivseDGV", ExpiresAt: at(time.Date(2027, 3, 18, 12, 0, 0, 0, time.UTC)),
+				LastUsedAt: at(goldenNow.Add(-3 * time.Hour))}),
 		mk("team-a", "ci-next", "alice", goldenNow.Add(-2*time.Hour), keymintv1alpha1.Expiration{Never: new(true)},
 			keymintv1alpha1.APIKeyStatus{Phase: keymintv1alpha1.PhaseActive, KeyID: "kid_1QuMFy5iG2vWg"}),
 		mk("team-a", "extra", "alice", goldenNow.Add(-time.Minute), keymintv1alpha1.Expiration{Months: ptr.To[int32](12)},

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 
 	"github.com/spf13/cobra"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
@@ -92,7 +93,7 @@ func (l *listOptions) table(out io.Writer, items []keymintv1alpha1.APIKey, wide 
 	if wide {
 		fmt.Fprint(w, "READY\tREASON\t")
 	}
-	fmt.Fprint(w, "KEY\tEXPIRES\t")
+	fmt.Fprint(w, "KEY\tEXPIRES\tLAST USED\t")
 	if wide {
 		fmt.Fprint(w, "SECRET\t")
 	}
@@ -110,7 +111,7 @@ func (l *listOptions) table(out io.Writer, items []keymintv1alpha1.APIKey, wide 
 			}
 			fmt.Fprintf(w, "%s\t%s\t", status, reason)
 		}
-		fmt.Fprintf(w, "%s\t%s\t", orDash(k.Status.KeyID), expiresText(k, now))
+		fmt.Fprintf(w, "%s\t%s\t%s\t", orDash(k.Status.KeyID), expiresText(k, now), strings.TrimPrefix(lastUsedText(k, now), "last used "))
 		if wide {
 			fmt.Fprintf(w, "%s\t", orDash(k.Status.SecretName))
 		}

@@ -44,6 +44,7 @@ func status(ctx context.Context, o *Options, name string) error {
 		row("Issued", "-")
 	}
 	row("Expires", expiresText(key, now))
+	row("Last used", lastUsedText(key, now))
 	if key.Status.Phase != keymintv1alpha1.PhaseActive {
 		row("Why", waitingReason(key))
 	}

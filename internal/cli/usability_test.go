@@ -187,6 +187,6 @@ func TestColumnsTellStatesApart(t *testing.T) {
 
 	wide, _, code := alice.run("list", "-o", "wide")
 	g.Expect(code).To(Equal(ExitOK))
-	g.Expect(wide).To(MatchRegexp(`NAME\s+USER\s+PHASE\s+READY\s+REASON\s+KEY\s+EXPIRES\s+SECRET\s+AGE`))
-	g.Expect(wide).To(MatchRegexp(`forever\s+alice@\S+\s+Active\s+True\s+Active\s+kid_\w+\s+never\s+forever\s+`))
+	g.Expect(wide).To(MatchRegexp(`NAME\s+USER\s+PHASE\s+READY\s+REASON\s+KEY\s+EXPIRES\s+LAST USED\s+SECRET\s+AGE`))
+	g.Expect(wide).To(MatchRegexp(`forever\s+alice@\S+\s+Active\s+True\s+Active\s+kid_\w+\s+never\s+never used\s+forever\s+`))
 }

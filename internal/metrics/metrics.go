@@ -26,6 +26,18 @@ var (
 		Name: "keymint_access_reviews_total",
 		Help: "SubjectAccessReviews sent to check whether a key's user may hold keys.",
 	})
+	// Verifications counts the verifier's verdicts by result: valid, or
+	// the reason a key was refused.
+	Verifications = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "keymint_verifications_total",
+		Help: "Keys presented to the verifier, by result (valid, missing, malformed, unknown, expired, suspended, wrong_namespace).",
+	}, []string{"result"})
+	// VerifyDuration is how long a verification took inside the manager.
+	VerifyDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "keymint_verification_duration_seconds",
+		Help:    "Time the verifier took to answer, from request to response, by protocol (http, grpc).",
+		Buckets: prometheus.ExponentialBuckets(25e-6, 2, 14),
+	}, []string{"protocol"})
 	// ExpiryLag is how long after its expiresAt a key's Secret was deleted.
 	ExpiryLag = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "keymint_expiry_lag_seconds",
@@ -50,13 +62,23 @@ var heapLive = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 })
 
 // keysByPhase counts APIKeys by phase from the manager's cache at each
-// scrape, so the gauge never drifts from the keys.
+// scrape, so the gauges never drift from the keys, and publishes the
+// expiry of each Active key that expires.
 type keysByPhase struct {
 	reader client.Reader
 	desc   *prometheus.Desc
+	expiry *prometheus.Desc
 }
 
-func (c keysByPhase) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+func newKeysByPhase(reader client.Reader) keysByPhase {
+	return keysByPhase{reader: reader,
+		desc: prometheus.NewDesc("keymint_apikeys", "APIKeys by phase.", []string{"phase"}, nil),
+		expiry: prometheus.NewDesc("keymint_apikey_expiry_timestamp_seconds",
+			"When an Active key expires, in seconds since the epoch; keys that never expire have none.", []string{"namespace", "name", "user"}, nil),
+	}
+}
+
+func (c keysByPhase) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc; ch <- c.expiry }
 
 func (c keysByPhase) Collect(ch chan<- prometheus.Metric) {
 	list := &keymintv1alpha1.APIKeyList{}
@@ -73,6 +95,10 @@ func (c keysByPhase) Collect(ch chan<- prometheus.Metric) {
 			phase = keymintv1alpha1.PhasePending
 		}
 		counts[phase]++
+		if k := &list.Items[i]; phase == keymintv1alpha1.PhaseActive && k.Status.ExpiresAt != nil {
+			ch <- prometheus.MustNewConstMetric(c.expiry, prometheus.GaugeValue, float64(k.Status.ExpiresAt.Unix()),
+				k.Namespace, k.Name, k.Spec.User)
+		}
 	}
 	for phase, n := range counts {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), string(phase))
@@ -83,8 +109,8 @@ func (c keysByPhase) Collect(ch chan<- prometheus.Metric) {
 // is the manager's cache.
 func Register(reader client.Reader) error {
 	for _, c := range []prometheus.Collector{
-		IssueLatency, ExpiryLag, AccessReviews, heapLive,
-		keysByPhase{reader: reader, desc: prometheus.NewDesc("keymint_apikeys", "APIKeys by phase.", []string{"phase"}, nil)},
+		IssueLatency, ExpiryLag, AccessReviews, Verifications, VerifyDuration, heapLive,
+		newKeysByPhase(reader),
 	} {
 		if err := ctrlmetrics.Registry.Register(c); err != nil {
 			return err

@@ -4,8 +4,8 @@ import (
 	goruntime "runtime"
 	"strings"
 	"testing"
+	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -25,12 +25,21 @@ func TestKeysByPhaseCountsTheCache(t *testing.T) {
 			Status:     keymintv1alpha1.APIKeyStatus{Phase: phase},
 		}
 	}
+	expiring := key("b", keymintv1alpha1.PhaseActive)
+	expiring.Spec.User = "bob"
+	expiring.Status.ExpiresAt = &metav1.Time{Time: time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)}
+	expired := key("e", keymintv1alpha1.PhaseExpired)
+	expired.Status.ExpiresAt = expiring.Status.ExpiresAt
 	reader := fake.NewClientBuilder().WithScheme(scheme).WithObjects(
-		key("a", keymintv1alpha1.PhaseActive), key("b", keymintv1alpha1.PhaseActive),
-		key("c", ""), key("d", keymintv1alpha1.PhasePending), key("e", keymintv1alpha1.PhaseExpired),
+		key("a", keymintv1alpha1.PhaseActive), expiring,
+		key("c", ""), key("d", keymintv1alpha1.PhasePending), expired,
 	).Build()
-	c := keysByPhase{reader: reader, desc: prometheus.NewDesc("keymint_apikeys", "APIKeys by phase.", []string{"phase"}, nil)}
-	want := `# HELP keymint_apikeys APIKeys by phase.
+	c := newKeysByPhase(reader)
+	// Only an Active key that expires has an expiry.
+	want := `# HELP keymint_apikey_expiry_timestamp_seconds When an Active key expires, in seconds since the epoch; keys that never expire have none.
+# TYPE keymint_apikey_expiry_timestamp_seconds gauge
+keymint_apikey_expiry_timestamp_seconds{name="b",namespace="ns",user="bob"} 1.7987616e+09
+# HELP keymint_apikeys APIKeys by phase.
 # TYPE keymint_apikeys gauge
 keymint_apikeys{phase="Active"} 2
 keymint_apikeys{phase="Expired"} 1

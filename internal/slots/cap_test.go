@@ -37,8 +37,7 @@ func newCap(t *testing.T, funcs interceptor.Funcs, objs ...client.Object) (*Cap,
 	if err := keymintv1alpha1.AddToScheme(scheme); err != nil {
 		t.Fatal(err)
 	}
-	base := fake.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).
-		WithIndex(&coordinationv1.Lease{}, IndexUserHash, IndexUser).Build()
+	base := fake.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).Build()
 	c := interceptor.NewClient(base, funcs)
 	return &Cap{Cache: c, Live: c, Writer: c, Namespace: ns, Max: 2}, base
 }

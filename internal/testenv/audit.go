@@ -32,7 +32,7 @@ func ConfigureAudit(env *envtest.Environment, configDir, dir string) (*AuditWebh
 	if err != nil {
 		return nil, err
 	}
-	port, err := freePort()
+	port, err := FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -74,7 +74,7 @@ func ConfigureAudit(env *envtest.Environment, configDir, dir string) (*AuditWebh
 	return w, nil
 }
 
-func freePort() (int, error) {
+func FreePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, fmt.Errorf("finding a free port: %w", err)

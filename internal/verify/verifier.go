@@ -1,0 +1,172 @@
+package verify
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/utils/clock"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
+	"github.com/keymint/keymint/internal/keys"
+	"github.com/keymint/keymint/internal/keysecret"
+	"github.com/keymint/keymint/internal/metrics"
+)
+
+// Verifier decides on presented keys from the manager's cache, on every
+// replica: it never asks the API server.
+type Verifier struct {
+	// Cache is the manager's cache.
+	Cache  client.Reader
+	hashes *hashes
+	Signer *keysecret.Signer
+	Clock  clock.PassiveClock
+	// Usage, when set, hears of every verdict on a key that exists.
+	Usage *Usage
+}
+
+// waitForSync waits until the verifier knows every APIKey's hash: until
+// then it would refuse valid keys as unknown.
+func (v *Verifier) waitForSync(ctx context.Context) error {
+	if v.hashes == nil || toolscache.WaitForCacheSync(ctx.Done(), v.hashes.synced) {
+		return nil
+	}
+	return ctx.Err()
+}
+
+// Caller is what the verifier knows of who presented a key, for the usage
+// records.
+type Caller struct {
+	// Address is the client's: the first X-Forwarded-For hop, or the
+	// connection's (Envoy's source address).
+	Address   string
+	UserAgent string
+}
+
+// Verify decides on presented, the key a client sent (empty: none), for a
+// gateway that accepts the namespaces in scope (nil: any).
+func (v *Verifier) Verify(ctx context.Context, presented string, scope []string, caller Caller) Verdict {
+	start := v.Clock.Now()
+	verdict := v.verdict(ctx, presented, scope, start)
+	metrics.Verifications.WithLabelValues(verdict.Result()).Inc()
+	if v.Usage != nil && verdict.Key != nil {
+		v.Usage.Saw(verdict, caller, start)
+	}
+	return verdict
+}
+
+func (v *Verifier) verdict(ctx context.Context, presented string, scope []string, now time.Time) Verdict {
+	if presented == "" {
+		return Verdict{Reason: ReasonMissing}
+	}
+	if keys.Validate(presented) != nil {
+		return Verdict{Reason: ReasonMalformed}
+	}
+	key, err := v.lookup(ctx, keys.Hash(presented))
+	if err != nil || key == nil {
+		// A cache that cannot answer refuses, as for a key it has not seen.
+		return Verdict{Reason: ReasonUnknown}
+	}
+	return Verdict{Reason: decide(now, scope, key, v.inSecret(ctx, key)), Key: key}
+}
+
+// lookup finds the APIKey whose status holds hash. The cache's own copy is
+// read, not a deep copy: this runs for every request.
+func (v *Verifier) lookup(ctx context.Context, hash string) (*keymintv1alpha1.APIKey, error) {
+	name, ok := v.hashes.get(hash)
+	if !ok {
+		return nil, nil
+	}
+	key := &keymintv1alpha1.APIKey{}
+	if err := v.Cache.Get(ctx, name, key, client.UnsafeDisableDeepCopy); err != nil {
+		return nil, client.IgnoreNotFound(err)
+	}
+	// The map follows the cache's events; the cache holds the last word.
+	if key.Status.KeyHash != hash {
+		return nil, nil
+	}
+	return key, nil
+}
+
+// inSecret reports whether key's Secret exists in the cache, signed by
+// keymint for key, and holds the key of key's status: a deleted Secret is a
+// revoked key, and a planted one proves nothing.
+func (v *Verifier) inSecret(ctx context.Context, key *keymintv1alpha1.APIKey) bool {
+	secret := &corev1.Secret{}
+	ref := types.NamespacedName{Namespace: key.Namespace, Name: key.Status.SecretName}
+	if err := v.Cache.Get(ctx, ref, secret, client.UnsafeDisableDeepCopy); err != nil || !secret.DeletionTimestamp.IsZero() {
+		return false
+	}
+	in, err := v.Signer.Verify(secret, key)
+	return err == nil && in.KeyHash == key.Status.KeyHash
+}
+
+// ParseScope reads the namespaces a verify path accepts:
+// /verify/ns/<namespace>[,<namespace>...][/<anything>] accepts those, and
+// any other path under /verify any namespace. It fails closed: /verify/ns
+// with no namespace accepts none.
+func ParseScope(path string) []string {
+	rest, ok := strings.CutPrefix(path, VerifyPath+"/ns")
+	if !ok || (rest != "" && rest[0] != '/') {
+		return nil
+	}
+	rest = strings.TrimPrefix(rest, "/")
+	list, _, _ := strings.Cut(rest, "/")
+	scope := []string{}
+	for ns := range strings.SplitSeq(list, ",") {
+		if ns != "" {
+			scope = append(scope, ns)
+		}
+	}
+	return scope
+}
+
+// expiresAtHeader is X-Keymint-Expires-At: RFC 3339, or "never".
+func expiresAtHeader(key *keymintv1alpha1.APIKey) string {
+	if key.Status.ExpiresAt == nil {
+		return keymintv1alpha1.ExpiresNever
+	}
+	return key.Status.ExpiresAt.UTC().Format(time.RFC3339)
+}
+
+// Identity headers a valid key's request carries upstream.
+const (
+	HeaderUser      = "X-Keymint-User"
+	HeaderNamespace = "X-Keymint-Namespace"
+	HeaderName      = "X-Keymint-Name"
+	HeaderKeyID     = "X-Keymint-Key-Id"
+	HeaderExpiresAt = "X-Keymint-Expires-At"
+	// HeaderAPIKey is one of the two headers a key is read from, with
+	// Authorization: Bearer.
+	HeaderAPIKey = "X-API-Key"
+)
+
+// identity is the headers of a valid key, in a fixed order.
+func identity(key *keymintv1alpha1.APIKey) [][2]string {
+	return [][2]string{
+		{HeaderUser, key.Spec.User},
+		{HeaderNamespace, key.Namespace},
+		{HeaderName, key.Name},
+		{HeaderKeyID, key.Status.KeyID},
+		{HeaderExpiresAt, expiresAtHeader(key)},
+	}
+}
+
+// presentedKey reads a key from an Authorization: Bearer header or, when
+// there is none, from X-API-Key.
+func presentedKey(authorization, apiKey string) string {
+	if scheme, token, ok := strings.Cut(strings.TrimSpace(authorization), " "); ok && strings.EqualFold(scheme, "Bearer") {
+		return strings.TrimSpace(token)
+	}
+	return strings.TrimSpace(apiKey)
+}
+
+// firstHop is the first address of an X-Forwarded-For header, or "".
+func firstHop(xff string) string {
+	first, _, _ := strings.Cut(xff, ",")
+	return strings.TrimSpace(first)
+}
