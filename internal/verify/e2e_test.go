@@ -10,13 +10,14 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	"github.com/go-logr/logr"
 	. "github.com/onsi/gomega"
+	"go.uber.org/zap/zapcore"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -30,6 +31,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
@@ -49,7 +51,28 @@ var (
 	verifyURL, extAuthzAddr string
 	trail                   = &memoryTrail{}
 	ctx                     = context.Background()
+	// logs holds every line the manager logs; presented holds every key
+	// the tests present, so that TestNoKeyOrHashIsLogged can look for them.
+	logs      = &syncBuffer{}
+	presented sync.Map
 )
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
 
 // memoryTrail keeps the audit records the manager writes.
 type memoryTrail struct {
@@ -81,7 +104,7 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
-	logf.SetLogger(logr.Discard())
+	logf.SetLogger(zap.New(zap.WriteTo(logs), zap.Level(zapcore.Level(-5))))
 	if flag.Parse(); testing.Short() {
 		return m.Run()
 	}
@@ -197,7 +220,9 @@ func issue(t *testing.T, ns, name, user string, exp keymintv1alpha1.Expiration) 
 	}).Should(Succeed())
 	secret := &corev1.Secret{}
 	g.Expect(env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: key.Status.SecretName}, secret)).To(Succeed())
-	return issued{key: key, value: string(secret.Data[keymintv1alpha1.DataKey])}
+	value := string(secret.Data[keymintv1alpha1.DataKey])
+	presented.Store(value, true)
+	return issued{key: key, value: value}
 }
 
 func never() keymintv1alpha1.Expiration { return keymintv1alpha1.Expiration{Never: new(true)} }
@@ -287,6 +312,7 @@ func TestVerifyOverHTTP(t *testing.T) {
 
 	unknown, err := keys.Mint()
 	g.Expect(err).NotTo(HaveOccurred())
+	presented.Store(unknown.Value, true)
 	for _, tt := range []struct {
 		name, url, key, want string
 	}{
@@ -456,4 +482,27 @@ func TestLastUsedIsWrittenOncePerInterval(t *testing.T) {
 		g.Expect(lastUsed(g).Time).To(BeTemporally("==", first.Add(61*time.Minute)))
 	}).Should(Succeed())
 	g.Expect(slices.ContainsFunc(trail.of("used", audit.ActionUsed), func(r audit.Record) bool { return r.Message == "" })).To(BeFalse())
+}
+
+// TestNoKeyOrHashIsLogged: of all the keys the tests presented, valid or
+// not, neither the key nor its hash is in the manager's logs, which log at
+// the most verbose level.
+func TestNoKeyOrHashIsLogged(t *testing.T) {
+	testenv.RequireControlPlane(t)
+	out := logs.String()
+	if !strings.Contains(out, "serving key verification") {
+		t.Fatal("the manager's logs were not captured")
+	}
+	n := 0
+	presented.Range(func(k, _ any) bool {
+		n++
+		key := k.(string)
+		if strings.Contains(out, key) || strings.Contains(out, strings.TrimPrefix(keys.Hash(key), keys.HashPrefix)) {
+			t.Errorf("a presented key or its hash is in the logs")
+		}
+		return true
+	})
+	if n < 10 {
+		t.Fatalf("only %d keys were presented", n)
+	}
 }
