@@ -1,7 +1,6 @@
 package controllers
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -50,25 +49,8 @@ var (
 	k8sClient  client.WithWatch
 	// managerLogs holds every line the managers log, so tests can prove
 	// that no key reaches a log.
-	managerLogs = &syncBuffer{}
+	managerLogs = &testenv.Buffer{}
 )
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 func TestMain(m *testing.M) {
 	os.Exit(runSuite(m))

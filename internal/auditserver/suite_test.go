@@ -39,7 +39,7 @@ var (
 	env    *testenv.Env
 	// managerLogs holds every line the managers log, so tests can prove
 	// that no key reaches a log.
-	managerLogs = &syncBuffer{}
+	managerLogs = &testenv.Buffer{}
 )
 
 func TestMain(m *testing.M) {
@@ -72,24 +72,6 @@ func runSuite(m *testing.M) int {
 		}
 	}()
 	return m.Run()
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf []byte
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.buf = append(b.buf, p...)
-	return len(p), nil
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return string(b.buf)
 }
 
 // startManager runs a keymint manager, controller and audit server, whose

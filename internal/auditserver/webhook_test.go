@@ -296,7 +296,7 @@ func TestNoKeyInRecordsEventsOrLogs(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
 	log := openLog(t)
-	var stdout syncBuffer
+	var stdout testenv.Buffer
 	startManager(t, audit.Multi{log, &audit.Lines{W: &stdout}}, log)
 	ns := newNamespace(t)
 	alice := userIn(ns, "alice")

@@ -42,6 +42,23 @@ func newCap(t *testing.T, funcs interceptor.Funcs, objs ...client.Object) (*Cap,
 	return &Cap{Cache: c, Live: c, Writer: c, Namespace: ns, Max: 2}, base
 }
 
+// newRacingCap is a Cap whose first slot create finds the slot just taken
+// by holder, as a concurrent reconcile would take it after the list.
+func newRacingCap(t *testing.T, holder *keymintv1alpha1.APIKey) (*Cap, client.Client) {
+	var sc *Cap
+	raced := false
+	sc, base := newCap(t, interceptor.Funcs{Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+		if !raced {
+			raced = true
+			if err := c.Create(ctx, sc.lease(holder, obj.GetName(), now)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return c.Create(ctx, obj, opts...)
+	}})
+	return sc, base
+}
+
 func heldBy(t *testing.T, c client.Client, key *keymintv1alpha1.APIKey) int {
 	t.Helper()
 	list := &coordinationv1.LeaseList{}
@@ -62,17 +79,7 @@ func heldBy(t *testing.T, c client.Client, key *keymintv1alpha1.APIKey) int {
 // is found through the AlreadyExists and kept: the key never holds two.
 func TestClaimFindsItsOwnSlotBehindAlreadyExists(t *testing.T) {
 	key := apikey("k", "uid-k")
-	var sc *Cap
-	raced := false
-	sc, base := newCap(t, interceptor.Funcs{Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
-		if !raced {
-			raced = true
-			if err := c.Create(ctx, sc.lease(key, obj.GetName(), now)); err != nil {
-				t.Fatal(err)
-			}
-		}
-		return c.Create(ctx, obj, opts...)
-	}})
+	sc, base := newRacingCap(t, key)
 	got, err := sc.Claim(context.Background(), key, now)
 	if err != nil {
 		t.Fatal(err)
@@ -86,17 +93,7 @@ func TestClaimFindsItsOwnSlotBehindAlreadyExists(t *testing.T) {
 // after the list is passed over for the next free one.
 func TestClaimTakesTheNextSlotBehindSomeoneElses(t *testing.T) {
 	key, other := apikey("k", "uid-k"), apikey("o", "uid-o")
-	var sc *Cap
-	raced := false
-	sc, base := newCap(t, interceptor.Funcs{Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
-		if !raced {
-			raced = true
-			if err := c.Create(ctx, sc.lease(other, obj.GetName(), now)); err != nil {
-				t.Fatal(err)
-			}
-		}
-		return c.Create(ctx, obj, opts...)
-	}})
+	sc, base := newRacingCap(t, other)
 	got, err := sc.Claim(context.Background(), key, now)
 	if err != nil {
 		t.Fatal(err)

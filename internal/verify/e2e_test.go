@@ -49,55 +49,13 @@ var (
 	clk = clocktesting.NewFakeClock(time.Now().Truncate(time.Second))
 	// verifyURL and extAuthzAddr are where the manager verifies keys.
 	verifyURL, extAuthzAddr string
-	trail                   = &memoryTrail{}
+	trail                   = &testenv.Trail{}
 	ctx                     = context.Background()
 	// logs holds every line the manager logs; presented holds every key
 	// the tests present, so that TestNoKeyOrHashIsLogged can look for them.
-	logs      = &syncBuffer{}
+	logs      = &testenv.Buffer{}
 	presented sync.Map
 )
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// memoryTrail keeps the audit records the manager writes.
-type memoryTrail struct {
-	mu      sync.Mutex
-	records []audit.Record
-}
-
-func (m *memoryTrail) Write(rs []audit.Record) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.records = append(m.records, rs...)
-	return nil
-}
-
-func (m *memoryTrail) of(name string, action audit.Action) []audit.Record {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	var out []audit.Record
-	for _, r := range m.records {
-		if r.Name == name && r.Action == action {
-			out = append(out, r)
-		}
-	}
-	return out
-}
 
 func TestMain(m *testing.M) {
 	os.Exit(run(m))
@@ -347,10 +305,10 @@ func TestVerifyOverHTTP(t *testing.T) {
 	}).Should(Succeed())
 	_, reason, _ = ask(g, scoped, "X-API-Key", s.expired.value)
 	g.Expect(reason).To(Equal("expired"))
-	g.Eventually(func() int { return len(trail.of("expiring", audit.ActionRejectedUse)) }).Should(Equal(1))
+	g.Eventually(func() int { return len(trail.Of(audit.ActionRejectedUse, "expiring")) }).Should(Equal(1))
 	// Issued an hour before its expiry, inside the 2 h warning window.
-	g.Expect(trail.of("expiring", audit.ActionExpiringSoon)).To(HaveLen(1))
-	g.Eventually(func() int { return len(trail.of("suspended", audit.ActionRejectedUse)) }).Should(Equal(1))
+	g.Expect(trail.Of(audit.ActionExpiringSoon, "expiring")).To(HaveLen(1))
+	g.Eventually(func() int { return len(trail.Of(audit.ActionRejectedUse, "suspended")) }).Should(Equal(1))
 }
 
 // TestVerifyOverGRPC: Envoy's Check, through a real gRPC client on the
@@ -461,8 +419,8 @@ func TestLastUsedIsWrittenOncePerInterval(t *testing.T) {
 	for range 5 {
 		present()
 	}
-	g.Eventually(func() int { return len(trail.of("used", audit.ActionUsed)) }).Should(Equal(1))
-	used := trail.of("used", audit.ActionUsed)[0]
+	g.Eventually(func() int { return len(trail.Of(audit.ActionUsed, "used")) }).Should(Equal(1))
+	used := trail.Of(audit.ActionUsed, "used")[0]
 	g.Expect(used.SourceIPs).To(Equal([]string{"203.0.113.7"}))
 	g.Expect(used.UserAgent).To(Equal("curl/8.5"))
 	g.Expect(used.KeyID).To(Equal(k.key.Status.KeyID))
@@ -477,11 +435,11 @@ func TestLastUsedIsWrittenOncePerInterval(t *testing.T) {
 	present()
 	clk.Step(31 * time.Minute)
 	present()
-	g.Eventually(func() int { return len(trail.of("used", audit.ActionUsed)) }).Should(Equal(2))
+	g.Eventually(func() int { return len(trail.Of(audit.ActionUsed, "used")) }).Should(Equal(2))
 	g.Eventually(func(g Gomega) {
 		g.Expect(lastUsed(g).Time).To(BeTemporally("==", first.Add(61*time.Minute)))
 	}).Should(Succeed())
-	g.Expect(slices.ContainsFunc(trail.of("used", audit.ActionUsed), func(r audit.Record) bool { return r.Message == "" })).To(BeFalse())
+	g.Expect(slices.ContainsFunc(trail.Of(audit.ActionUsed, "used"), func(r audit.Record) bool { return r.Message == "" })).To(BeFalse())
 }
 
 // TestNoKeyOrHashIsLogged: of all the keys the tests presented, valid or
