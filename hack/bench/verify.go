@@ -44,6 +44,22 @@ func (b *bench) verifyLoad(ctx context.Context, n int) ([]result, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The first use of each key writes its status.lastUsedAt and a Used
+	// record, once an hour: present each once and let those writes settle,
+	// so that the run measures checks, not the hourly writes.
+	ask, closeFn, err := asker("http", b.verifyAddr)
+	if err != nil {
+		return nil, err
+	}
+	err = parallel(verifyClients, len(values), func(i int) error {
+		_, err := ask(ctx, values[i])
+		return err
+	})
+	closeFn()
+	if err != nil {
+		return nil, err
+	}
+	b.settle()
 	var out []result
 	for _, proto := range []string{"http", "grpc"} {
 		r := result{Scenario: "verify-" + proto, N: len(values)}
@@ -75,7 +91,7 @@ func (b *bench) verifyLoad(ctx context.Context, n int) ([]result, error) {
 		r.Ratio = got.perSecond / floor.perSecond
 		r.P50Seconds, r.P99Seconds = after.quantile(before, 0.5), after.quantile(before, 0.99)
 		r.Notes = append(r.Notes, fmt.Sprintf("%d clients for %s over %d keys: floor (bare Go server answering 200) %.0f/s, keymint %.0f/s (%.2fx of the floor; target ≥ 0.7x); "+
-			"server-side p99 ≤ %.3g ms (target ≤ 1 ms); client-side p99 floor %.3g ms, keymint %.3g ms; %d refused",
+			"server-side p99 ≤ %.3g ms (target ≤ 1 ms); client-side p99 floor %.3g ms, keymint %.3g ms; %d refused; each key used once before, as in steady state",
 			verifyClients, verifyDuration, len(values), floor.perSecond, got.perSecond, r.Ratio,
 			r.P99Seconds*1000, floor.p99.Seconds()*1000, got.p99.Seconds()*1000, got.refused))
 		out = append(out, r)

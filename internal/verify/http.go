@@ -23,25 +23,28 @@ const VerifyPath = "/verify"
 // gateway is configured with, never from a header a client could set.
 func (v *Verifier) Handler() http.Handler {
 	mux := http.NewServeMux()
+	duration := metrics.VerifyDuration.WithLabelValues("http")
 	serve := func(w http.ResponseWriter, r *http.Request) {
 		start := v.Clock.Now()
-		defer func() { metrics.VerifyDuration.WithLabelValues("http").Observe(v.Clock.Since(start).Seconds()) }()
+		defer func() { duration.Observe(v.Clock.Since(start).Seconds()) }()
 		caller := Caller{Address: firstHop(r.Header.Get("X-Forwarded-For")), UserAgent: r.UserAgent()}
 		if caller.Address == "" {
 			caller.Address, _, _ = net.SplitHostPort(r.RemoteAddr)
 		}
 		verdict := v.Verify(r.Context(), presentedKey(r.Header.Get("Authorization"), r.Header.Get(HeaderAPIKey)), ParseScope(r.URL.Path), caller)
+		// The names are in canonical form already: set without Set's
+		// canonicalisation, on every request.
 		h := w.Header()
-		h.Set("Cache-Control", "no-store")
+		h["Cache-Control"] = noStore
 		if verdict.Valid() {
 			for _, kv := range identity(verdict.Key) {
-				h.Set(kv[0], kv[1])
+				h[kv[0]] = []string{kv[1]}
 			}
 			w.WriteHeader(http.StatusOK)
 			return
 		}
-		h.Set("WWW-Authenticate", wwwAuthenticate)
-		h.Set("Content-Type", "application/json")
+		h["Www-Authenticate"] = challenge
+		h["Content-Type"] = jsonType
 		w.WriteHeader(http.StatusUnauthorized)
 		_, _ = w.Write(refusal(verdict.Reason))
 	}
@@ -52,6 +55,13 @@ func (v *Verifier) Handler() http.Handler {
 
 // wwwAuthenticate is the challenge of every refusal (RFC 6750).
 const wwwAuthenticate = `Bearer realm="keymint", error="invalid_token"`
+
+// Header values every response shares; never changed.
+var (
+	noStore   = []string{"no-store"}
+	challenge = []string{wwwAuthenticate}
+	jsonType  = []string{"application/json"}
+)
 
 // refusal is the JSON body of a 401.
 func refusal(r Reason) []byte { return []byte(`{"reason":"` + string(r) + `"}`) }
