@@ -59,7 +59,12 @@ func (r *APIKeyReconciler) cleanUpAfter(ctx context.Context, name types.Namespac
 		return err
 	}
 	if err := r.cap().ReleaseOf(ctx, name, func(l *coordinationv1.Lease) bool {
-		return gone(types.UID(ptr.Deref(l.Spec.HolderIdentity, "")))
+		holder := ptr.Deref(l.Spec.HolderIdentity, "")
+		if !gone(types.UID(holder)) {
+			return false
+		}
+		log.FromContext(ctx).Info("freeing the slot of an APIKey that is gone", "lease", l.Name, "holderUID", holder)
+		return true
 	}); err != nil {
 		return err
 	}
