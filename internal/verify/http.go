@@ -37,9 +37,12 @@ func (v *Verifier) Handler() http.Handler {
 		h := w.Header()
 		h["Cache-Control"] = noStore
 		if verdict.Valid() {
-			for _, kv := range identity(verdict.Key) {
-				h[kv[0]] = []string{kv[1]}
-			}
+			k := verdict.Key
+			h[HeaderUser] = []string{k.Spec.User}
+			h[HeaderNamespace] = []string{k.Namespace}
+			h[HeaderName] = []string{k.Name}
+			h[HeaderKeyID] = []string{k.Status.KeyID}
+			h[HeaderExpiresAt] = []string{expiresAtHeader(k)}
 			w.WriteHeader(http.StatusOK)
 			return
 		}

@@ -21,10 +21,11 @@ import (
 // replica: it never asks the API server.
 type Verifier struct {
 	// Cache is the manager's cache.
-	Cache  client.Reader
-	hashes *hashes
-	Signer *keysecret.Signer
-	Clock  clock.PassiveClock
+	Cache      client.Reader
+	hashes     *hashes
+	signatures checkedSignatures
+	Signer     *keysecret.Signer
+	Clock      clock.PassiveClock
 	// Usage, when set, hears of every verdict on a key that exists.
 	Usage *Usage
 }
@@ -101,8 +102,16 @@ func (v *Verifier) inSecret(ctx context.Context, key *keymintv1alpha1.APIKey) bo
 	if err := v.Cache.Get(ctx, ref, secret, client.UnsafeDisableDeepCopy); err != nil || !secret.DeletionTimestamp.IsZero() {
 		return false
 	}
+	version := signedVersion{secret: secret.UID, resourceVersion: secret.ResourceVersion, owner: key.UID, keyHash: key.Status.KeyHash}
+	if v.signatures.has(version) {
+		return true
+	}
 	in, err := v.Signer.Verify(secret, key)
-	return err == nil && in.KeyHash == key.Status.KeyHash
+	if err != nil || in.KeyHash != key.Status.KeyHash {
+		return false
+	}
+	v.signatures.add(version)
+	return true
 }
 
 // ParseScope reads the namespaces a verify path accepts:
