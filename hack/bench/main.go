@@ -56,6 +56,13 @@ type result struct {
 }
 
 func main() {
+	if proto := os.Getenv(floorServerEnv); proto != "" {
+		if err := serveFloor(proto); err != nil {
+			fmt.Fprintln(os.Stderr, "bench floor:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	var (
 		scenarios = flag.String("scenarios", "throughput,idle,cap,expiry,access,verify", "comma-separated: throughput, idle, cap, expiry, isolation, scale, access, verify")
 		n         = flag.Int("n", 1000, "keys in the throughput, idle and expiry scenarios")

@@ -8,6 +8,8 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -63,7 +65,7 @@ func (b *bench) verifyLoad(ctx context.Context, n int) ([]result, error) {
 	var out []result
 	for _, proto := range []string{"http", "grpc"} {
 		r := result{Scenario: "verify-" + proto, N: len(values)}
-		floorAddr, stop, err := bareServer(proto)
+		floorAddr, stop, err := floorProcess(ctx, proto)
 		if err != nil {
 			return nil, err
 		}
@@ -214,6 +216,46 @@ type bareAuthz struct {
 
 func (bareAuthz) Check(context.Context, *authv3.CheckRequest) (*authv3.CheckResponse, error) {
 	return &authv3.CheckResponse{Status: &rpcstatus.Status{Code: int32(codes.OK)}}, nil
+}
+
+// floorServerEnv makes the bench binary serve a floor instead: its value
+// is the protocol, and the address it listens on is printed first.
+const floorServerEnv = "KEYMINT_BENCH_FLOOR_SERVER"
+
+// floorProcess runs the floor of proto as a process of its own, as the
+// manager is one: in the bench's own process, the load generator would hand
+// requests to it without crossing processes, which the manager pays for.
+func floorProcess(ctx context.Context, proto string) (string, func(), error) {
+	self, err := os.Executable()
+	if err != nil {
+		return "", nil, err
+	}
+	cmd := exec.CommandContext(ctx, self)
+	cmd.Env = append(os.Environ(), floorServerEnv+"="+proto)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return "", nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return "", nil, err
+	}
+	stop := func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }
+	addr, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		stop()
+		return "", nil, fmt.Errorf("the floor server did not start: %w", err)
+	}
+	return strings.TrimSpace(addr), stop, nil
+}
+
+// serveFloor serves the floor of proto until killed, printing its address.
+func serveFloor(proto string) error {
+	addr, _, err := bareServer(proto)
+	if err != nil {
+		return err
+	}
+	fmt.Println(addr)
+	select {}
 }
 
 // bareServer serves the floor of proto on a free port: a Go server that
