@@ -65,12 +65,9 @@ func (r *APIKeyReconciler) hasAccess(ctx context.Context, key *keymintv1alpha1.A
 	return review.Status.Allowed, nil
 }
 
-// Indexes that map a change of RBAC to the keys whose access it can change.
-const (
-	// IndexRoleRef indexes RoleBindings and ClusterRoleBindings by the
-	// role they bind, as "Kind/name".
-	IndexRoleRef = "roleRef"
-)
+// IndexRoleRef indexes RoleBindings and ClusterRoleBindings by the role
+// they bind, as "Kind/name": a role's edit finds the bindings that bind it.
+const IndexRoleRef = "roleRef"
 
 // everyone are the groups a binding to which may concern any key: every
 // review carries system:authenticated, and a key's user may be any

@@ -7,7 +7,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
@@ -39,7 +38,7 @@ func transitions(before *keymintv1alpha1.APIKeyStatus, after *keymintv1alpha1.AP
 	switch {
 	case st.Phase == keymintv1alpha1.PhaseActive && st.KeyID != before.KeyID:
 		out = append(out, transition{corev1.EventTypeNormal, issueEvent(before.KeyID, st.KeyID),
-			fmt.Sprintf("key %s issued for user %s in Secret %s, %s", st.KeyID, after.Spec.User, st.SecretName, expiryText(timeOf(st.ExpiresAt)))})
+			fmt.Sprintf("key %s issued for user %s in Secret %s, %s", st.KeyID, after.Spec.User, st.SecretName, expiryText(knownExpiry(after)))})
 	case st.Phase == keymintv1alpha1.PhaseExpired && before.Phase != keymintv1alpha1.PhaseExpired:
 		out = append(out, transition{corev1.EventTypeNormal, keymintv1alpha1.ReasonExpired,
 			fmt.Sprintf("key %s of user %s expired at %s", keyIDText(after), after.Spec.User, st.ExpiresAt.UTC().Format(time.RFC3339))})
@@ -72,14 +71,6 @@ func issueEvent(prevID, newID string) string {
 		return keymintv1alpha1.ReasonIssued
 	}
 	return keymintv1alpha1.ReasonReissued
-}
-
-func timeOf(t *metav1.Time) *time.Time {
-	if t == nil {
-		return nil
-	}
-	u := t.UTC()
-	return &u
 }
 
 // lifecycle records what happens to keys: an audit record, durable first,

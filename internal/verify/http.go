@@ -37,12 +37,7 @@ func (v *Verifier) Handler() http.Handler {
 		h := w.Header()
 		h["Cache-Control"] = noStore
 		if verdict.Valid() {
-			k := verdict.Key
-			h[HeaderUser] = []string{k.Spec.User}
-			h[HeaderNamespace] = []string{k.Namespace}
-			h[HeaderName] = []string{k.Name}
-			h[HeaderKeyID] = []string{k.Status.KeyID}
-			h[HeaderExpiresAt] = []string{expiresAtHeader(k)}
+			identity(verdict.Key, func(name, value string) { h[name] = []string{value} })
 			w.WriteHeader(http.StatusOK)
 			return
 		}

@@ -75,9 +75,7 @@ func (u *Usage) Saw(v Verdict, caller Caller, now time.Time) {
 	k := useKey{uid: v.Key.UID, action: action}
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if u.pending == nil {
-		u.pending, u.done, u.kick = map[useKey]use{}, map[useKey]time.Time{}, make(chan struct{}, 1)
-	}
+	u.initLocked()
 	if last, ok := u.done[k]; ok && now.Sub(last) < u.Interval {
 		return
 	}
@@ -93,15 +91,20 @@ func (u *Usage) Saw(v Verdict, caller Caller, now time.Time) {
 	}
 }
 
+// initLocked makes the maps on first use; u.mu is held.
+func (u *Usage) initLocked() {
+	if u.pending == nil {
+		u.pending, u.done, u.kick = map[useKey]use{}, map[useKey]time.Time{}, make(chan struct{}, 1)
+	}
+}
+
 // NeedLeaderElection is false: every replica writes what it saw.
 func (u *Usage) NeedLeaderElection() bool { return false }
 
 // Start writes the pending uses until ctx ends.
 func (u *Usage) Start(ctx context.Context) error {
 	u.mu.Lock()
-	if u.pending == nil {
-		u.pending, u.done, u.kick = map[useKey]use{}, map[useKey]time.Time{}, make(chan struct{}, 1)
-	}
+	u.initLocked()
 	kick := u.kick
 	u.mu.Unlock()
 	retry := time.NewTicker(time.Second)

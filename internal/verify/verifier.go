@@ -154,15 +154,14 @@ const (
 	HeaderAPIKey = "X-API-Key"
 )
 
-// identity is the headers of a valid key, in a fixed order.
-func identity(key *keymintv1alpha1.APIKey) [][2]string {
-	return [][2]string{
-		{HeaderUser, key.Spec.User},
-		{HeaderNamespace, key.Namespace},
-		{HeaderName, key.Name},
-		{HeaderKeyID, key.Status.KeyID},
-		{HeaderExpiresAt, expiresAtHeader(key)},
-	}
+// identity calls set with each header of a valid key, in a fixed order:
+// the one list of them, for HTTP and gRPC, that allocates nothing itself.
+func identity(key *keymintv1alpha1.APIKey, set func(name, value string)) {
+	set(HeaderUser, key.Spec.User)
+	set(HeaderNamespace, key.Namespace)
+	set(HeaderName, key.Name)
+	set(HeaderKeyID, key.Status.KeyID)
+	set(HeaderExpiresAt, expiresAtHeader(key))
 }
 
 // presentedKey reads a key from an Authorization: Bearer header or, when
