@@ -89,10 +89,11 @@ func main() {
 	flag.Var(&auditIgnoredUsers, "audit-ignore-user", "A user whose requests are not audited as views (repeatable); the manager's own identity always is.")
 	flag.Float64Var(&qps, "kube-api-qps", 500, "Queries per second the manager may send to the API server.")
 	flag.IntVar(&burst, "kube-api-burst", 1000, "Burst of queries the manager may send to the API server.")
-	flag.StringVar(&verifyOpts.HTTPAddr, "verify-bind-address", ":8082", "The address of the key verifier (forward auth: "+verify.VerifyPath+", "+verify.VerifyPath+"/ns/<namespace>[,...]). 0 disables it. Plain HTTP unless --verify-tls-cert-file is set.")
+	flag.StringVar(&verifyOpts.HTTPAddr, "verify-bind-address", ":8082", "The address of the key verifier (forward auth: "+verify.VerifyPath+" or "+verify.VerifyPath+"/all/<path> for every namespace, "+verify.VerifyPath+"/ns/<namespace>[,...] for some; any other path is 404). 0 disables it. Plain HTTP unless --verify-tls-cert-file is set.")
 	flag.StringVar(&verifyOpts.CertFile, "verify-tls-cert-file", "", "The verifier's serving certificate (reloaded when it changes); with --verify-tls-key-file it serves HTTPS.")
 	flag.StringVar(&verifyOpts.KeyFile, "verify-tls-key-file", "", "The verifier's serving key.")
 	flag.StringVar(&verifyOpts.GRPCAddr, "ext-authz-bind-address", ":9001", "The address of the Envoy ext_authz gRPC service (envoy.service.auth.v3.Authorization). 0 disables it.")
+	flag.BoolVar(&verifyOpts.GRPCRequireScope, "ext-authz-require-namespace", false, "Refuse (PERMISSION_DENIED, reason no_scope) every ext_authz check whose route sets no "+verify.ContextExtensionNamespace+" context extension, instead of accepting keys of every namespace.")
 	flag.DurationVar(&verifyOpts.LastUsedInterval, "last-used-interval", verify.DefaultLastUsedInterval, "How often at the most a key's status.lastUsedAt, and its Used and RejectedUse records, are written.")
 	flag.Var(days{&expiryWarning}, "expiry-warning", "How long before its expiry a key is ExpiringSoon (a Go duration, or days such as 14d).")
 	expiryWarning = controllers.DefaultExpiryWarning

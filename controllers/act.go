@@ -6,7 +6,6 @@ import (
 
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
@@ -120,7 +119,12 @@ func (p *keyPass) deny(ctx context.Context, plan Plan) error {
 
 // conflict records that someone else's Secret blocks the key, which holds
 // no slot while it waits; the slot may have been taken in this very pass.
+// The owner's grant goes first: it names the Secret, which is now someone
+// else's.
 func (p *keyPass) conflict(ctx context.Context) error {
+	if err := p.revokeOwnerAccess(ctx, p.key); err != nil {
+		return err
+	}
 	if err := p.cap().Release(ctx, p.key); err != nil {
 		return err
 	}
@@ -189,12 +193,8 @@ func (p *keyPass) confirmFresh(ctx context.Context) error {
 	if p.fresh {
 		return nil
 	}
-	live := &keymintv1alpha1.APIKey{}
-	if err := p.APIReader.Get(ctx, client.ObjectKeyFromObject(p.key), live); err != nil {
+	if err := p.confirmCurrent(ctx, p.key); err != nil {
 		return err
-	}
-	if live.ResourceVersion != p.key.ResourceVersion {
-		return errCacheStale
 	}
 	p.fresh = true
 	return nil

@@ -80,6 +80,9 @@ type APIKeyReconciler struct {
 	// the key's resourceVersion it read: tests await a reconcile with it
 	// instead of watching a window of time.
 	reconciled func(key types.NamespacedName, resourceVersion string)
+	// deleted remembers APIKeys that went away, for the record of their
+	// deletion (see tombstones).
+	deleted tombstones
 }
 
 // +kubebuilder:rbac:groups=keymint.io,resources=apikeys,verbs=get;list;watch;update;patch;delegate
@@ -130,7 +133,8 @@ func (r *APIKeyReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manage
 		}
 	}
 	return ctrl.NewControllerManagedBy(mgr).
-		For(&keymintv1alpha1.APIKey{}, builder.WithPredicates(specOrMetaChanged)).
+		Named("apikey").
+		Watches(&keymintv1alpha1.APIKey{}, r.apiKeyEvents(), builder.WithPredicates(specOrMetaChanged)).
 		Watches(&corev1.Secret{}, r.secretEvents(), builder.WithPredicates(secretCreatedOrGone)).
 		// A slot freed lets a waiting key of its user in.
 		Watches(&coordinationv1.Lease{}, r.slotEvents(), builder.WithPredicates(slotChanged)).

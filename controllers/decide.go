@@ -58,6 +58,7 @@ type check struct {
 // chain is decide's order. The first check that decides ends it; the
 // requeue time follows from the state the action leaves (requeueAfter).
 var chain = []check{
+	{"ReservedNamespace", reservedNamespace},
 	{"InvalidExpiration", invalidExpiration},
 	{"ExpiredOrDue", expiredOrDue},
 	{"AccessDeniedOrRemoved", accessDeniedOrRemoved},
@@ -75,6 +76,17 @@ func decide(in *Input) Plan {
 		}
 	}
 	return Plan{Check: "none", Do: ActSettled} // not reached: the last check always decides
+}
+
+// reservedNamespace: the slot namespace holds the signing key and the
+// slots, so no key is ever issued there, and none is granted a Secret
+// there (the keymint-self-service policy refuses such APIKeys too).
+func reservedNamespace(in *Input) (Plan, bool) {
+	if in.Key.Namespace != in.SlotNamespace {
+		return Plan{}, false
+	}
+	return Plan{Do: ActDeny, Reason: keymintv1alpha1.ReasonReservedNamespace,
+		Message: "namespace " + in.Key.Namespace + " is keymint's own (it holds the signing key and the slots): create APIKeys in another namespace"}, true
 }
 
 // invalidExpiration: spec.expiration.at is immutable, so such a key never

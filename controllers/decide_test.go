@@ -53,6 +53,10 @@ func TestDecide(t *testing.T) {
 		in     Input
 		want   Plan
 	}{
+		{name: "in keymint's own namespace, even with access and a slot", exp: never(), status: active,
+			in: Input{SlotNamespace: "ns", Allowed: true, Slots: []coordinationv1.Lease{mine}},
+			want: Plan{Check: "ReservedNamespace", Do: ActDeny, Reason: keymintv1alpha1.ReasonReservedNamespace,
+				Message: "namespace ns is keymint's own (it holds the signing key and the slots): create APIKeys in another namespace"}},
 		{name: "at not after creation", exp: at(created),
 			want: Plan{Check: "InvalidExpiration", Do: ActStall, Reason: keymintv1alpha1.ReasonInvalidExpiration,
 				Message: "spec.expiration.at 2026-01-31T09:00:00Z is not after the APIKey's creation 2026-01-31T09:00:00Z"}},

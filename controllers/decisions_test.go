@@ -178,9 +178,13 @@ func TestRecordIDs(t *testing.T) {
 		keymintv1alpha1.ReasonAccessDenied:    "keymint/uid-1/AccessDenied/rv42",
 		keymintv1alpha1.ReasonUntrustedSecret: "keymint/uid-1/UntrustedSecret/rv42",
 	} {
-		if got := recordID(k, reason); got != want {
+		if got := recordID(k, reason, ""); got != want {
 			t.Errorf("recordID(%s) = %q, want %q", reason, got, want)
 		}
+	}
+	// Once per object it is about: each planted Secret is a record.
+	if got, want := recordID(k, keymintv1alpha1.ReasonUntrustedSecret, "secret-uid"), "keymint/uid-1/UntrustedSecret/secret-uid"; got != want {
+		t.Errorf("recordID about an object = %q, want %q", got, want)
 	}
 }
 

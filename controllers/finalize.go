@@ -7,6 +7,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -17,8 +18,10 @@ import (
 )
 
 // finalize revokes a deleted APIKey's key: its Secret is deleted and its
-// slot freed before the finalizer goes. A missing Secret or slot, or a
-// namespace being deleted, does not hold it up.
+// slot freed, and the deletion recorded, before the finalizer goes. A
+// missing Secret or slot, or a namespace being deleted, does not hold it
+// up. A key whose finalizer someone else removed (another finalizer still
+// holds it) is revoked and recorded all the same.
 func (r *APIKeyReconciler) finalize(ctx context.Context, key *keymintv1alpha1.APIKey) error {
 	if _, err := r.deleteOwnedSecret(ctx, key); err != nil {
 		return err
@@ -29,25 +32,32 @@ func (r *APIKeyReconciler) finalize(ctx context.Context, key *keymintv1alpha1.AP
 	if err := r.cap().Release(ctx, key); err != nil {
 		return err
 	}
-	// Someone removed the finalizer: the key is revoked all the same.
+	// The finalizer stays until the record is written.
+	if err := r.recordDeleted(ctx, key, "APIKey deleted"); err != nil {
+		return err
+	}
+	r.deleted.recorded(key.UID)
 	if !controllerutil.ContainsFinalizer(key, keymintv1alpha1.Finalizer) {
 		return nil
-	}
-	// The finalizer stays until the record is written.
-	if err := r.lifecycle().record(ctx, key, r.Clock.Now(), transition{corev1.EventTypeNormal, keymintv1alpha1.ReasonDeleted,
-		fmt.Sprintf("key %s of user %s revoked: APIKey deleted", keyIDText(key), key.Spec.User)}); err != nil {
-		return err
 	}
 	patch := client.MergeFromWithOptions(key.DeepCopy(), client.MergeFromWithOptimisticLock{})
 	controllerutil.RemoveFinalizer(key, keymintv1alpha1.Finalizer)
 	return client.IgnoreNotFound(r.Patch(ctx, key, patch))
 }
 
+// recordDeleted records that key was deleted and its key revoked, once per
+// APIKey (the record's ID is), on whichever path saw it go.
+func (r *APIKeyReconciler) recordDeleted(ctx context.Context, key *keymintv1alpha1.APIKey, how string) error {
+	return r.lifecycle().record(ctx, key, r.Clock.Now(), transition{corev1.EventTypeNormal, keymintv1alpha1.ReasonDeleted,
+		fmt.Sprintf("key %s of user %s revoked: %s", keyIDText(key), key.Spec.User, how)})
+}
+
 // cleanUpAfter revokes what an APIKey that is gone left behind, such as one
 // deleted without its finalizer: its slots and its Secrets, found by their
 // APIKey label and deleted, those very objects, if their controller is an
 // APIKey of that name that no longer exists. A new APIKey of the same name
-// keeps its own.
+// keeps its own. The deletion is recorded first, from the APIKey's last
+// state if this manager saw it go, else from what its signed Secret says.
 func (r *APIKeyReconciler) cleanUpAfter(ctx context.Context, name types.NamespacedName) error {
 	live := &keymintv1alpha1.APIKey{}
 	err := r.APIReader.Get(ctx, name, live)
@@ -55,6 +65,14 @@ func (r *APIKeyReconciler) cleanUpAfter(ctx context.Context, name types.Namespac
 		return err
 	}
 	gone := func(uid types.UID) bool { return err != nil || uid != live.UID }
+	secrets := &corev1.SecretList{}
+	if err := r.List(ctx, secrets, client.InNamespace(name.Namespace),
+		client.MatchingLabels{keymintv1alpha1.LabelManagedBy: keymintv1alpha1.ManagedBy, keymintv1alpha1.LabelAPIKey: name.Name}); err != nil {
+		return err
+	}
+	if err := r.recordGone(ctx, name, secrets.Items, gone); err != nil {
+		return err
+	}
 	if err := r.revokeOwnerAccessOf(ctx, name, gone); err != nil {
 		return err
 	}
@@ -68,11 +86,6 @@ func (r *APIKeyReconciler) cleanUpAfter(ctx context.Context, name types.Namespac
 	}); err != nil {
 		return err
 	}
-	secrets := &corev1.SecretList{}
-	if err := r.List(ctx, secrets, client.InNamespace(name.Namespace),
-		client.MatchingLabels{keymintv1alpha1.LabelManagedBy: keymintv1alpha1.ManagedBy, keymintv1alpha1.LabelAPIKey: name.Name}); err != nil {
-		return err
-	}
 	for i := range secrets.Items {
 		secret := &secrets.Items[i]
 		_, owner, ok := ownerOf(secret)
@@ -83,6 +96,47 @@ func (r *APIKeyReconciler) cleanUpAfter(ctx context.Context, name types.Namespac
 			return err
 		}
 		log.FromContext(ctx).Info("deleted the Secret of an APIKey that is gone", "secret", secret.Name, "apikeyUID", owner.UID)
+	}
+	for _, k := range r.deleted.of(name) {
+		if gone(k.UID) {
+			r.deleted.forget(name, k.UID)
+		}
+	}
+	return nil
+}
+
+// recordGone records the deletion of every APIKey once named name that is
+// gone: from its tombstone, or, when this manager did not see it go (it
+// was down), from a Secret keymint signed for it. A Secret that keymint
+// did not sign tells nothing worth a record.
+func (r *APIKeyReconciler) recordGone(ctx context.Context, name types.NamespacedName, secrets []corev1.Secret, gone func(types.UID) bool) error {
+	seen := map[types.UID]bool{}
+	for _, k := range r.deleted.of(name) {
+		if !gone(k.UID) || seen[k.UID] {
+			continue
+		}
+		seen[k.UID] = true
+		if err := r.recordDeleted(ctx, k, "APIKey deleted without keymint's finalizer"); err != nil {
+			return err
+		}
+	}
+	for i := range secrets {
+		secret := &secrets[i]
+		_, owner, ok := ownerOf(secret)
+		if !ok || owner.Name != name.Name || !gone(owner.UID) || seen[owner.UID] {
+			continue
+		}
+		k := &keymintv1alpha1.APIKey{ObjectMeta: metav1.ObjectMeta{Namespace: name.Namespace, Name: name.Name, UID: owner.UID}}
+		k.Spec.User = string(secret.Data[keymintv1alpha1.DataUser])
+		in, err := r.Signer.Verify(secret, k)
+		if err != nil {
+			continue
+		}
+		seen[owner.UID] = true
+		k.Status.KeyID = in.KeyID
+		if err := r.recordDeleted(ctx, k, "APIKey deleted without keymint's finalizer"); err != nil {
+			return err
+		}
 	}
 	return nil
 }

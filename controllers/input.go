@@ -21,6 +21,8 @@ type Input struct {
 	Key     *keymintv1alpha1.APIKey
 	Now     time.Time
 	MaxKeys int
+	// SlotNamespace is keymint's own namespace, where no key is issued.
+	SlotNamespace string
 	// Slots are the user's slot Leases, from the cache.
 	Slots []coordinationv1.Lease
 	// Allowed: the user may "use" apikeys in the key's namespace.
@@ -40,12 +42,12 @@ type Input struct {
 // before it makes moot: an Expired or due key costs no access review, a
 // key without access no slot lookups.
 func (r *APIKeyReconciler) gather(ctx context.Context, key *keymintv1alpha1.APIKey, now time.Time) (*Input, error) {
-	in := &Input{Key: key, Now: now, MaxKeys: r.MaxKeysPerUser}
+	in := &Input{Key: key, Now: now, MaxKeys: r.MaxKeysPerUser, SlotNamespace: r.SlotNamespace}
 	var err error
 	if in.Slots, err = r.cap().Taken(ctx, key.Spec.User); err != nil {
 		return nil, err
 	}
-	if invalidAt(key) || key.Status.Phase == keymintv1alpha1.PhaseExpired || isDue(key, now) {
+	if key.Namespace == r.SlotNamespace || invalidAt(key) || key.Status.Phase == keymintv1alpha1.PhaseExpired || isDue(key, now) {
 		return in, nil
 	}
 	if in.Allowed, err = r.hasAccess(ctx, key); err != nil || !in.Allowed {

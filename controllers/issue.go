@@ -43,7 +43,7 @@ func (p *keyPass) ownedSecret(ctx context.Context, name string) (in keysecret.Is
 		return in, false, err
 	}
 	issuedAt, expiresAt := issuance(key, p.now)
-	secret = keysecret.Build(key, minted, issuedAt, expiresAt)
+	secret = keysecret.Build(key, minted, key.Status.Revision+1, issuedAt, expiresAt)
 	if err := p.Signer.Sign(secret, key); err != nil {
 		return in, false, err
 	}
@@ -83,28 +83,52 @@ const (
 // trustedSecret tells whether secret is key's. One that claims key (by its
 // controller reference and type, which anyone who may create Secrets can
 // forge) without keymint's signature is deleted, that very object, and
-// recorded: its key, times and expiry never reach the status.
+// recorded: its key, times and expiry never reach the status. So is a copy
+// of an earlier issue that keymint did sign (kept from a backup, or when
+// the key leaked): the status has moved past it, and it stays revoked.
 func (r *APIKeyReconciler) trustedSecret(ctx context.Context, key *keymintv1alpha1.APIKey, secret *corev1.Secret) (keysecret.Issue, secretFound, error) {
 	if !keysecret.OwnedBy(secret, key) {
 		return keysecret.Issue{}, secretOthers, nil
 	}
 	in, err := r.Signer.Verify(secret, key)
+	why := "keymint did not mint it"
 	if err == nil {
-		return in, secretOurs, nil
+		if keysecret.Current(key, in) {
+			return in, secretOurs, nil
+		}
+		// Only the status on the API server may condemn a signed Secret.
+		if err := r.confirmCurrent(ctx, key); err != nil {
+			return in, secretOthers, err
+		}
+		why = fmt.Sprintf("it holds key %s of revision %d, which this APIKey has moved past (revision %d, %s)",
+			in.KeyID, in.Revision, key.Status.Revision, key.Status.Phase)
 	}
 	if !secret.DeletionTimestamp.IsZero() {
 		return in, secretDiscarded, nil
 	}
 	// Recorded first: once the Secret is gone, nothing would tell of it.
-	if err := r.lifecycle().record(ctx, key, r.Clock.Now(), transition{corev1.EventTypeWarning, keymintv1alpha1.ReasonUntrustedSecret,
-		fmt.Sprintf("Secret %s/%s claimed this APIKey but keymint did not mint it; it was deleted and its key is not this APIKey's",
-			secret.Namespace, secret.Name)}); err != nil {
+	if err := r.lifecycle().recordAbout(ctx, key, r.Clock.Now(), transition{corev1.EventTypeWarning, keymintv1alpha1.ReasonUntrustedSecret,
+		fmt.Sprintf("Secret %s/%s claimed this APIKey but %s; it was deleted and its key is not this APIKey's",
+			secret.Namespace, secret.Name, why)}, string(secret.UID)); err != nil {
 		return in, secretDiscarded, err
 	}
 	if err := r.Delete(ctx, secret, client.Preconditions{UID: &secret.UID}); client.IgnoreNotFound(err) != nil {
 		return in, secretDiscarded, fmt.Errorf("deleting Secret %s/%s, which keymint did not mint: %w", secret.Namespace, secret.Name, err)
 	}
 	return in, secretDiscarded, nil
+}
+
+// confirmCurrent fails with errCacheStale when the API server holds a newer
+// APIKey than key.
+func (r *APIKeyReconciler) confirmCurrent(ctx context.Context, key *keymintv1alpha1.APIKey) error {
+	live := &keymintv1alpha1.APIKey{}
+	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(key), live); err != nil {
+		return err
+	}
+	if live.ResourceVersion != key.ResourceVersion {
+		return errCacheStale
+	}
+	return nil
 }
 
 // apiErrorWithoutObject keeps an API error's reason and drops anything else,

@@ -22,6 +22,7 @@ type transition struct {
 
 // warnings are the Ready reasons whose arrival is an Event of that name.
 var warnings = []string{
+	keymintv1alpha1.ReasonReservedNamespace,
 	keymintv1alpha1.ReasonInvalidExpiration,
 	keymintv1alpha1.ReasonSecretConflict,
 	keymintv1alpha1.ReasonAccessDenied,
@@ -88,8 +89,14 @@ type lifecycle struct {
 // error means the record is not durable yet: the caller must not show the
 // change (write status, remove a finalizer) until a retry writes it.
 func (l lifecycle) record(ctx context.Context, key *keymintv1alpha1.APIKey, now time.Time, t transition) error {
+	return l.recordAbout(ctx, key, now, t, "")
+}
+
+// recordAbout is record for what happened to an object of the key's
+// (about: its UID), such as a Secret found planted: one record per object.
+func (l lifecycle) recordAbout(ctx context.Context, key *keymintv1alpha1.APIKey, now time.Time, t transition, about string) error {
 	if l.audit != nil {
-		id := recordID(key, t.reason)
+		id := recordID(key, t.reason, about)
 		err := l.audit.Write([]audit.Record{{
 			ID:        id,
 			Time:      now.UTC(),
@@ -117,8 +124,11 @@ func (l lifecycle) record(ctx context.Context, key *keymintv1alpha1.APIKey, now 
 // can drop the repeats: an issue or a suspension per key ID, an expiry or a
 // deletion per APIKey, and a warning, which can recur, per the APIKey's
 // version it was seen on (a retry sees the same version, since the status
-// is written only after the record).
-func recordID(key *keymintv1alpha1.APIKey, reason string) string {
+// is written only after the record), or per object it is about.
+func recordID(key *keymintv1alpha1.APIKey, reason, about string) string {
+	if about != "" {
+		return "keymint/" + string(key.UID) + "/" + reason + "/" + about
+	}
 	switch reason {
 	case keymintv1alpha1.ReasonIssued, keymintv1alpha1.ReasonReissued, keymintv1alpha1.ReasonSuspended:
 		return "keymint/" + string(key.UID) + "/" + reason + "/" + key.Status.KeyID

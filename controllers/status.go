@@ -30,6 +30,7 @@ func setActive(key *keymintv1alpha1.APIKey, now time.Time, secretName string, in
 	key.Status.Phase = keymintv1alpha1.PhaseActive
 	key.Status.KeyID = in.KeyID
 	key.Status.KeyHash = in.KeyHash
+	key.Status.Revision = in.Revision
 	key.Status.SecretName = secretName
 	key.Status.IssuedAt = ptrTime(&in.IssuedAt)
 	key.Status.ExpiresAt = ptrTime(in.ExpiresAt)

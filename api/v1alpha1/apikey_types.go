@@ -136,6 +136,13 @@ type APIKeyStatus struct {
 	// +optional
 	LastUsedAt *metav1.Time `json:"lastUsedAt,omitempty"`
 
+	// Revision counts the keys issued to this APIKey: 1 for the first, +1
+	// for each new key. The Secret's keymint.io/revision annotation says
+	// which issue it holds; a Secret of an earlier revision is never
+	// adopted.
+	// +optional
+	Revision int64 `json:"revision,omitempty"`
+
 	// ObservedGeneration is the generation this status describes.
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`

@@ -29,6 +29,9 @@ const (
 	ReasonDeleted = "Deleted"
 	// ReasonInvalidExpiration: spec.expiration.at is not after the APIKey's creation.
 	ReasonInvalidExpiration = "InvalidExpiration"
+	// ReasonReservedNamespace: the APIKey is in keymint's own namespace
+	// (the slot namespace, which holds the signing key): no key is issued.
+	ReasonReservedNamespace = "ReservedNamespace"
 	// ReasonSecretConflict: a Secret of that name exists and is not this APIKey's.
 	ReasonSecretConflict = "SecretConflict"
 	// ReasonAccessDenied: the user is not authorised for "use" on apikeys in

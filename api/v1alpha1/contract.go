@@ -43,4 +43,8 @@ const (
 	// AnnotationKeyHash is the key's hash (as in the APIKey's status), so
 	// that a Secret read without its key still tells which key it holds.
 	AnnotationKeyHash = "keymint.io/key-hash"
+	// AnnotationRevision numbers the keys issued to an APIKey (1 for the
+	// first, +1 per issue), as status.revision does. It is signed, so a
+	// copy of an earlier Secret is told from the current one.
+	AnnotationRevision = "keymint.io/revision"
 )

@@ -2,6 +2,7 @@ package audit
 
 import (
 	"bytes"
+	"encoding/csv"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -175,19 +176,19 @@ func TestExportFormats(t *testing.T) {
 	if js.String() != wantJSON {
 		t.Errorf("JSON export:\n%s\nwant\n%s", js.String(), wantJSON)
 	}
-	var csv bytes.Buffer
-	if err := Export(l, Filter{}, FormatCSV, &csv); err != nil {
+	var csvOut bytes.Buffer
+	if err := Export(l, Filter{}, FormatCSV, &csvOut); err != nil {
 		t.Fatal(err)
 	}
 	wantCSV := strings.Join([]string{
-		"time,action,actor,actorGroups,namespace,name,uid,user,keyID,sourceIPs,userAgent,auditID,message,impersonator,scope,repeats",
-		"2026-11-26T12:00:00Z,Viewed,viewer,g1;g2,team-a,key-alice,uid-alice,alice,kid_alice,10.0.0.1,kubectl,v1,record 0,,,",
-		"2026-11-26T12:01:00Z,Issued,viewer,g1;g2,team-a,key-bob,uid-bob,bob,kid_bob,10.0.0.1,kubectl,,record 1,admin,\"(all namespaces) labelSelector=\"\"tier=prod\"\" fieldSelector=\"\"\"\" keys=1000\",3 from 2026-11-26T12:01:00Z to 2026-11-26T12:04:00Z",
-	}, "\n") + "\n"
-	if csv.String() != wantCSV {
-		t.Errorf("CSV export:\n%s\nwant\n%s", csv.String(), wantCSV)
+		`"time","action","actor","actorGroups","namespace","name","uid","user","keyID","sourceIPs","userAgent","auditID","message","impersonator","scope","repeats"`,
+		`"2026-11-26T12:00:00Z","Viewed","viewer","g1;g2","team-a","key-alice","uid-alice","alice","kid_alice","10.0.0.1","kubectl","v1","record 0","","",""`,
+		`"2026-11-26T12:01:00Z","Issued","viewer","g1;g2","team-a","key-bob","uid-bob","bob","kid_bob","10.0.0.1","kubectl","","record 1","admin","(all namespaces) labelSelector=""tier=prod"" fieldSelector="""" keys=1000","3 from 2026-11-26T12:01:00Z to 2026-11-26T12:04:00Z"`,
+	}, "\r\n") + "\r\n"
+	if csvOut.String() != wantCSV {
+		t.Errorf("CSV export:\n%s\nwant\n%s", csvOut.String(), wantCSV)
 	}
-	if err := Export(l, Filter{}, "xml", &csv); err == nil {
+	if err := Export(l, Filter{}, "xml", &csvOut); err == nil {
 		t.Error("an unknown format was accepted")
 	}
 }
@@ -255,6 +256,10 @@ func TestAnExportHoldsUpNoWriter(t *testing.T) {
 	}
 }
 
+// TestCSVCellsAreNoFormulas: whatever a request wrote into a record, no
+// spreadsheet reads a formula from the export, whichever delimiter its
+// locale splits on (comma, semicolon, tab, pipe), and a proper CSV reader
+// gets every cell back whole.
 func TestCSVCellsAreNoFormulas(t *testing.T) {
 	l, err := OpenFile(filepath.Join(t.TempDir(), "audit.log"), 0, 0)
 	if err != nil {
@@ -262,12 +267,13 @@ func TestCSVCellsAreNoFormulas(t *testing.T) {
 	}
 	defer func() { _ = l.Close() }()
 	r := rec(0, ActionViewDenied, "=HYPERLINK(\"http://evil\")", "v1")
-	r.UserAgent = "=cmd|' /C calc'!A0"
-	r.Actor = Actor{Username: "@SUM(1+1)", Groups: []string{"+1", "g"}}
-	r.Message = "-2+3"
+	r.UserAgent = "kubectl/v1.30;=1+1;=cmd|' /C calc'!A0;"
+	r.Actor = Actor{Username: "@SUM(1+1)", Groups: []string{"+1", "g;=2+2", "h,-3", "i\t@x"}}
+	r.Message = "-2+3|=4 \"=5"
 	r.Namespace = "\tteam-a"
 	r.Name = "\rkey"
 	r.KeyID = "kid=safe"
+	r.SourceIPs = []string{"10.0.0.1", "=1"}
 	if err := l.Write([]Record{r}); err != nil {
 		t.Fatal(err)
 	}
@@ -275,10 +281,30 @@ func TestCSVCellsAreNoFormulas(t *testing.T) {
 	if err := Export(l, Filter{}, FormatCSV, &out); err != nil {
 		t.Fatal(err)
 	}
-	want := "2026-11-26T12:00:00Z,ViewDenied,'@SUM(1+1),'+1;g,'\tteam-a,\"'\rkey\",\"uid-=HYPERLINK(\"\"http://evil\"\")\",\"'=HYPERLINK(\"\"http://evil\"\")\",kid=safe,10.0.0.1,'=cmd|' /C calc'!A0,v1,'-2+3,,,\n"
-	got := strings.SplitN(out.String(), "\n", 2)[1]
-	if got != want {
-		t.Errorf("CSV row:\n%q\nwant\n%q", got, want)
+	for _, delimiter := range []rune{',', ';', '\t', '|'} {
+		cr := csv.NewReader(strings.NewReader(out.String()))
+		cr.Comma, cr.LazyQuotes, cr.FieldsPerRecord = delimiter, true, -1
+		rows, err := cr.ReadAll()
+		if err != nil {
+			t.Fatalf("delimiter %q: %v", delimiter, err)
+		}
+		for _, row := range rows {
+			for _, cell := range row {
+				if c := strings.TrimLeft(cell, " \""); c != "" && strings.ContainsRune("=+-@", rune(c[0])) {
+					t.Errorf("delimiter %q: the cell %q reads as a formula", delimiter, cell)
+				}
+			}
+		}
+	}
+	rows, err := csv.NewReader(strings.NewReader(out.String())).ReadAll()
+	if err != nil || len(rows) != 2 || len(rows[1]) != len(csvHeader) {
+		t.Fatalf("a CSV reader read %d rows (%v), want the header and one row of %d cells", len(rows), err, len(csvHeader))
+	}
+	if got, want := rows[1][10], "kubectl/v1.30;'=1+1;'=cmd|' /C calc'!A0;"; got != want {
+		t.Errorf("user agent cell = %q, want %q", got, want)
+	}
+	if got, want := rows[1][2], "'@SUM(1+1)"; got != want {
+		t.Errorf("actor cell = %q, want %q", got, want)
 	}
 }
 

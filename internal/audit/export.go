@@ -1,7 +1,6 @@
 package audit
 
 import (
-	"encoding/csv"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -63,8 +62,7 @@ func write(records []Record, format Format, w io.Writer) error {
 		}
 		return nil
 	default:
-		cw := csv.NewWriter(w)
-		if err := cw.Write(csvHeader); err != nil {
+		if err := writeCSVRow(w, csvHeader); err != nil {
 			return err
 		}
 		for _, r := range records {
@@ -73,27 +71,56 @@ func write(records []Record, format Format, w io.Writer) error {
 				r.Namespace, r.Name, r.UID, r.User, r.KeyID, strings.Join(r.SourceIPs, ";"), r.UserAgent, r.AuditID, r.Message,
 				impersonatorCell(r.Impersonator), scopeCell(r.Scope), repeatsCell(r.Repeats),
 			}
-			for i := range row {
-				row[i] = noFormula(row[i])
-			}
-			if err := cw.Write(row); err != nil {
+			if err := writeCSVRow(w, row); err != nil {
 				return err
 			}
 		}
-		cw.Flush()
-		return cw.Error()
+		return nil
 	}
 }
 
-// noFormula keeps a spreadsheet from running a cell as a formula (CSV
-// injection): user agents, user names and messages come from requests,
-// so a cell that starts like a formula gets a leading quote, as OWASP
-// recommends.
-func noFormula(cell string) string {
-	if cell != "" && strings.ContainsRune("=+-@\t\r", rune(cell[0])) {
-		return "'" + cell
+// writeCSVRow writes one RFC 4180 row with every cell quoted and made
+// formula-free, so that the row splits only where this writer split it and
+// no cell becomes a formula, whatever delimiter a spreadsheet splits on.
+func writeCSVRow(w io.Writer, cells []string) error {
+	var b strings.Builder
+	for i, c := range cells {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteByte('"')
+		b.WriteString(strings.ReplaceAll(noFormula(c), `"`, `""`))
+		b.WriteByte('"')
 	}
-	return cell
+	b.WriteString("\r\n")
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// formulaStart are the characters with which a spreadsheet starts a
+// formula (CSV injection); OWASP adds tab and carriage return.
+const formulaStart = "=+-@\t\r"
+
+// cellBreaks are where a spreadsheet may start a new cell in a line that
+// was not split as written: the delimiters in use in any locale (comma,
+// semicolon, tab, pipe), a quote, and line breaks.
+const cellBreaks = ",;\t|\"\r\n"
+
+// noFormula keeps every part of a cell from reading as a formula: user
+// agents, user names and messages come from requests. A formula character
+// at the start, or after anything a spreadsheet could split the cell at,
+// gets a leading quote, as OWASP recommends for a cell's start.
+func noFormula(cell string) string {
+	var b strings.Builder
+	atStart := true
+	for _, r := range cell {
+		if atStart && strings.ContainsRune(formulaStart, r) {
+			b.WriteByte('\'')
+		}
+		b.WriteRune(r)
+		atStart = strings.ContainsRune(cellBreaks, r) || (atStart && r == ' ')
+	}
+	return b.String()
 }
 
 func impersonatorCell(a *Actor) string {

@@ -108,7 +108,7 @@ func TestDeniedListsCannotFlushTheTrail(t *testing.T) {
 		return n, written
 	}
 	g.Eventually(func() int {
-		clk.Step(auditserver.DenialWindow)
+		clk.Step(auditserver.RepeatWindow)
 		n, _ := counted()
 		return n
 	}, time.Minute, 500*time.Millisecond).Should(Equal(attempts))

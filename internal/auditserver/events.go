@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -66,10 +67,10 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// write writes records, with the refusals aggregated (see denials), and
+// write writes records, with the repeats aggregated (see repeats), and
 // returns what it wrote.
 func (s *Server) write(records []audit.Record) ([]audit.Record, error) {
-	records, commit := s.denials.plan(records, s.Clock.Now())
+	records, commit := s.repeats.plan(records, s.Clock.Now())
 	if len(records) > 0 {
 		if err := s.Trail.Write(records); err != nil {
 			return records, err
@@ -79,10 +80,10 @@ func (s *Server) write(records []audit.Record) ([]audit.Record, error) {
 	return records, nil
 }
 
-// flushDenials writes the summaries of the refusal windows that closed,
-// every DenialWindow/10, until ctx ends.
-func (s *Server) flushDenials(ctx context.Context) {
-	ticker := s.Clock.NewTicker(DenialWindow / 10)
+// flushRepeats writes the summaries of the windows that closed, every
+// tenth of a window, until ctx ends.
+func (s *Server) flushRepeats(ctx context.Context) {
+	ticker := s.Clock.NewTicker(max(s.repeats.window/10, time.Second))
 	defer ticker.Stop()
 	for {
 		select {
@@ -90,7 +91,7 @@ func (s *Server) flushDenials(ctx context.Context) {
 			return
 		case <-ticker.C():
 			if _, err := s.write(nil); err != nil {
-				s.Logger.Error(err, "writing the summaries of refused reads failed; retrying")
+				s.Logger.Error(err, "writing the summaries of repeated reads failed; retrying")
 			}
 		}
 	}

@@ -67,12 +67,16 @@ type Server struct {
 	// Clock times the windows of refused reads and the resolver's
 	// tombstones; the real clock when nil.
 	Clock clock.WithTicker
+	// RepeatWindow is how long an actor's repeated refusals, or repeated
+	// views of one key, are counted into one record (see repeats);
+	// RepeatWindow when zero.
+	RepeatWindow time.Duration
 	// ShutdownTimeout bounds the wait for requests in flight at shutdown.
 	ShutdownTimeout time.Duration
 	Logger          logr.Logger
 
 	token   []byte
-	denials *denials
+	repeats *repeats
 }
 
 // +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews;selfsubjectreviews,verbs=create
@@ -135,8 +139,8 @@ func (s *Server) Start(ctx context.Context) error {
 	if s.Clock == nil {
 		s.Clock = clock.RealClock{}
 	}
-	s.denials = newDenials()
-	go s.flushDenials(ctx)
+	s.repeats = newRepeats(s.RepeatWindow)
+	go s.flushRepeats(ctx)
 	if s.TokenFile != "" {
 		raw, err := os.ReadFile(s.TokenFile)
 		if err != nil {

@@ -5,6 +5,7 @@
 package auditserver
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/url"
 	"strings"
@@ -86,7 +87,7 @@ const nodePrefix = "system:node:"
 // counts. Requests by an ignored user (the operator itself) are not
 // recorded, unless someone impersonated it.
 func Translate(ev *auditv1.Event, r Resolver, ignored func(username string) bool) []audit.Record {
-	if ev.Stage != auditv1.StageResponseComplete || ev.ObjectRef == nil || ev.ResponseStatus == nil {
+	if ev.Stage != auditv1.StageResponseComplete || ev.ObjectRef == nil || ev.ResponseStatus == nil || dryRun(ev) {
 		return nil
 	}
 	actor, impersonator := ev.User, (*authenticationv1.UserInfo)(nil)
@@ -133,11 +134,42 @@ func Translate(ev *auditv1.Event, r Resolver, ignored func(username string) bool
 	records := make([]audit.Record, 0, len(keys))
 	for _, k := range keys {
 		rec := requestRecord(ev, action, actor, impersonator)
+		rec.ID = audit.RequestRecordID(vouched(ev), string(action), k.UID, k.KeyID)
 		rec.Namespace, rec.Name, rec.UID, rec.User, rec.KeyID = k.Namespace, k.Name, k.UID, audit.Truncate(k.User), k.KeyID
 		rec.Message = message(action, actor.Username, ev, code)
 		records = append(records, rec)
 	}
 	return records
+}
+
+// vouched is what the API server vouches for about an audited request, the
+// identity of its records: the whole event but its annotations and the
+// objects a policy level may add.
+func vouched(ev *auditv1.Event) any {
+	return []any{ev.AuditID, ev.Stage, ev.Verb, ev.RequestURI, ev.User, ev.ImpersonatedUser, ev.SourceIPs, ev.UserAgent,
+		ev.ObjectRef, ev.ResponseStatus.Code, ev.RequestReceivedTimestamp.UTC().Format(time.RFC3339Nano), ev.StageTimestamp.UTC().Format(time.RFC3339Nano)}
+}
+
+// dryRun reports whether ev is a dry run of a write, which did nothing: by
+// its query, or by the DeleteOptions a delete sends as its body (which the
+// policy logs at level Request for deletes). A read takes no dryRun, so a
+// read that names one is still a read.
+func dryRun(ev *auditv1.Event) bool {
+	switch ev.Verb {
+	case "create", "update", "patch", "delete", "deletecollection":
+	default:
+		return false
+	}
+	if u, err := url.ParseRequestURI(ev.RequestURI); err == nil && len(u.Query()["dryRun"]) > 0 {
+		return true
+	}
+	if ev.RequestObject == nil {
+		return false
+	}
+	var opts struct {
+		DryRun []string `json:"dryRun"`
+	}
+	return json.Unmarshal(ev.RequestObject.Raw, &opts) == nil && len(opts.DryRun) > 0
 }
 
 // requestRecord is a record of action by actor with what the request tells.
@@ -177,6 +209,7 @@ func refusedList(ev *auditv1.Event, r Resolver, actor authenticationv1.UserInfo,
 		Keys:          len(keys),
 	}
 	rec := requestRecord(ev, audit.ActionViewDenied, actor, impersonator)
+	rec.ID = audit.RequestRecordID(vouched(ev), string(audit.ActionViewDenied))
 	rec.Namespace, rec.Scope = scope.Namespace, scope
 	where := "all namespaces"
 	if scope.Namespace != "" {

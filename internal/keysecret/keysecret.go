@@ -5,6 +5,7 @@ package keysecret
 
 import (
 	"fmt"
+	"strconv"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -21,10 +22,14 @@ type Issue struct {
 	KeyHash   string
 	IssuedAt  time.Time
 	ExpiresAt *time.Time
+	// Revision is the issue's number (status.revision); 0 for a Secret
+	// minted before revisions were kept.
+	Revision int64
 }
 
-// Build returns the Secret that holds key for owner.
-func Build(owner *keymintv1alpha1.APIKey, key keys.Key, issuedAt time.Time, expiresAt *time.Time) *corev1.Secret {
+// Build returns the Secret that holds key for owner, as its issue number
+// revision.
+func Build(owner *keymintv1alpha1.APIKey, key keys.Key, revision int64, issuedAt time.Time, expiresAt *time.Time) *corev1.Secret {
 	expires := keymintv1alpha1.ExpiresNever
 	if expiresAt != nil {
 		expires = expiresAt.UTC().Format(time.RFC3339)
@@ -40,6 +45,7 @@ func Build(owner *keymintv1alpha1.APIKey, key keys.Key, issuedAt time.Time, expi
 			Annotations: map[string]string{
 				keymintv1alpha1.AnnotationIssuedAt: issuedAt.UTC().Format(time.RFC3339),
 				keymintv1alpha1.AnnotationKeyHash:  keys.Hash(key.Value),
+				keymintv1alpha1.AnnotationRevision: strconv.FormatInt(revision, 10),
 			},
 			OwnerReferences: []metav1.OwnerReference{{
 				APIVersion:         keymintv1alpha1.GroupVersion.String(),
@@ -59,6 +65,22 @@ func Build(owner *keymintv1alpha1.APIKey, key keys.Key, issuedAt time.Time, expi
 			keymintv1alpha1.DataExpiresAt: []byte(expires),
 		},
 	}
+}
+
+// Current reports whether in, read from a Secret keymint signed for owner,
+// is an issue owner may hold now: the one its status last recorded while
+// that key is live (Active), or the one after it, minted and not recorded
+// yet. Any other is a copy of an issue the status has moved past (a key
+// reissued, suspended or revoked), which must never come back.
+func Current(owner *keymintv1alpha1.APIKey, in Issue) bool {
+	st := &owner.Status
+	switch in.Revision {
+	case st.Revision + 1:
+		return true
+	case st.Revision:
+		return st.Phase == keymintv1alpha1.PhaseActive && in.KeyHash == st.KeyHash
+	}
+	return false
 }
 
 // OwnedBy reports whether secret was minted for owner: it has owner as its
@@ -99,6 +121,11 @@ func Read(secret *corev1.Secret) (Issue, error) {
 		KeyID:    string(secret.Data[keymintv1alpha1.DataKeyID]),
 		KeyHash:  hash,
 		IssuedAt: issuedAt,
+	}
+	if raw, ok := secret.Annotations[keymintv1alpha1.AnnotationRevision]; ok {
+		if in.Revision, err = strconv.ParseInt(raw, 10, 64); err != nil || in.Revision < 1 {
+			return Issue{}, fmt.Errorf("secret %s/%s: annotation %s is not a revision", secret.Namespace, secret.Name, keymintv1alpha1.AnnotationRevision)
+		}
 	}
 	if raw := string(secret.Data[keymintv1alpha1.DataExpiresAt]); raw != keymintv1alpha1.ExpiresNever {
 		t, err := time.Parse(time.RFC3339, raw)

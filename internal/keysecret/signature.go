@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"hash"
+	"strconv"
 	"sync"
 	"time"
 
@@ -80,17 +81,24 @@ func (s *Signer) signature(secret *corev1.Secret, owner *keymintv1alpha1.APIKey,
 }
 
 // mac covers the APIKey's UID, where the Secret is, and everything the
-// status takes from it. The fields are JSON-encoded, so no choice of names
-// can make two different Secrets sign alike.
+// status takes from it, the revision included. The fields are JSON-encoded,
+// so no choice of names can make two different Secrets sign alike. A
+// Secret minted before revisions (0) is signed without one, and Current
+// adopts it only as the very key its status records.
 func (s *Signer) mac(secret *corev1.Secret, owner *keymintv1alpha1.APIKey, in Issue) []byte {
 	expires := keymintv1alpha1.ExpiresNever
 	if in.ExpiresAt != nil {
 		expires = in.ExpiresAt.UTC().Format(time.RFC3339)
 	}
-	fields, _ := json.Marshal([]string{
+	list := []string{
 		"keymint.io/v1", string(owner.UID), secret.Namespace, secret.Name, string(secret.Type),
 		in.KeyHash, in.KeyID, string(secret.Data[keymintv1alpha1.DataUser]), in.IssuedAt.UTC().Format(time.RFC3339), expires,
-	})
+	}
+	if in.Revision > 0 {
+		list[0] = "keymint.io/v2"
+		list = append(list, strconv.FormatInt(in.Revision, 10))
+	}
+	fields, _ := json.Marshal(list)
 	h := s.macs.Get().(hash.Hash)
 	defer s.macs.Put(h)
 	h.Reset()

@@ -22,7 +22,7 @@ func TestSignedSecretsVerifyAndForgedOnesDoNot(t *testing.T) {
 	planted, _ := keys.Mint()
 	issued := time.Date(2026, 1, 31, 10, 0, 0, 0, time.UTC)
 	expires := time.Date(2026, 2, 28, 10, 0, 0, 0, time.UTC)
-	signed := Build(owner(), k, issued, &expires)
+	signed := Build(owner(), k, 1, issued, &expires)
 	if err := signer.Sign(signed, owner()); err != nil {
 		t.Fatal(err)
 	}
@@ -52,6 +52,8 @@ func TestSignedSecretsVerifyAndForgedOnesDoNot(t *testing.T) {
 		"another namespace": func(s *corev1.Secret) { s.Namespace = "team-b" },
 		"another APIKey":    func(s *corev1.Secret) { s.OwnerReferences[0].UID = "uid-2" },
 		"garbage signature": func(s *corev1.Secret) { s.Annotations[AnnotationSignature] = "!!" },
+		"another revision":  func(s *corev1.Secret) { s.Annotations[keymintv1alpha1.AnnotationRevision] = "7" },
+		"revision removed":  func(s *corev1.Secret) { delete(s.Annotations, keymintv1alpha1.AnnotationRevision) },
 	} {
 		t.Run(name, func(t *testing.T) {
 			forged := signed.DeepCopy()
@@ -65,5 +67,39 @@ func TestSignedSecretsVerifyAndForgedOnesDoNot(t *testing.T) {
 	}
 	if _, err := NewSigner([]byte("short")); err == nil {
 		t.Fatal("a short signing key was accepted")
+	}
+}
+
+// TestCurrentAdoptsOnlyTheIssueTheStatusRecordsOrTheNext: a signed Secret
+// is adopted only as the live key the status records or the issue after
+// it; a copy of any earlier issue, or of a key since revoked, is not.
+func TestCurrentAdoptsOnlyTheIssueTheStatusRecordsOrTheNext(t *testing.T) {
+	active := keymintv1alpha1.APIKeyStatus{Phase: keymintv1alpha1.PhaseActive, Revision: 3, KeyHash: "sha256:cur"}
+	for _, tt := range []struct {
+		name   string
+		status keymintv1alpha1.APIKeyStatus
+		in     Issue
+		want   bool
+	}{
+		{"the recorded live key", active, Issue{Revision: 3, KeyHash: "sha256:cur"}, true},
+		{"the next issue, minted and not recorded yet", active, Issue{Revision: 4, KeyHash: "sha256:new"}, true},
+		{"an earlier issue (replayed after a reissue)", active, Issue{Revision: 2, KeyHash: "sha256:old"}, false},
+		{"the recorded revision with another key", active, Issue{Revision: 3, KeyHash: "sha256:other"}, false},
+		{"two ahead", active, Issue{Revision: 5, KeyHash: "sha256:new"}, false},
+		{"the key of a suspended APIKey", keymintv1alpha1.APIKeyStatus{Phase: keymintv1alpha1.PhaseSuspended, Revision: 3, KeyHash: "sha256:cur"},
+			Issue{Revision: 3, KeyHash: "sha256:cur"}, false},
+		{"the key of an expired APIKey", keymintv1alpha1.APIKeyStatus{Phase: keymintv1alpha1.PhaseExpired, Revision: 3, KeyHash: "sha256:cur"},
+			Issue{Revision: 3, KeyHash: "sha256:cur"}, false},
+		{"the first issue of a new APIKey", keymintv1alpha1.APIKeyStatus{}, Issue{Revision: 1}, true},
+		{"a Secret from before revisions, the recorded key", keymintv1alpha1.APIKeyStatus{Phase: keymintv1alpha1.PhaseActive, KeyHash: "sha256:cur"},
+			Issue{KeyHash: "sha256:cur"}, true},
+		{"a Secret from before revisions, another key", keymintv1alpha1.APIKeyStatus{Phase: keymintv1alpha1.PhaseActive, KeyHash: "sha256:cur"},
+			Issue{KeyHash: "sha256:old"}, false},
+	} {
+		o := owner()
+		o.Status = tt.status
+		if got := Current(o, tt.in); got != tt.want {
+			t.Errorf("%s: Current = %v, want %v", tt.name, got, tt.want)
+		}
 	}
 }

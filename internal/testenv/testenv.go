@@ -145,7 +145,7 @@ func (e *Env) waitForPolicies(ctx context.Context) error {
 	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
 		i++
 		probe := &keymintv1alpha1.APIKey{
-			ObjectMeta: metav1.ObjectMeta{Namespace: SlotNamespace, Name: fmt.Sprintf("policy-probe-%d", i)},
+			ObjectMeta: metav1.ObjectMeta{Namespace: metav1.NamespaceDefault, Name: fmt.Sprintf("policy-probe-%d", i)},
 			Spec: keymintv1alpha1.APIKeySpec{
 				User:       "probe",
 				Expiration: keymintv1alpha1.Expiration{Never: new(true)},
@@ -154,6 +154,12 @@ func (e *Env) waitForPolicies(ctx context.Context) error {
 		// Until the policies know the new CRD, a create can fail outright.
 		if err := e.Client.Create(ctx, probe); err != nil {
 			return false, nil
+		}
+		// The probe carries the finalizer the requester policy adds; no
+		// manager runs yet to remove it.
+		probe.Finalizers = nil
+		if err := e.Client.Update(ctx, probe); err != nil {
+			return false, err
 		}
 		return probe.Spec.Requester != nil, e.Client.Delete(ctx, probe)
 	})

@@ -24,6 +24,10 @@ const (
 	ReasonExpired        Reason = "expired"
 	ReasonSuspended      Reason = "suspended"
 	ReasonWrongNamespace Reason = "wrong_namespace"
+	// ReasonNoScope: an ext_authz check named no namespaces (no
+	// keymint-namespace context extension) where the verifier requires it
+	// (--ext-authz-require-namespace); gRPC PERMISSION_DENIED, HTTP 403.
+	ReasonNoScope Reason = "no_scope"
 )
 
 // ResultValid labels a valid key in keymint_verifications_total.

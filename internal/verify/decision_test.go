@@ -55,20 +55,27 @@ func TestDecide(t *testing.T) {
 
 func TestParseScope(t *testing.T) {
 	for path, want := range map[string][]string{
-		"/verify":                          nil,
-		"/verify/":                         nil,
-		"/verify/original/path":            nil,
-		"/verify/nsx/a":                    nil,
-		"/verify/ns/team-a":                {"team-a"},
-		"/verify/ns/team-a,team-b":         {"team-a", "team-b"},
-		"/verify/ns/team-a/ns/other/x":     {"team-a"}, // Envoy appends the client's path: it never widens
-		"/verify/ns/team-a,,team-b/api/v1": {"team-a", "team-b"},
-		"/verify/ns":                       {},
-		"/verify/ns/":                      {},
+		"/verify":                         nil,
+		"/verify/":                        nil,
+		"/verify/all":                     nil,
+		"/verify/all/api/v1/things":       nil,
+		"/verify/ns/team-a":               {"team-a"},
+		"/verify/ns/team-a,team-b":        {"team-a", "team-b"},
+		"/verify/ns/team-a/ns/other/x":    {"team-a"}, // Envoy appends the client's path: it never widens
+		"/verify/ns/team-a,team-b/api/v1": {"team-a", "team-b"},
 	} {
-		got := ParseScope(path)
-		if (got == nil) != (want == nil) || !slices.Equal(got, want) {
-			t.Errorf("ParseScope(%q) = %#v, want %#v", path, got, want)
+		got, ok := ParseScope(path)
+		if !ok || (got == nil) != (want == nil) || !slices.Equal(got, want) {
+			t.Errorf("ParseScope(%q) = %#v, %v, want %#v", path, got, ok, want)
+		}
+	}
+	// Typos and look-alikes are refused, never read as every namespace.
+	for _, path := range []string{
+		"/verify/NS/default", "/verify/namespaces/default", "/verify/nsteam-b", "/verify/ns", "/verify/ns/",
+		"/verify/ns/team-a,,team-b", "/verify/ns/Team-A", "/verify/original/path", "/verify/nsx/a", "/verify/allx", "/verifyx",
+	} {
+		if got, ok := ParseScope(path); ok {
+			t.Errorf("ParseScope(%q) = %#v, accepted", path, got)
 		}
 	}
 }

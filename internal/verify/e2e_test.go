@@ -289,6 +289,21 @@ func TestVerifyOverHTTP(t *testing.T) {
 		}).Should(Succeed())
 	}
 
+	// A path that is not one of the three forms is refused with 404, never
+	// read as "every namespace": a gateway's typo fails closed.
+	for _, path := range []string{"/verify/NS/" + s.ns, "/verify/namespaces/" + s.ns, "/verify/ns" + s.ns, "/verify/" + s.ns} {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, verifyURL+path, nil)
+		g.Expect(err).NotTo(HaveOccurred())
+		req.Header.Set("Authorization", "Bearer "+s.elsewhere.value)
+		resp, err := http.DefaultClient.Do(req)
+		g.Expect(err).NotTo(HaveOccurred())
+		body, err := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(resp.StatusCode).To(Equal(http.StatusNotFound), path)
+		g.Expect(string(body)).To(Equal(verify.UnknownPathMessage), path)
+	}
+
 	// At its expiry the key is refused at once: the controller has not
 	// run since the clock moved.
 	clk.SetTime(s.expired.key.Status.ExpiresAt.Time)

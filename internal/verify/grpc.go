@@ -27,6 +27,10 @@ const ContextExtensionNamespace = "keymint-namespace"
 type ExtAuthz struct {
 	authv3.UnimplementedAuthorizationServer
 	Verifier *Verifier
+	// RequireScope refuses a check whose route names no namespaces (no
+	// keymint-namespace context extension), instead of accepting keys of
+	// every namespace: a route that forgot the extension fails closed.
+	RequireScope bool
 }
 
 // Check answers one of Envoy's checks. An allowed request goes upstream
@@ -43,7 +47,18 @@ func (a *ExtAuthz) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3
 		caller.Address = attrs.GetSource().GetAddress().GetSocketAddress().GetAddress()
 	}
 	var scope []string
-	if list, ok := attrs.GetContextExtensions()[ContextExtensionNamespace]; ok {
+	list, scoped := attrs.GetContextExtensions()[ContextExtensionNamespace]
+	if !scoped && a.RequireScope {
+		return &authv3.CheckResponse{
+			Status: &rpcstatus.Status{Code: int32(codes.PermissionDenied), Message: string(ReasonNoScope)},
+			HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+				Status:  &typev3.HttpStatus{Code: typev3.StatusCode_Forbidden},
+				Headers: []*corev3.HeaderValueOption{header("Content-Type", "application/json")},
+				Body:    string(refusal(ReasonNoScope)),
+			}},
+		}, nil
+	}
+	if scoped {
 		scope = []string{}
 		for ns := range strings.SplitSeq(list, ",") {
 			if ns = strings.TrimSpace(ns); ns != "" {
@@ -87,6 +102,8 @@ type GRPCServer struct {
 	Addr     string
 	Verifier *Verifier
 	Log      logr.Logger
+	// RequireScope: see ExtAuthz.
+	RequireScope bool
 }
 
 // NeedLeaderElection is false: every replica verifies.
@@ -102,7 +119,7 @@ func (s *GRPCServer) Start(ctx context.Context) error {
 		return err
 	}
 	srv := grpc.NewServer(grpc.MaxRecvMsgSize(1 << 20))
-	authv3.RegisterAuthorizationServer(srv, &ExtAuthz{Verifier: s.Verifier})
+	authv3.RegisterAuthorizationServer(srv, &ExtAuthz{Verifier: s.Verifier, RequireScope: s.RequireScope})
 	s.Log.Info("serving Envoy ext_authz", "address", ln.Addr().String())
 	go func() {
 		<-ctx.Done()

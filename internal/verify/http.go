@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"time"
@@ -31,11 +32,18 @@ func (v *Verifier) Handler() http.Handler {
 		if caller.Address == "" {
 			caller.Address, _, _ = net.SplitHostPort(r.RemoteAddr)
 		}
-		verdict := v.Verify(r.Context(), presentedKey(r.Header.Get("Authorization"), r.Header.Get(HeaderAPIKey)), ParseScope(r.URL.Path), caller)
 		// The names are in canonical form already: set without Set's
 		// canonicalisation, on every request.
 		h := w.Header()
 		h["Cache-Control"] = noStore
+		scope, ok := ParseScope(r.URL.Path)
+		if !ok {
+			h["Content-Type"] = textType
+			w.WriteHeader(http.StatusNotFound)
+			_, _ = io.WriteString(w, UnknownPathMessage)
+			return
+		}
+		verdict := v.Verify(r.Context(), presentedKey(r.Header.Get("Authorization"), r.Header.Get(HeaderAPIKey)), scope, caller)
 		if verdict.Valid() {
 			identity(verdict.Key, func(name, value string) { h[name] = []string{value} })
 			w.WriteHeader(http.StatusOK)
@@ -59,6 +67,7 @@ var (
 	noStore   = []string{"no-store"}
 	challenge = []string{wwwAuthenticate}
 	jsonType  = []string{"application/json"}
+	textType  = []string{"text/plain; charset=utf-8"}
 )
 
 // refusal is the JSON body of a 401.

@@ -18,6 +18,8 @@ type Options struct {
 	CertFile, KeyFile string
 	// GRPCAddr serves Envoy's ext_authz; "" or "0" turns it off.
 	GRPCAddr string
+	// GRPCRequireScope refuses ext_authz checks that name no namespaces.
+	GRPCRequireScope bool
 	// LastUsedInterval bounds the writes of status.lastUsedAt and the
 	// usage records: one per key per interval.
 	LastUsedInterval time.Duration
@@ -57,7 +59,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) (*Verifier, error) 
 		}
 	}
 	if Enabled(o.GRPCAddr) {
-		if err := mgr.Add(&GRPCServer{Addr: o.GRPCAddr, Verifier: v, Log: log}); err != nil {
+		if err := mgr.Add(&GRPCServer{Addr: o.GRPCAddr, Verifier: v, Log: log, RequireScope: o.GRPCRequireScope}); err != nil {
 			return nil, err
 		}
 	}

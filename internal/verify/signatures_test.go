@@ -28,7 +28,7 @@ func TestOnlyASignedSecretHoldsAKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	signed := keysecret.Build(key, minted, time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC), nil)
+	signed := keysecret.Build(key, minted, 1, time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC), nil)
 	if err := signer.Sign(signed, key); err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -114,25 +115,41 @@ func (v *Verifier) inSecret(ctx context.Context, key *keymintv1alpha1.APIKey) bo
 	return true
 }
 
-// ParseScope reads the namespaces a verify path accepts:
-// /verify/ns/<namespace>[,<namespace>...][/<anything>] accepts those, and
-// any other path under /verify any namespace. It fails closed: /verify/ns
-// with no namespace accepts none.
-func ParseScope(path string) []string {
-	rest, ok := strings.CutPrefix(path, VerifyPath+"/ns")
-	if !ok || (rest != "" && rest[0] != '/') {
-		return nil
+// ParseScope reads the namespaces a gateway's verify path accepts. Only
+// three forms mean anything, so that a typo can never widen what a gateway
+// accepts:
+//   - /verify and /verify/: every namespace (scope nil);
+//   - /verify/all[/<anything>]: every namespace, for gateways that append
+//     the client's path (Envoy's HTTP path_prefix);
+//   - /verify/ns/<namespace>[,<namespace>...][/<anything>]: those.
+//
+// Any other path, or a namespace that is not a valid name, is no scope at
+// all (ok false), and the verifier answers 404.
+func ParseScope(path string) (scope []string, ok bool) {
+	switch path {
+	case VerifyPath, VerifyPath + "/", VerifyPath + "/all":
+		return nil, true
 	}
-	rest = strings.TrimPrefix(rest, "/")
+	if strings.HasPrefix(path, VerifyPath+"/all/") {
+		return nil, true
+	}
+	rest, found := strings.CutPrefix(path, VerifyPath+"/ns/")
+	if !found {
+		return nil, false
+	}
 	list, _, _ := strings.Cut(rest, "/")
-	scope := []string{}
+	scope = []string{}
 	for ns := range strings.SplitSeq(list, ",") {
-		if ns != "" {
-			scope = append(scope, ns)
+		if len(validation.IsDNS1123Label(ns)) > 0 {
+			return nil, false
 		}
+		scope = append(scope, ns)
 	}
-	return scope
+	return scope, true
 }
+
+// UnknownPathMessage is the one line of a 404 for a path ParseScope refuses.
+const UnknownPathMessage = "keymint: not a verify path: use /verify (every namespace), /verify/all/<path> or /verify/ns/<namespace>[,<namespace>...]\n"
 
 // expiresAtHeader is X-Keymint-Expires-At: RFC 3339, or "never".
 func expiresAtHeader(key *keymintv1alpha1.APIKey) string {

@@ -27,7 +27,7 @@ func actions(records []audit.Record) []string {
 
 func TestRefusalsAreAggregatedPerActor(t *testing.T) {
 	t0 := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
-	d := newDenials()
+	d := newRepeats(0)
 	write := func(now time.Time, records ...audit.Record) []audit.Record {
 		out, commit := d.plan(records, now)
 		commit()
@@ -52,7 +52,7 @@ func TestRefusalsAreAggregatedPerActor(t *testing.T) {
 	}
 
 	// The window closes: one summary per actor that repeated, then a new window.
-	got = write(t0.Add(DenialWindow))
+	got = write(t0.Add(RepeatWindow))
 	if len(got) != 1 || got[0].Actor.Username != "mallory" || got[0].Impersonator != nil {
 		t.Fatalf("closing the windows wrote %+v, want mallory's summary", got)
 	}
@@ -63,21 +63,21 @@ func TestRefusalsAreAggregatedPerActor(t *testing.T) {
 	if got[0].Message != "mallory was refused 2 more reads of Secrets holding keys between 2026-12-01T12:00:01Z and 2026-12-01T12:01:00Z, after the refusal of request 1" {
 		t.Errorf("message = %q", got[0].Message)
 	}
-	if got := write(t0.Add(DenialWindow+time.Second), denied("mallory", "6", t0.Add(DenialWindow+time.Second))); len(got) != 1 || got[0].Repeats != nil {
+	if got := write(t0.Add(RepeatWindow+time.Second), denied("mallory", "6", t0.Add(RepeatWindow+time.Second))); len(got) != 1 || got[0].Repeats != nil {
 		t.Fatalf("the first refusal of a new window: %+v", got)
 	}
 }
 
 func TestRefusalWindowsAreBounded(t *testing.T) {
 	t0 := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
-	d := newDenials()
+	d := newRepeats(0)
 	var batch []audit.Record
-	for i := range MaxDenialActors + 5 {
+	for i := range MaxRepeatWindows + 5 {
 		batch = append(batch, denied(fmt.Sprintf("sa-%d", i), "x", t0))
 	}
 	out, commit := d.plan(batch, t0)
 	commit()
-	if len(out) != len(batch) || len(d.windows) != MaxDenialActors {
-		t.Fatalf("wrote %d of %d refusals with %d windows open, want all written and %d windows", len(out), len(batch), len(d.windows), MaxDenialActors)
+	if len(out) != len(batch) || len(d.windows) != MaxRepeatWindows {
+		t.Fatalf("wrote %d of %d refusals with %d windows open, want all written and %d windows", len(out), len(batch), len(d.windows), MaxRepeatWindows)
 	}
 }

@@ -1,0 +1,100 @@
+package controllers
+
+import (
+	"context"
+	"sync"
+
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
+)
+
+// maxTombstones bounds the APIKeys remembered between their deletion and
+// the pass that records it; past it, that pass records what the key's
+// Secret says.
+const maxTombstones = 10_000
+
+// tombstones remember the last state of APIKeys that went away, so that the
+// pass over a key deleted without keymint's finalizer (by an administrator
+// who removed it) can still record who the key was: the APIKey is gone by
+// then. A pass that recorded the deletion forgets its tombstone.
+type tombstones struct {
+	mu   sync.Mutex
+	keys map[types.NamespacedName][]*keymintv1alpha1.APIKey
+	// finalized are the APIKeys whose deletion finalize recorded, whose
+	// tombstones are not needed.
+	finalized map[types.UID]struct{}
+}
+
+// recorded notes that the deletion of the APIKey uid is on record.
+func (t *tombstones) recorded(uid types.UID) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.finalized == nil || len(t.finalized) >= maxTombstones {
+		t.finalized = map[types.UID]struct{}{}
+	}
+	t.finalized[uid] = struct{}{}
+}
+
+func (t *tombstones) remember(key *keymintv1alpha1.APIKey) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, ok := t.finalized[key.UID]; ok {
+		delete(t.finalized, key.UID)
+		return
+	}
+	if t.keys == nil {
+		t.keys = map[types.NamespacedName][]*keymintv1alpha1.APIKey{}
+	}
+	name := client.ObjectKeyFromObject(key)
+	if len(t.keys) >= maxTombstones && t.keys[name] == nil {
+		return
+	}
+	t.keys[name] = append(t.keys[name], key)
+}
+
+// of returns the tombstones of the APIKeys once named name.
+func (t *tombstones) of(name types.NamespacedName) []*keymintv1alpha1.APIKey {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return append([]*keymintv1alpha1.APIKey(nil), t.keys[name]...)
+}
+
+// forget drops the tombstone of the APIKey uid once named name.
+func (t *tombstones) forget(name types.NamespacedName, uid types.UID) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var kept []*keymintv1alpha1.APIKey
+	for _, k := range t.keys[name] {
+		if k.UID != uid {
+			kept = append(kept, k)
+		}
+	}
+	if len(kept) == 0 {
+		delete(t.keys, name)
+		return
+	}
+	t.keys[name] = kept
+}
+
+// apiKeyEvents queues an APIKey on every event, as the builder's For does,
+// and remembers a deleted one's last state before its pass is queued.
+func (r *APIKeyReconciler) apiKeyEvents() handler.TypedEventHandler[client.Object, reconcile.Request] {
+	enqueue := &handler.EnqueueRequestForObject{}
+	return handler.TypedFuncs[client.Object, reconcile.Request]{
+		CreateFunc:  enqueue.Create,
+		UpdateFunc:  enqueue.Update,
+		GenericFunc: enqueue.Generic,
+		DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			if key, ok := e.Object.(*keymintv1alpha1.APIKey); ok {
+				r.deleted.remember(key)
+			}
+			enqueue.Delete(ctx, e, q)
+		},
+	}
+}
