@@ -71,7 +71,7 @@ func TestRestartedLeaderLeadsAtOnce(t *testing.T) {
 	}
 	defer func() { _ = env.Stop() }()
 	if err := env.Client.Create(ctx, &rbacv1.RoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Namespace: testenv.SlotNamespace, Name: "everyone-holds-keys"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: metav1.NamespaceDefault, Name: "everyone-holds-keys"},
 		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "keymint-user"},
 		Subjects:   []rbacv1.Subject{{Kind: rbacv1.GroupKind, APIGroup: rbacv1.GroupName, Name: "system:authenticated"}},
 	}); err != nil {
@@ -85,7 +85,7 @@ func TestRestartedLeaderLeadsAtOnce(t *testing.T) {
 	issued := func(name string) time.Duration {
 		start := time.Now()
 		key := &keymintv1alpha1.APIKey{
-			ObjectMeta: metav1.ObjectMeta{Namespace: testenv.SlotNamespace, Name: name},
+			ObjectMeta: metav1.ObjectMeta{Namespace: metav1.NamespaceDefault, Name: name},
 			Spec:       keymintv1alpha1.APIKeySpec{User: "leader-" + name, Expiration: keymintv1alpha1.Expiration{Never: new(true)}},
 		}
 		if err := env.Client.Create(ctx, key); err != nil {
