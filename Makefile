@@ -70,7 +70,7 @@ test-unit: ## The tests that need no control plane and no tool in bin/ (-short),
 	go test -short $(GOTEST_FLAGS) ./...
 
 .PHONY: test
-test: manifests generate fmt vet lint controlplane kustomize helm ## Run every test: unit and envtest (real kube-apiserver and etcd), then a short chaos run.
+test: manifests generate fmt vet lint controlplane kustomize helm nginx ## Run every test: unit and envtest (real kube-apiserver and etcd), then a short chaos run.
 	go test -p 1 $(GOTEST_FLAGS) ./... -skip '^TestShortChaos$$' -coverprofile cover.out
 	go test $(GOTEST_FLAGS) ./hack/chaos -run '^TestShortChaos$$' -count=1
 
@@ -148,6 +148,10 @@ build-installer: manifests kustomize ## Write dist/install.yaml: the whole opera
 .PHONY: controlplane
 controlplane: ## Build kube-apiserver, etcd and kubectl from Go modules into bin/k8s (cached).
 	@if [ "$(KUBEBUILDER_ASSETS)" = "$(CONTROLPLANE_DIR)" ]; then hack/controlplane.sh "$(CONTROLPLANE_DIR)"; fi
+
+.PHONY: nginx
+nginx: ## Install Debian's nginx (the gateway test's) when missing, as root; otherwise say in one line what to install.
+	@hack/need-nginx.sh
 
 .PHONY: kustomize helm
 kustomize: $(KUSTOMIZE) ## Build kustomize from the Go module proxy into bin/.

@@ -95,8 +95,9 @@ func main() {
 	flag.StringVar(&verifyOpts.GRPCAddr, "ext-authz-bind-address", ":9001", "The address of the Envoy ext_authz gRPC service (envoy.service.auth.v3.Authorization). 0 disables it.")
 	flag.BoolVar(&verifyOpts.GRPCRequireScope, "ext-authz-require-namespace", false, "Refuse (PERMISSION_DENIED, reason no_scope) every ext_authz check whose route sets no "+verify.ContextExtensionNamespace+" context extension, instead of accepting keys of every namespace.")
 	flag.DurationVar(&verifyOpts.LastUsedInterval, "last-used-interval", verify.DefaultLastUsedInterval, "How often at the most a key's status.lastUsedAt, and its Used and RejectedUse records, are written.")
-	flag.Var(days{&expiryWarning}, "expiry-warning", "How long before its expiry a key is ExpiringSoon (a Go duration, or days such as 14d).")
+	// Set before the flag is defined, so that --help shows the default.
 	expiryWarning = controllers.DefaultExpiryWarning
+	flag.Var(days{&expiryWarning}, "expiry-warning", "How long before its expiry a key is ExpiringSoon (a Go duration, or days such as 14d).")
 	opts := zap.Options{Development: false}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()

@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -242,4 +243,45 @@ func TestAdminRoleGrantsItsVerbsAndNotUse(t *testing.T) {
 	for _, verb := range []string{keymintv1alpha1.VerbUse, "escalate", "impersonate"} {
 		g.Expect(allowed(verb)).To(BeFalse(), "keymint-admin grants %s", verb)
 	}
+}
+
+// TestAdministratorsGrantAndRemoveAccess: a user holding only keymint-admin
+// grants a user access (a RoleBinding of keymint-user, created as that
+// administrator) and removes it, and can bind no other role it does not
+// fully hold.
+func TestAdministratorsGrantAndRemoveAccess(t *testing.T) {
+	testenv.RequireControlPlane(t)
+	g := NewWithT(t)
+	startManager(t, managerOptions{})
+	ns := newRestrictedNamespace(t)
+	carol, alice := userIn(ns, "carol"), userIn(ns, "alice")
+	bind(t, ns, "carol-admin", "keymint-admin", userSubject(carol))
+	asCarol := clientAs(t, carol)
+	grant := func(name, role string) *rbacv1.RoleBinding {
+		return &rbacv1.RoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role},
+			Subjects:   []rbacv1.Subject{userSubject(alice)},
+		}
+	}
+	access := grant("alice-keys", "keymint-user")
+	g.Expect(asCarol.Create(ctx, access)).To(Succeed(), "keymint-admin grants access")
+	key := newKey(ns, "alice-key", alice, never())
+	g.Expect(clientAs(t, alice).Create(ctx, key)).To(Succeed())
+	waitForPhase(t, key, keymintv1alpha1.PhaseActive)
+	// (envtest runs no aggregation controller, so edit and admin are
+	// empty there: cluster-admin and a Role that reads Secrets stand in.)
+	reader := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "secret-reader"},
+		Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"get"}}}}
+	g.Expect(k8sClient.Create(ctx, reader)).To(Succeed())
+	readers := grant("alice-reads-secrets", "")
+	readers.RoleRef = rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: reader.Name}
+	for _, rb := range []*rbacv1.RoleBinding{grant("alice-cluster-admin", "cluster-admin"), readers} {
+		err := asCarol.Create(ctx, rb)
+		g.Expect(apierrors.IsForbidden(err)).To(BeTrue(), "keymint-admin bound %s: %v", rb.RoleRef.Name, err)
+	}
+	err := asCarol.Get(ctx, client.ObjectKey{Namespace: ns, Name: key.SecretNameOrDefault()}, &corev1.Secret{})
+	g.Expect(apierrors.IsForbidden(err)).To(BeTrue(), "keymint-admin reads a key: %v", err)
+	g.Expect(asCarol.Delete(ctx, access)).To(Succeed(), "keymint-admin removes access")
+	waitForPhase(t, key, keymintv1alpha1.PhaseSuspended)
 }

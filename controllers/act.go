@@ -159,7 +159,7 @@ func (p *keyPass) claim(ctx context.Context) error {
 		return err
 	}
 	if !c.Held {
-		return p.wait(ctx, waitMessage(p.key.Spec.User, c.Holders, p.MaxKeysPerUser))
+		return p.wait(ctx, waitMessage(p.key.Spec.User, c.Holders, p.MaxKeysPerUser, nil))
 	}
 	return p.issue(ctx)
 }

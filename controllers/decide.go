@@ -154,14 +154,23 @@ func keyIDText(key *keymintv1alpha1.APIKey) string {
 	return key.Status.KeyID
 }
 
-// waitMessage says why a key of user waits for a slot.
-func waitMessage(user string, holders []string, maxKeys int) string {
-	list := strings.Join(holders, ", ")
+// waitMessage says why a key of user waits for a slot: the keys that hold
+// the user's slots, and those that wait ahead of it.
+func waitMessage(user string, holders []string, maxKeys int, ahead []slots.Candidate) string {
 	if len(holders) >= maxKeys {
 		return fmt.Sprintf("user %s already holds %d active keys (%s); this key is issued when one of them is deleted or expires",
-			user, len(holders), list)
+			user, len(holders), strings.Join(holders, ", "))
 	}
-	return fmt.Sprintf("user %s holds %d of %d active keys (%s); older keys of the user wait ahead of this one", user, len(holders), maxKeys, list)
+	held := "none"
+	if len(holders) > 0 {
+		held = strings.Join(holders, ", ")
+	}
+	names := make([]string, 0, len(ahead))
+	for _, c := range ahead {
+		names = append(names, c.Key.String())
+	}
+	return fmt.Sprintf("user %s holds %d of %d active keys (%s); older keys of the user wait ahead of this one: %s",
+		user, len(holders), maxKeys, held, strings.Join(names, ", "))
 }
 
 func conflictMessage(key *keymintv1alpha1.APIKey) string {
@@ -180,7 +189,7 @@ func noSlotOrNotYourTurn(in *Input) (Plan, bool) {
 		return Plan{}, false
 	}
 	return Plan{Do: ActWait, Reason: keymintv1alpha1.ReasonKeyLimitReached,
-		Message: waitMessage(in.Key.Spec.User, slots.HolderNames(held), in.MaxKeys), Reclaim: in.Stale}, true
+		Message: waitMessage(in.Key.Spec.User, slots.HolderNames(held), in.MaxKeys, slots.Ahead(candidate(in.Key), in.Waiting)), Reclaim: in.Stale}, true
 }
 
 // claimMintOrAdopt: the key holds a slot, or may claim one.

@@ -97,7 +97,7 @@ func TestDecide(t *testing.T) {
 		{name: "a slot free, an older key of the user waits ahead", exp: never(),
 			in: Input{Allowed: true, Slots: []coordinationv1.Lease{other}, Waiting: []slots.Candidate{waiter("w", created.Add(-time.Hour))}},
 			want: Plan{Check: "NoSlotOrNotYourTurn", Do: ActWait, Reason: keymintv1alpha1.ReasonKeyLimitReached,
-				Message: "user alice holds 1 of 2 active keys (ns/a); older keys of the user wait ahead of this one"}},
+				Message: "user alice holds 1 of 2 active keys (ns/a); older keys of the user wait ahead of this one: ns/w"}},
 		{name: "a slot free, this key waited longest", exp: never(),
 			in:   Input{Allowed: true, Slots: []coordinationv1.Lease{other}, Waiting: []slots.Candidate{waiter("w", created.Add(time.Hour)), waiter("k", created)}},
 			want: Plan{Check: "ClaimMintOrAdopt", Do: ActClaim}},

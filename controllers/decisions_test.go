@@ -12,6 +12,7 @@ import (
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
 	"github.com/keymint/keymint/internal/keysecret"
+	"github.com/keymint/keymint/internal/slots"
 )
 
 var created = time.Date(2026, 1, 31, 9, 0, 0, 0, time.UTC)
@@ -102,13 +103,19 @@ func TestIssueEvent(t *testing.T) {
 }
 
 func TestWaitMessage(t *testing.T) {
-	if got, want := waitMessage("bob", []string{"a/x", "b/y"}, 2),
+	if got, want := waitMessage("bob", []string{"a/x", "b/y"}, 2, nil),
 		"user bob already holds 2 active keys (a/x, b/y); this key is issued when one of them is deleted or expires"; got != want {
 		t.Errorf("full: %q", got)
 	}
-	if got, want := waitMessage("bob", []string{"a/x"}, 2),
-		"user bob holds 1 of 2 active keys (a/x); older keys of the user wait ahead of this one"; got != want {
+	ahead := []slots.Candidate{waiter("w1", created), waiter("w2", created.Add(time.Minute))}
+	if got, want := waitMessage("bob", []string{"a/x"}, 2, ahead[:1]),
+		"user bob holds 1 of 2 active keys (a/x); older keys of the user wait ahead of this one: ns/w1"; got != want {
 		t.Errorf("queue: %q", got)
+	}
+	// The demo's first message once named nothing: it names the keys ahead.
+	if got, want := waitMessage("alice", nil, 2, ahead),
+		"user alice holds 0 of 2 active keys (none); older keys of the user wait ahead of this one: ns/w1, ns/w2"; got != want {
+		t.Errorf("queue behind two: %q", got)
 	}
 }
 

@@ -66,16 +66,19 @@ func compare(a, b Candidate) int {
 // longest. waiting may or may not contain self. This is fairness only; the
 // cap itself rests on the Leases.
 func Eligible(self Candidate, waiting []Candidate, free int) bool {
-	if free <= 0 {
-		return false
-	}
-	ahead := 0
+	return free > 0 && len(Ahead(self, waiting)) < free
+}
+
+// Ahead returns the waiting keys that come before self, oldest first.
+func Ahead(self Candidate, waiting []Candidate) []Candidate {
+	var out []Candidate
 	for _, c := range waiting {
 		if c.Key != self.Key && compare(c, self) < 0 {
-			ahead++
+			out = append(out, c)
 		}
 	}
-	return ahead < free
+	slices.SortFunc(out, compare)
+	return out
 }
 
 // Sorted returns the candidates oldest first.

@@ -82,7 +82,7 @@ func (a *ExtAuthz) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3
 		Status: &rpcstatus.Status{Code: int32(codes.Unauthenticated), Message: string(verdict.Reason)},
 		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
 			Status:  &typev3.HttpStatus{Code: typev3.StatusCode_Unauthorized},
-			Headers: []*corev3.HeaderValueOption{header("WWW-Authenticate", wwwAuthenticate), header("Content-Type", "application/json")},
+			Headers: []*corev3.HeaderValueOption{header("WWW-Authenticate", challengeFor(verdict.Reason)), header("Content-Type", "application/json")},
 			Body:    string(refusal(verdict.Reason)),
 		}},
 	}, nil

@@ -49,7 +49,7 @@ func (v *Verifier) Handler() http.Handler {
 			w.WriteHeader(http.StatusOK)
 			return
 		}
-		h["Www-Authenticate"] = challenge
+		h["Www-Authenticate"] = []string{challengeFor(verdict.Reason)}
 		h["Content-Type"] = jsonType
 		w.WriteHeader(http.StatusUnauthorized)
 		_, _ = w.Write(refusal(verdict.Reason))
@@ -59,13 +59,24 @@ func (v *Verifier) Handler() http.Handler {
 	return mux
 }
 
-// wwwAuthenticate is the challenge of every refusal (RFC 6750).
-const wwwAuthenticate = `Bearer realm="keymint", error="invalid_token"`
+// The challenges of a refusal (RFC 6750, section 3.1): a request that
+// presented no key gets no error code, one that presented a bad key gets
+// invalid_token.
+const (
+	challengeMissing = `Bearer realm="keymint"`
+	challengeInvalid = `Bearer realm="keymint", error="invalid_token"`
+)
+
+func challengeFor(r Reason) string {
+	if r == ReasonMissing {
+		return challengeMissing
+	}
+	return challengeInvalid
+}
 
 // Header values every response shares; never changed.
 var (
 	noStore   = []string{"no-store"}
-	challenge = []string{wwwAuthenticate}
 	jsonType  = []string{"application/json"}
 	textType  = []string{"text/plain; charset=utf-8"}
 )

@@ -83,7 +83,7 @@ func startNginx(t *testing.T, upstream, ns string) string {
 	bin, err := exec.LookPath("nginx")
 	if err != nil {
 		if _, serr := os.Stat("/usr/sbin/nginx"); serr != nil {
-			t.Fatal("nginx is missing: install Debian's nginx package (.ci/run does: apt-get install nginx)")
+			t.Fatal("nginx is missing: run make test, which installs Debian's nginx package (make nginx), or apt-get install nginx")
 		}
 		bin = "/usr/sbin/nginx"
 	}
