@@ -66,8 +66,8 @@ func TestAuditExport(t *testing.T) {
 
 	out, stderr, code := export(admin, "--format", "csv", "--action", "Issued")
 	g.Expect(code).To(Equal(ExitOK), stderr)
-	g.Expect(out).To(HavePrefix("time,action,actor,"))
-	g.Expect(out).To(ContainSubstring(",Issued,unknown,"))
+	g.Expect(out).To(HavePrefix(`"time","action","actor",`))
+	g.Expect(out).To(ContainSubstring(`,"Issued","unknown",`))
 
 	// Without a token, or with one that may not export, it says so.
 	_, stderr, code = alice.run(append([]string{"audit", "export"}, server...)...)
