@@ -79,11 +79,14 @@ func (p *auditPoster) batch(seq int) auditv1.EventList {
 	for i := range 1 + rand.N(5) {
 		now := metav1.NewMicroTime(time.Now())
 		list.Items = append(list.Items, auditv1.Event{
-			AuditID:                  types.UID(fmt.Sprintf("chaos-%06d-%d", seq, i)),
-			Stage:                    auditv1.StageResponseComplete,
-			RequestURI:               "/api/v1/namespaces/" + p.ns + "/secrets/" + p.secret,
-			Verb:                     "get",
-			User:                     authenticationv1.UserInfo{Username: "chaos-reader"},
+			AuditID:    types.UID(fmt.Sprintf("chaos-%06d-%d", seq, i)),
+			Stage:      auditv1.StageResponseComplete,
+			RequestURI: "/api/v1/namespaces/" + p.ns + "/secrets/" + p.secret,
+			Verb:       "get",
+			// A reader of its own for each event: repeated views by one
+			// reader are one record and a count (see auditserver's
+			// repeats), and this checks that every first is durable.
+			User:                     authenticationv1.UserInfo{Username: fmt.Sprintf("chaos-reader-%06d-%d", seq, i)},
 			ObjectRef:                &auditv1.ObjectReference{Resource: "secrets", Namespace: p.ns, Name: p.secret, APIVersion: "v1"},
 			ResponseStatus:           &metav1.Status{Code: 200},
 			RequestReceivedTimestamp: now,
