@@ -76,9 +76,9 @@ func challengeFor(r Reason) string {
 
 // Header values every response shares; never changed.
 var (
-	noStore   = []string{"no-store"}
-	jsonType  = []string{"application/json"}
-	textType  = []string{"text/plain; charset=utf-8"}
+	noStore  = []string{"no-store"}
+	jsonType = []string{"application/json"}
+	textType = []string{"text/plain; charset=utf-8"}
 )
 
 // refusal is the JSON body of a 401.
