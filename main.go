@@ -30,6 +30,7 @@ import (
 	"github.com/keymint/keymint/internal/auditserver"
 	"github.com/keymint/keymint/internal/metrics"
 	"github.com/keymint/keymint/internal/verify"
+	"github.com/keymint/keymint/internal/version"
 )
 
 var scheme = runtime.NewScheme()
@@ -98,9 +99,14 @@ func main() {
 	// Set before the flag is defined, so that --help shows the default.
 	expiryWarning = controllers.DefaultExpiryWarning
 	flag.Var(days{&expiryWarning}, "expiry-warning", "How long before its expiry a key is ExpiringSoon (a Go duration, or days such as 14d).")
+	showVersion := flag.Bool("version", false, "Print the manager's version and exit.")
 	opts := zap.Options{Development: false}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
+	if *showVersion {
+		fmt.Println("keymint manager", version.Version)
+		return
+	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
 	log := ctrl.Log.WithName("setup")
 

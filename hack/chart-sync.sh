@@ -23,7 +23,11 @@ copy() { # source target [condition]
 copy config/access/roles.yaml access-roles.yaml
 copy config/admission/requester.yaml admission-requester.yaml
 copy config/admission/self_service.yaml admission-self-service.yaml
-for f in role role_binding service_account leader_election_role leader_election_role_binding metrics_auth_role metrics_auth_role_binding; do
+for f in role role_binding service_account metrics_auth_role metrics_auth_role_binding; do
 	copy "config/rbac/$f.yaml" "rbac-${f//_/-}.yaml"
+done
+# Only a manager that elects a leader needs the Lease of the election.
+for f in leader_election_role leader_election_role_binding; do
+	copy "config/rbac/$f.yaml" "rbac-${f//_/-}.yaml" .Values.leaderElection
 done
 copy config/rbac/auditor.yaml rbac-auditor.yaml .Values.auditor.create

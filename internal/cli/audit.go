@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -68,6 +69,7 @@ keymint manager's audit endpoint, which allows callers whose bearer token
 	f.StringVar(&e.user, "user", "", "only records of this user's keys")
 	f.StringVar(&e.key, "key", "", "only records of this APIKey (in the namespace of -n)")
 	f.StringVar(&e.action, "action", "", "only this action: "+audit.ActionNames())
+	_ = cmd.RegisterFlagCompletionFunc("action", completeActions)
 	f.BoolVarP(&e.allNamespaces, "all-namespaces", "A", false, "records of every namespace")
 	f.StringVar(&e.format, "format", "json", "json (JSON lines) or csv")
 	return cmd
@@ -129,6 +131,9 @@ func (e *auditExport) run(ctx context.Context) error {
 	req.Header.Set("User-Agent", userAgent())
 	resp, err := httpClient.Do(req)
 	if err != nil {
+		if _, ok := errors.AsType[*tls.CertificateVerificationError](err); ok {
+			return fmt.Errorf("the audit endpoint's certificate is not trusted: pass --audit-certificate-authority with the CA that signed it (%v)", err)
+		}
 		return fmt.Errorf("reaching the audit endpoint: %w", err)
 	}
 	defer func() { _ = resp.Body.Close() }()

@@ -9,8 +9,10 @@ import (
 	"github.com/spf13/cobra"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
 )
@@ -102,6 +104,10 @@ func (c *createOptions) run(ctx context.Context, name string) error {
 			}
 			return err
 		}
+	} else {
+		// Not waiting for Active, but for the operator's first word, so
+		// that a key that waits says so and why.
+		key = firstReport(ctx, c.Options, key, firstReportWait)
 	}
 	if !c.show {
 		return c.printObject(key)
@@ -139,9 +145,37 @@ func phaseNote(key *keymintv1alpha1.APIKey) string {
 	case keymintv1alpha1.PhaseActive:
 		return fmt.Sprintf(": Active as %s in Secret %s", key.Status.KeyID, key.Status.SecretName)
 	case "":
-		return ""
+		if key.CreationTimestamp.IsZero() {
+			return "" // a dry run
+		}
+		return "; the operator has not reported on it yet: `kubectl apikey status " + key.Name + "` shows its progress"
+	case keymintv1alpha1.PhasePending:
+		return ": it waits (Pending): " + waitingReason(key)
 	}
 	return ": " + string(key.Status.Phase) + " (" + waitingReason(key) + ")"
+}
+
+// firstReportWait bounds how long create waits for the operator's first
+// report on a key when not asked to --wait.
+const firstReportWait = 3 * time.Second
+
+// firstReport returns key once the operator has reported on it, or as it
+// is after d.
+func firstReport(ctx context.Context, o *Options, key *keymintv1alpha1.APIKey, d time.Duration) *keymintv1alpha1.APIKey {
+	cl, err := o.Client()
+	if err != nil {
+		return key
+	}
+	latest := key.DeepCopy()
+	_ = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, d, true, func(ctx context.Context) (bool, error) {
+		got := &keymintv1alpha1.APIKey{}
+		if err := cl.Get(ctx, client.ObjectKeyFromObject(key), got); err != nil {
+			return false, nil //nolint:nilerr // what create reports is best effort
+		}
+		latest = got
+		return got.Status.Phase != "", nil
+	})
+	return latest
 }
 
 func exactlyOneName(_ *cobra.Command, args []string) error {

@@ -11,10 +11,11 @@ import (
 
 func newDeleteCommand(o *Options) *cobra.Command {
 	return &cobra.Command{
-		Use:   "delete NAME",
-		Short: "Delete an API key: its key stops working at once (revoke)",
-		Args:  exactlyOneName,
-		RunE:  func(cmd *cobra.Command, args []string) error { return deleteKey(cmd.Context(), o, args[0]) },
+		Use:               "delete NAME",
+		Short:             "Delete an API key: its key stops working at once (revoke)",
+		Args:              exactlyOneName,
+		ValidArgsFunction: completeAPIKeyNames(o),
+		RunE:              func(cmd *cobra.Command, args []string) error { return deleteKey(cmd.Context(), o, args[0]) },
 	}
 }
 

@@ -20,6 +20,9 @@ func expiresText(key *keymintv1alpha1.APIKey, now time.Time) string {
 		return "never"
 	case key.Spec.Expiration.At != nil:
 		t := key.Spec.Expiration.At.Time
+		if !t.After(key.CreationTimestamp.Time) {
+			return t.UTC().Format("2006-01-02") + " (before the APIKey was created: no key is issued)"
+		}
 		return t.UTC().Format("2006-01-02") + " (" + relative(now, t) + ")"
 	case key.Spec.Expiration.Months != nil:
 		return plural(int(*key.Spec.Expiration.Months), "month") + " after issue"
@@ -54,6 +57,14 @@ func span(from, to time.Time) string {
 	months := 0
 	for !expiry.AddMonths(from, months+1).After(to.Add(time.Minute)) {
 		months++
+	}
+	// To the nearer whole month, as people round: a 6-month key issued ten
+	// minutes ago expires "in 6 months".
+	if months >= 1 {
+		lower, upper := expiry.AddMonths(from, months), expiry.AddMonths(from, months+1)
+		if upper.Sub(to) < to.Sub(lower) {
+			months++
+		}
 	}
 	d := to.Sub(from)
 	switch {

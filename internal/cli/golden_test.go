@@ -12,6 +12,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
@@ -100,6 +101,10 @@ func TestRelative(t *testing.T) {
 		{goldenNow.Add(90 * time.Minute), "in 1 hour"},
 		{goldenNow.Add(-48 * time.Hour), "expired 2 days ago"},
 		{goldenNow.Add(-30 * time.Second), "expired less than a minute ago"},
+		// A 6-month key issued ten minutes ago: people round to 6 months.
+		{goldenNow.AddDate(0, 6, 0).Add(-10 * time.Minute), "in 6 months"},
+		{goldenNow.AddDate(0, 5, 10), "in 5 months"},
+		{goldenNow.AddDate(0, 5, 20), "in 6 months"},
 	} {
 		if got := relative(goldenNow, tt.t); got != tt.want {
 			t.Errorf("relative(%s) = %q, want %q", tt.t, got, tt.want)
@@ -122,7 +127,13 @@ func TestErrorsGolden(t *testing.T) {
 	run("create", "ci", "--bogus")
 	run("rotate", "ci", "--delete-old", "--wait=false")
 	run("list", "--kubeconfig", "/nonexistent")
+	run("create", "ci", "--months", "six")
+	run("list", "-o", "wrong")
+	run("version", "-o", "xml")
 	for _, err := range []error{
+		// A CEL rule of the CRD's, which names no field of its own.
+		apierrors.NewInvalid(schema.GroupKind{Group: "keymint.io", Kind: "APIKey"}, "a-very-long-name",
+			field.ErrorList{field.Invalid(nil, "a-very-long-name", "metadata.name must be at most 63 characters")}),
 		apierrors.NewNotFound(schema.GroupResource{Group: "keymint.io", Resource: "apikeys"}, "ci"),
 		apierrors.NewForbidden(schema.GroupResource{Group: "keymint.io", Resource: "apikeys"}, "ci",
 			errors.New(`User "bob" cannot get resource "apikeys" in API group "keymint.io" in the namespace "team-a"`)),

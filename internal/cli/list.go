@@ -37,10 +37,23 @@ func newListCommand(o *Options) *cobra.Command {
 	cmd.Flags().BoolVarP(&l.allNamespaces, "all-namespaces", "A", false, "list the keys of every namespace")
 	cmd.Flags().BoolVar(&l.mine, "mine", false, "only your own keys (whose user is you)")
 	l.print.AddFlags(cmd)
+	if f := cmd.Flags().Lookup("output"); f != nil {
+		f.Usage = "Output format. One of: (" + strings.Join(l.formats(), ", ") + ")."
+	}
 	return cmd
 }
 
+// formats are the -o values list takes: its own wide and name, and what
+// kubectl's printers print.
+func (l *listOptions) formats() []string {
+	return append([]string{"wide", "name"}, slices.DeleteFunc(l.print.AllowedFormats(), func(f string) bool { return f == "name" })...)
+}
+
 func (l *listOptions) run(ctx context.Context) error {
+	format := ptr.Deref(l.print.OutputFormat, "")
+	if format != "" && !slices.Contains(l.formats(), strings.SplitN(format, "=", 2)[0]) {
+		return usageErrorf("--output %q is not a format: use one of %s", format, strings.Join(l.formats(), ", "))
+	}
 	cl, err := l.Client()
 	if err != nil {
 		return err
@@ -67,8 +80,14 @@ func (l *listOptions) run(ctx context.Context) error {
 	slices.SortFunc(list.Items, func(a, b keymintv1alpha1.APIKey) int {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 	})
-	wide := ptr.Deref(l.print.OutputFormat, "") == "wide"
-	if !wide && ptr.Deref(l.print.OutputFormat, "") != "" {
+	wide := format == "wide"
+	if format == "name" {
+		for _, k := range list.Items {
+			fmt.Fprintf(l.Streams.Out, "apikey.%s/%s\n", keymintv1alpha1.GroupVersion.Group, k.Name)
+		}
+		return nil
+	}
+	if !wide && format != "" {
 		p, err := l.print.ToPrinter()
 		if err != nil {
 			return err

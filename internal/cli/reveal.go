@@ -20,9 +20,10 @@ func newRevealCommand(o *Options) *cobra.Command {
 		Long: `reveal prints the key of an Active API key on standard output, alone on its
 line, so that scripts can capture it. Keys are hidden everywhere else. Reading
 the key's Secret is recorded by the API server's audit log.`,
-		Example: `  export API_KEY=$(kubectl apikey reveal ci)`,
-		Args:    exactlyOneName,
-		RunE:    func(cmd *cobra.Command, args []string) error { return reveal(cmd.Context(), o, args[0]) },
+		Example:           `  export API_KEY=$(kubectl apikey reveal ci)`,
+		Args:              exactlyOneName,
+		ValidArgsFunction: completeAPIKeyNames(o),
+		RunE:              func(cmd *cobra.Command, args []string) error { return reveal(cmd.Context(), o, args[0]) },
 	}
 }
 
@@ -30,6 +31,13 @@ func reveal(ctx context.Context, o *Options, name string) error {
 	key, err := getKey(ctx, o, name)
 	if err != nil {
 		return err
+	}
+	me, err := o.whoAmI(ctx)
+	if err != nil {
+		return err
+	}
+	if key.Spec.User != me {
+		return fmt.Errorf("apikey/%s belongs to user %s, not you (%s): only a key's owner can reveal it", name, key.Spec.User, me)
 	}
 	switch key.Status.Phase {
 	case keymintv1alpha1.PhaseActive:

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -21,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
+	"github.com/keymint/keymint/internal/version"
 )
 
 // Exit codes of kubectl-apikey.
@@ -33,9 +35,8 @@ const (
 	ExitUsage = 2
 )
 
-// Version is the plugin's version; a release sets it with
-// -ldflags "-X github.com/keymint/keymint/internal/cli.Version=v...".
-var Version = "v0.1.0"
+// Version is the plugin's version: keymint's release (internal/version).
+var Version = version.Version
 
 // userAgent is how the plugin names itself to the API server and the audit
 // endpoint.
@@ -67,6 +68,12 @@ func (o *Options) Client() (client.WithWatch, error) {
 	cfg, err := o.ConfigFlags.ToRESTConfig()
 	if err != nil {
 		return nil, fmt.Errorf("reading the kubeconfig (--kubeconfig, $KUBECONFIG, ~/.kube/config): %w", err)
+	}
+	// With no kubeconfig at all, client-go falls back to localhost:8080,
+	// whose refusal would be the only message.
+	if raw, err := o.ConfigFlags.ToRawKubeConfigLoader().RawConfig(); err == nil && len(raw.Clusters) == 0 &&
+		(o.ConfigFlags.APIServer == nil || *o.ConfigFlags.APIServer == "") {
+		return nil, errors.New("no cluster configured: point kubectl at one (--kubeconfig, $KUBECONFIG or ~/.kube/config)")
 	}
 	cfg.UserAgent = userAgent()
 	c, err := client.NewWithWatch(cfg, client.Options{Scheme: Scheme})
@@ -141,7 +148,7 @@ Exit codes: 0 success, 1 error (the message says what to do next),
 	cmd.SetOut(o.Streams.Out)
 	cmd.SetErr(o.Streams.ErrOut)
 	o.ConfigFlags.AddFlags(cmd.PersistentFlags())
-	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return UsageError{err.Error()} })
+	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return UsageError{flagErrorText(err)} })
 	cmd.AddCommand(
 		newCreateCommand(o),
 		newListCommand(o),
@@ -156,12 +163,35 @@ Exit codes: 0 success, 1 error (the message says what to do next),
 }
 
 func newVersionCommand(o *Options) *cobra.Command {
-	return &cobra.Command{
+	var short bool
+	var output string
+	cmd := &cobra.Command{
 		Use:   "version",
 		Short: "Print the plugin's version",
 		Args:  cobra.NoArgs,
-		Run:   func(*cobra.Command, []string) { fmt.Fprintln(o.Streams.Out, "kubectl-apikey", Version) },
+		RunE: func(*cobra.Command, []string) error {
+			switch output {
+			case "":
+			case "json":
+				fmt.Fprintf(o.Streams.Out, "{\n  \"pluginVersion\": %q\n}\n", Version)
+				return nil
+			case "yaml":
+				fmt.Fprintf(o.Streams.Out, "pluginVersion: %s\n", Version)
+				return nil
+			default:
+				return usageErrorf("--output must be json or yaml, not %q", output)
+			}
+			if short {
+				fmt.Fprintln(o.Streams.Out, Version)
+				return nil
+			}
+			fmt.Fprintln(o.Streams.Out, "kubectl-apikey", Version)
+			return nil
+		},
 	}
+	cmd.Flags().BoolVar(&short, "short", false, "print the version number only")
+	cmd.Flags().StringVarP(&output, "output", "o", "", "json or yaml")
+	return cmd
 }
 
 // Execute runs the command line args and returns the exit code, printing a
@@ -181,12 +211,50 @@ func Execute(o *Options, args []string) int {
 	return ExitError
 }
 
+// flagErrorText says what is wrong with a flag's value in words, not in
+// strconv's: `invalid argument "six" for "--months" flag: strconv.ParseInt:
+// parsing "six": invalid syntax` becomes `--months: "six" is not a number`.
+func flagErrorText(err error) string {
+	m := invalidFlagValue.FindStringSubmatch(err.Error())
+	if m == nil {
+		return err.Error()
+	}
+	flag, value, what := m[2], m[1], "a valid value"
+	switch {
+	case strings.Contains(m[3], "ParseInt"), strings.Contains(m[3], "ParseUint"):
+		what = "a whole number"
+	case strings.Contains(m[3], "ParseFloat"):
+		what = "a number"
+	case strings.Contains(m[3], "ParseBool"):
+		what = "true or false"
+	case strings.Contains(m[3], "time: "):
+		what = "a duration such as 90s, 30m or 24h"
+	}
+	return fmt.Sprintf("%s: %q is not %s", flag, value, what)
+}
+
+// invalidValue is the start of a validation cause that repeats the value.
+var invalidValue = regexp.MustCompile(`^Invalid value: ("[^"]*"|[^:]*): `)
+
+var invalidFlagValue = regexp.MustCompile(`^invalid argument "(.*)" for "(?:-\w, )?(--[\w-]+)" flag: (.*)$`)
+
 // explain turns an error into one line that says what to do next.
 func explain(err error) string {
 	var status apierrors.APIStatus
 	if errors.As(err, &status) {
 		details := status.Status().Details
 		switch {
+		// A refusal of the API's validation: each cause, with its field.
+		case apierrors.IsInvalid(err) && details != nil && len(details.Causes) > 0:
+			var causes []string
+			for _, c := range details.Causes {
+				msg := invalidValue.ReplaceAllString(c.Message, "")
+				if c.Field != "" && c.Field != "<nil>" {
+					msg = c.Field + ": " + msg
+				}
+				causes = append(causes, msg)
+			}
+			return fmt.Sprintf("%s %q is invalid: %s", strings.TrimSuffix(details.Kind, "s"), details.Name, strings.Join(causes, "; "))
 		case apierrors.IsNotFound(err) && details != nil && details.Kind == "apikeys":
 			return fmt.Sprintf("API key %q not found; `kubectl apikey list` shows your keys", details.Name)
 		case apierrors.IsNotFound(err) && details != nil && details.Kind == "namespaces":

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -41,8 +42,9 @@ or its expiry is past) is deleted again: rotate leaves nothing behind.`,
 		Example: `  kubectl apikey rotate ci
   kubectl apikey rotate ci --successor ci-2027 --delete-old
   kubectl apikey rotate reporting --months 12   # its expires-at has passed`,
-		Args: exactlyOneName,
-		RunE: func(cmd *cobra.Command, args []string) error { return r.run(cmd.Context(), args[0]) },
+		Args:              exactlyOneName,
+		ValidArgsFunction: completeAPIKeyNames(o),
+		RunE:              func(cmd *cobra.Command, args []string) error { return r.run(cmd.Context(), args[0]) },
 	}
 	f := cmd.Flags()
 	f.StringVar(&r.successor, "successor", "", "name of the new APIKey (default: NAME-YYYYMMDDhhmmss)")
@@ -59,6 +61,9 @@ func (r *rotateOptions) run(ctx context.Context, name string) error {
 	}
 	old, err := getKey(ctx, r.Options, name)
 	if err != nil {
+		return err
+	}
+	if err := r.mayActFor(ctx, old); err != nil {
 		return err
 	}
 	if active, err := r.activeKeysOf(ctx, old); err != nil {
@@ -143,4 +148,28 @@ func (r *rotateOptions) successorName(name string) string {
 	suffix := "-" + r.Clock.Now().UTC().Format("20060102150405")
 	// APIKey names are at most 63 characters.
 	return strings.TrimSuffix(name[:min(len(name), 63-len(suffix))], "-") + suffix
+}
+
+// mayActFor refuses, before anything is created, to rotate another user's
+// key for a caller without the delegate verb, which the admission policy
+// would refuse with a less direct message.
+func (r *rotateOptions) mayActFor(ctx context.Context, key *keymintv1alpha1.APIKey) error {
+	me, err := r.whoAmI(ctx)
+	if err != nil || key.Spec.User == me {
+		return err
+	}
+	cl, _ := r.Client()
+	review := &authorizationv1.SelfSubjectAccessReview{Spec: authorizationv1.SelfSubjectAccessReviewSpec{
+		ResourceAttributes: &authorizationv1.ResourceAttributes{
+			Namespace: key.Namespace, Verb: "delegate", Group: keymintv1alpha1.GroupVersion.Group, Resource: "apikeys",
+		},
+	}}
+	if err := cl.Create(ctx, review); err != nil {
+		return err
+	}
+	if !review.Status.Allowed {
+		return fmt.Errorf("apikey/%s belongs to user %s, not you (%s): rotating another user's key needs the delegate verb on apikeys in namespace %s (ClusterRole keymint-admin)",
+			key.Name, key.Spec.User, me, key.Namespace)
+	}
+	return nil
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/cli-runtime/pkg/printers"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -17,10 +18,11 @@ import (
 
 func newStatusCommand(o *Options) *cobra.Command {
 	return &cobra.Command{
-		Use:   "status NAME",
-		Short: "Show an API key's state, expiry, conditions and events",
-		Args:  exactlyOneName,
-		RunE:  func(cmd *cobra.Command, args []string) error { return status(cmd.Context(), o, args[0]) },
+		Use:               "status NAME",
+		Short:             "Show an API key's state, expiry, conditions and events",
+		Args:              exactlyOneName,
+		ValidArgsFunction: completeAPIKeyNames(o),
+		RunE:              func(cmd *cobra.Command, args []string) error { return status(cmd.Context(), o, args[0]) },
 	}
 }
 
@@ -54,9 +56,9 @@ func status(ctx context.Context, o *Options, name string) error {
 
 	fmt.Fprintln(o.Streams.Out, "\nConditions:")
 	w = printers.GetNewTabWriter(o.Streams.Out)
-	fmt.Fprintln(w, "  TYPE\tSTATUS\tREASON\tMESSAGE")
+	fmt.Fprintln(w, "  TYPE\tSTATUS\tREASON\tSINCE\tMESSAGE")
 	for _, c := range key.Status.Conditions {
-		fmt.Fprintf(w, "  %s\t%s\t%s\t%s\n", c.Type, c.Status, c.Reason, c.Message)
+		fmt.Fprintf(w, "  %s\t%s\t%s\t%s\t%s\n", c.Type, c.Status, c.Reason, ageOf(c.LastTransitionTime.Time, now), c.Message)
 	}
 	if err := w.Flush(); err != nil {
 		return err
@@ -67,6 +69,14 @@ func status(ctx context.Context, o *Options, name string) error {
 	err = cl.List(ctx, events, client.InNamespace(key.Namespace), client.MatchingFieldsSelector{
 		Selector: fields.SelectorFromSet(fields.Set{"involvedObject.name": key.Name, "involvedObject.kind": "APIKey"}),
 	})
+	if apierrors.IsForbidden(err) {
+		// keymint-user does not grant reading Events: a namespace's Events
+		// concern every object in it, not only the user's keys.
+		fmt.Fprintf(o.Streams.Out, "\nEvents: not readable with your role (they concern every object in the namespace); "+
+			"the conditions above, with when each began, are the key's history. An administrator sees them with "+
+			"`kubectl events -n %s --for apikey/%s`.\n", key.Namespace, key.Name)
+		return nil
+	}
 	if err != nil {
 		fmt.Fprintf(o.Streams.Out, "\nEvents: not readable (%s)\n", explain(err))
 		return nil

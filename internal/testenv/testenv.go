@@ -96,7 +96,7 @@ func Start(ctx context.Context, configDir string, scheme *runtime.Scheme, opts .
 			return fail(err)
 		}
 	}
-	if err := e.waitForPolicies(ctx); err != nil {
+	if err := e.WaitForPolicies(ctx); err != nil {
 		return fail(err)
 	}
 	return e, nil
@@ -137,10 +137,10 @@ func (e *Env) Apply(ctx context.Context, dir string) error {
 	return nil
 }
 
-// waitForPolicies waits until the API server applies the admission
+// WaitForPolicies waits until the API server applies the admission
 // policies, which load asynchronously: an APIKey created comes back with
 // spec.requester set.
-func (e *Env) waitForPolicies(ctx context.Context) error {
+func (e *Env) WaitForPolicies(ctx context.Context) error {
 	i := 0
 	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
 		i++
