@@ -117,9 +117,15 @@ func newUser(t *testing.T, name string) user {
 	if err := env.Client.Create(context.Background(), ns); err != nil {
 		t.Fatal(err)
 	}
+	return newUserIn(t, name, ns)
+}
+
+// newUserIn is newUser in an existing namespace.
+func newUserIn(t *testing.T, name string, ns *corev1.Namespace) user {
+	t.Helper()
 	name = name + "@" + ns.Name
 	rb := &rbacv1.RoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: "keys"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: "keys-" + strings.Split(name, "@")[0]},
 		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "keymint-user"},
 		Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: name}},
 	}
@@ -127,14 +133,14 @@ func newUser(t *testing.T, name string) user {
 	// through their namespace's roles. Reading their own keys' Secrets,
 	// which reveal needs, keymint grants them itself.
 	secrets := &rbacv1.Role{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: "read-secrets"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: "read-events-" + strings.Split(name, "@")[0]},
 		Rules: []rbacv1.PolicyRule{
 			{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"list"}},
 		},
 	}
 	secretsBinding := &rbacv1.RoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: "read-secrets"},
-		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "read-secrets"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: "read-events-" + strings.Split(name, "@")[0]},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "read-events-" + strings.Split(name, "@")[0]},
 		Subjects:   rb.Subjects,
 	}
 	for _, obj := range []client.Object{rb, secrets, secretsBinding} {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
@@ -200,4 +201,28 @@ func TestColumnsTellStatesApart(t *testing.T) {
 	g.Expect(code).To(Equal(ExitOK))
 	g.Expect(wide).To(MatchRegexp(`NAME\s+USER\s+PHASE\s+READY\s+REASON\s+KEY\s+EXPIRES\s+LAST USED\s+SECRET\s+AGE`))
 	g.Expect(wide).To(MatchRegexp(`forever\s+alice@\S+\s+Active\s+True\s+Active\s+kid_\w+\s+never\s+never used\s+forever\s+`))
+}
+
+// TestSomeoneElsesKeySaysSo: a user who reveals or rotates another user's
+// key is told whose it is, not given a raw RBAC refusal or a message about
+// her own keys; create without --wait says when the key waits, and why.
+func TestSomeoneElsesKeySaysSo(t *testing.T) {
+	testenv.RequireControlPlane(t)
+	g := NewWithT(t)
+	alice := newUser(t, "alice")
+	bob := newUserIn(t, "bob", &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: alice.namespace}})
+	for _, name := range []string{"one", "two"} {
+		_, errOut, code := alice.run("create", name, "--never", "--wait")
+		g.Expect(code).To(Equal(ExitOK), errOut)
+	}
+	_, errOut, code := bob.run("reveal", "one")
+	g.Expect(code).To(Equal(ExitError))
+	g.Expect(errOut).To(Equal("error: apikey/one belongs to user " + alice.name + ", not you (" + bob.name + "): only a key's owner can reveal it\n"))
+	_, errOut, code = bob.run("rotate", "one")
+	g.Expect(code).To(Equal(ExitError))
+	g.Expect(errOut).To(ContainSubstring("apikey/one belongs to user " + alice.name + ", not you (" + bob.name + "): rotating another user's key needs the delegate verb"))
+
+	out, errOut, code := alice.run("create", "third", "--never")
+	g.Expect(code).To(Equal(ExitOK), errOut)
+	g.Expect(out).To(ContainSubstring("apikey/third created for user " + alice.name + ": it waits (Pending): user " + alice.name + " already holds 2 active keys"))
 }
