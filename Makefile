@@ -85,7 +85,7 @@ bench: manifests controlplane build ## Measure keymint against the API server's 
 	go run ./hack/bench $(BENCH_FLAGS)
 
 .PHONY: demo
-demo: manifests controlplane build ## Run the operator on a local control plane and show it working.
+demo: manifests controlplane build plugin ## Run the operator on a local control plane and show it working (the plugin in bin/).
 	go build -o bin/demo ./hack/demo
 	bin/demo
 

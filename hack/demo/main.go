@@ -100,13 +100,19 @@ func run() error {
 	if err := os.WriteFile(kubeconfig, kubeconfigBytes, 0o600); err != nil {
 		return err
 	}
-	kubectl := func(args ...string) error {
-		fmt.Printf("\n$ kubectl %s\n", strings.Join(args, " "))
+	// Always the kubectl built with the control plane, never another on PATH.
+	kubectlAs := func(config string, args ...string) error {
+		shown := "kubectl"
+		if config != kubeconfig {
+			shown = "kubectl --kubeconfig " + relative(root, config)
+		}
+		fmt.Printf("\n$ %s %s\n", shown, strings.Join(args, " "))
 		cmd := exec.Command(filepath.Join(assets, "kubectl"), args...)
-		cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
+		cmd.Env = append(os.Environ(), "KUBECONFIG="+config)
 		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 		return cmd.Run()
 	}
+	kubectl := func(args ...string) error { return kubectlAs(kubeconfig, args...) }
 	quiet := func(args ...string) error {
 		cmd := exec.Command(filepath.Join(assets, "kubectl"), args...)
 		cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
@@ -118,10 +124,23 @@ func run() error {
 			return err
 		}
 	}
-	step("granting alice and bob access to API keys in namespace default")
-	if err := kubectl("create", "rolebinding", "api-key-users", "-n", "default",
-		"--clusterrole=keymint-user", "--user=alice", "--user=bob"); err != nil {
+	step("the installer (demo-admin) makes carol the administrator of namespace default's keys: keymint-admin, nothing on Secrets")
+	if err := quiet("create", "serviceaccount", "carol", "-n", "keymint-system"); err != nil {
 		return err
+	}
+	if err := kubectl("create", "rolebinding", "carol-keymint-admin", "-n", "default",
+		"--clusterrole=keymint-admin", "--serviceaccount=keymint-system:carol"); err != nil {
+		return err
+	}
+	carol, err := tokenKubeconfig(assets, kubeconfig, dir, "carol")
+	if err != nil {
+		return err
+	}
+	step("carol grants alice and bob access to API keys in namespace default")
+	for _, u := range []string{"alice", "bob"} {
+		if err := kubectlAs(carol, "create", "rolebinding", u+"-api-keys", "-n", "default", "--clusterrole=keymint-user", "--user="+u); err != nil {
+			return err
+		}
 	}
 
 	step("starting the keymint manager (logs in .demo/manager.log)")
@@ -161,49 +180,68 @@ func run() error {
 	_ = kubectl("get", "apikeys", "-A")
 	_ = kubectl("get", "events", "-n", "default", "--sort-by=.lastTimestamp", "--field-selector=involvedObject.kind=APIKey")
 
-	step("alice reads her key's Secret; bob, who may not, tries too")
+	step("alice reads her key's Secret; bob and carol, the administrator, may not")
 	// keymint granted alice get on her keys' Secrets, and only those.
 	_ = kubectl("get", "secret", "-n", "default", "alice-ci-next", "--as=alice", "-o", "name")
 	_ = kubectl("get", "secret", "-n", "default", "alice-ci-next", "--as=bob", "-o", "name")
+	_ = kubectlAs(carol, "get", "secret", "-n", "default", "alice-ci-next", "-o", "name")
+	plugin := filepath.Join(root, "bin", "kubectl-apikey")
+	fmt.Printf("\n$ bin/kubectl-apikey --kubeconfig %s reveal alice-ci-next -n default\n", relative(root, carol))
+	reveal := exec.Command(plugin, "--kubeconfig", carol, "reveal", "alice-ci-next", "-n", "default")
+	reveal.Stdout, reveal.Stderr = os.Stdout, os.Stdout
+	_ = reveal.Run()
 
 	step("a gateway asks the verifier (" + verifyURL + "/verify/ns/default) about alice-ci-next's key, and about alice-ci's, revoked above")
 	if err := showGateway(assets, kubeconfig, verifyURL+"/verify/ns/default", revoked); err != nil {
 		return err
 	}
 
-	step("an administrator exports the audit records with the plugin (" + audit.ExportPath + ", a token allowed get apikeys/audit)")
-	_ = quiet("apply", "--server-side", "-f", filepath.Join(root, "config", "rbac", "auditor.yaml"))
-	token, err := exec.Command(filepath.Join(assets, "kubectl"), "--kubeconfig", kubeconfig, "create", "token", "auditor", "-n", "keymint-system").Output()
-	if err != nil {
-		return fmt.Errorf("creating the auditor's token: %w", err)
-	}
+	step("carol exports the audit records with the plugin (" + audit.ExportPath + "; keymint-admin may get apikeys/audit)")
 	args := []string{"audit", "export", "-n", "default", "--format", "csv",
-		"--audit-server", "https://" + webhook.Addr, "--audit-certificate-authority", webhook.CertFile}
+		"--audit-server", "https://" + webhook.Addr, "--audit-certificate-authority", relative(root, webhook.CertFile)}
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		var out, errOut strings.Builder
 		code := cli.Execute(&cli.Options{Streams: genericiooptions.IOStreams{In: os.Stdin, Out: &out, ErrOut: &errOut}},
-			append(args, "--kubeconfig", kubeconfig, "--token", strings.TrimSpace(string(token))))
+			append(args, "--kubeconfig", carol))
 		if code == cli.ExitOK && strings.Contains(out.String(), "ViewDenied") || time.Now().After(deadline) {
-			fmt.Printf("\n$ kubectl apikey %s --token \"$(kubectl create token auditor -n keymint-system)\"\n%s%s",
-				strings.Join(args, " "), out.String(), errOut.String())
+			fmt.Printf("\n$ bin/kubectl-apikey --kubeconfig %s %s\n%s%s", relative(root, carol), strings.Join(args, " "), out.String(), errOut.String())
 			break
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
 	_ = kubectl("get", "events", "-n", "default", "--field-selector=reason=Viewed")
 
+	step("carol removes bob's access: his key is suspended and its Secret deleted")
+	_ = kubectlAs(carol, "delete", "rolebinding", "bob-api-keys", "-n", "default")
+	waitFor("wait", "--for=jsonpath={.status.phase}=Suspended", "--timeout=1s", "-n", "default", "apikey/bob-reporting")
+	_ = kubectl("get", "apikeys", "-n", "default")
+
 	step("the control plane and the operator keep running")
 	fmt.Printf(`
-  export KUBECONFIG=%s
-  kubectl get apikeys -A
-  kubectl describe apikey -n default alice-extra
-  kubectl apply -f config/samples/keymint_v1alpha1_apikey.yaml
-  kubectl get secret -n default alice-ci-next --as=alice -o name   # a Viewed record
-  cat %s   # the audit trail
+Personas (in another shell, from %[1]s):
+  demo-admin  the installer (system:masters): export KUBECONFIG=%[2]s
+  carol       administrator of namespace default's keys (keymint-admin; reads no key):
+              bin/k8s/kubectl --kubeconfig %[3]s get apikeys -n default
+  alice, bob  key users (keymint-user in default; bob's access was removed above):
+              act as them with --as=alice / --as=bob on demo-admin's kubeconfig
+
+  export KUBECONFIG=%[2]s
+  bin/k8s/kubectl get apikeys -A
+  bin/k8s/kubectl describe apikey -n default alice-extra
+  bin/k8s/kubectl get secret -n default alice-ci-next --as=alice -o name   # a Viewed record
+  bin/kubectl-apikey list -n default --as=alice
+  bin/kubectl-apikey reveal alice-ci-next -n default --as=alice
+  bin/kubectl-apikey status alice-extra -n default --as=alice
+  bin/kubectl-apikey audit export -n default --kubeconfig %[3]s \
+      --audit-server https://%[4]s --audit-certificate-authority %[5]s
+  cat %[6]s   # the audit trail
+
+The verifier (forward auth): %[7]s/verify/ns/default (plain HTTP; Envoy's gRPC ext_authz is off here).
+  curl -i -H "Authorization: Bearer $(bin/kubectl-apikey reveal alice-ci-next -n default --as=alice 2>/dev/null)" %[7]s/verify/ns/default
 
 Stop with Ctrl-C (the control plane and its data go away with it).
-`, kubeconfig, auditLog)
+`, root, relative(root, kubeconfig), relative(root, carol), webhook.Addr, relative(root, webhook.CertFile), relative(root, auditLog), verifyURL)
 
 	up.Store(true)
 	select {
@@ -266,6 +304,48 @@ func startManager(root, dir, auditLog string, env *envtest.Environment, webhook 
 }
 
 func step(s string) { fmt.Printf("\n==> %s\n", s) }
+
+// relative is path as seen from root, for commands printed to be pasted.
+func relative(root, path string) string {
+	if rel, err := filepath.Rel(root, path); err == nil && !strings.HasPrefix(rel, "..") {
+		return rel
+	}
+	return path
+}
+
+// tokenKubeconfig writes dir/<sa>.kubeconfig: demo-admin's cluster with a
+// token of ServiceAccount keymint-system/<sa> (a day long), which both
+// kubectl and the audit export authenticate with.
+func tokenKubeconfig(assets, kubeconfig, dir, sa string) (string, error) {
+	kubectlOut := func(args ...string) (string, error) {
+		out, err := exec.Command(filepath.Join(assets, "kubectl"), append([]string{"--kubeconfig", kubeconfig}, args...)...).Output()
+		return strings.TrimSpace(string(out)), err
+	}
+	token, err := kubectlOut("create", "token", sa, "-n", "keymint-system", "--duration=24h")
+	if err != nil {
+		return "", fmt.Errorf("creating %s's token: %w", sa, err)
+	}
+	path := filepath.Join(dir, sa+".kubeconfig")
+	raw, err := kubectlOut("config", "view", "--minify", "--flatten", "-o", "jsonpath={.clusters[0].cluster.certificate-authority-data} {.clusters[0].cluster.server}")
+	if err != nil {
+		return "", err
+	}
+	ca, server, _ := strings.Cut(raw, " ")
+	config := fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters:
+- name: demo
+  cluster: {server: %q, certificate-authority-data: %s}
+users:
+- name: %s
+  user: {token: %s}
+contexts:
+- name: %s
+  context: {cluster: demo, user: %s, namespace: default}
+current-context: %s
+`, server, ca, sa, token, sa, sa, sa)
+	return path, os.WriteFile(path, []byte(config), 0o600)
+}
 
 // secretKey reads the key of the Secret name in namespace default, as the
 // administrator, base64 as the Secret holds it.
