@@ -26,6 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
@@ -176,7 +177,10 @@ func (r *APIKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	}
 	in, err := r.gather(ctx, key, pass.now)
 	if err == nil {
-		err = pass.act(ctx, decide(in))
+		plan := decide(in)
+		// As cert-manager logs its policy checks: which check decided, and why.
+		log.FromContext(ctx).V(1).Info("decided", "check", plan.Check, "action", plan.Do, "reason", plan.Reason, "message", plan.Message)
+		err = pass.act(ctx, plan)
 	}
 	return r.finish(ctx, pass, base, err)
 }
@@ -209,7 +213,7 @@ func (r *APIKeyReconciler) finish(ctx context.Context, pass *keyPass, base *keym
 	}
 	switch {
 	case stale:
-		return ctrl.Result{RequeueAfter: time.Second}, nil
+		return ctrl.Result{RequeueAfter: staleCacheRetry}, nil
 	case err != nil:
 		return ctrl.Result{}, err
 	}
@@ -219,6 +223,12 @@ func (r *APIKeyReconciler) finish(ctx context.Context, pass *keyPass, base *keym
 func (r *APIKeyReconciler) lifecycle() lifecycle {
 	return lifecycle{events: r.Recorder, audit: r.Audit}
 }
+
+// staleCacheRetry is how soon a pass that found the cache behind the API
+// server runs again. The cache is typically behind by the pass's own last
+// status write, milliseconds: a key waiting for a slot whose message just
+// changed must not lose a second when the slot frees (the cap's hand-on).
+const staleCacheRetry = 100 * time.Millisecond
 
 // MaxFailureBackoff bounds how long a key that failed waits before it is
 // tried again. client-go's default, 1000 s, would leave a key that failed

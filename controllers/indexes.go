@@ -50,8 +50,8 @@ var slotChanged = predicate.Funcs{
 const slotTakenRefresh = time.Second
 
 // slotEvents maps slot Leases to the keys they concern. A slot taken
-// changes what the user's waiting keys report. A slot freed lets a waiting
-// key in, unless its holder is still Active with its Secret: keymint frees
+// changes what the user's waiting keys report, which can wait behind other
+// work. A slot freed lets the oldest waiting keys in, unless its holder is still Active with its Secret: keymint frees
 // a slot only after the holder's Secret is gone or while it is deleted, so
 // that slot was deleted by someone else. Its holder then claims a slot
 // again at once, and the waiting keys are not called in to take it.
@@ -62,7 +62,7 @@ func (r *APIKeyReconciler) slotEvents() handler.TypedFuncs[client.Object, reconc
 		// not find its other slot taken by a key called in meanwhile.
 		CreateFunc: func(ctx context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 			for _, req := range r.waitingKeysOfSlot(ctx, e.Object) {
-				q.AddAfter(req, slotTakenRefresh)
+				addBehindQueuedWorkAfter(q, req, slotTakenRefresh)
 			}
 		},
 		DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
@@ -77,7 +77,14 @@ func (r *APIKeyReconciler) slotEvents() handler.TypedFuncs[client.Object, reconc
 					"lease", lease.Name, "apikey", holder.String())
 				return
 			}
-			addAll(q, r.waitingKeysOfSlot(ctx, lease))
+			// The oldest waiting keys, which the freed slot is for, are
+			// called in; the others would only rewrite their messages, as
+			// they will once the slot is taken again (CreateFunc).
+			waiting := r.waitingKeysOfSlot(ctx, lease)
+			log.FromContext(ctx).V(1).Info("slot freed; calling in the keys waiting for it", "lease", lease.Name, "holder", holder.String(), "waiting", len(waiting))
+			for _, req := range waiting[:min(len(waiting), r.MaxKeysPerUser)] {
+				q.Add(req)
+			}
 		},
 	}
 }
@@ -93,14 +100,8 @@ func (r *APIKeyReconciler) stillActive(ctx context.Context, lease *coordinationv
 	return r.Get(ctx, types.NamespacedName{Namespace: key.Namespace, Name: key.Status.SecretName}, &corev1.Secret{}) == nil
 }
 
-func addAll(q workqueue.TypedRateLimitingInterface[reconcile.Request], reqs []reconcile.Request) {
-	for _, req := range reqs {
-		q.Add(req)
-	}
-}
-
 // waitingKeysOfSlot maps a slot to the keys of its user that have no
-// key yet.
+// key yet, the longest waiting first (the order in which they claim).
 func (r *APIKeyReconciler) waitingKeysOfSlot(ctx context.Context, lease client.Object) []reconcile.Request {
 	userHash, ok := lease.GetLabels()[slots.LabelUserHash]
 	if !ok {
@@ -110,12 +111,16 @@ func (r *APIKeyReconciler) waitingKeysOfSlot(ctx context.Context, lease client.O
 	if err := r.List(ctx, list, client.MatchingFields{IndexWaitingUser: userHash}); err != nil {
 		return nil
 	}
-	var reqs []reconcile.Request
+	var waiting []slots.Candidate
 	for i := range list.Items {
 		// The key that just took this slot has nothing to wait for.
 		if k := &list.Items[i]; !slots.Holds(lease.(*coordinationv1.Lease), k) {
-			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(k)})
+			waiting = append(waiting, candidate(k))
 		}
+	}
+	reqs := make([]reconcile.Request, 0, len(waiting))
+	for _, c := range slots.Sorted(waiting) {
+		reqs = append(reqs, reconcile.Request{NamespacedName: c.Key})
 	}
 	return reqs
 }
@@ -178,8 +183,18 @@ func ownerOf(secret client.Object) (reconcile.Request, *metav1.OwnerReference, b
 // addBehindQueuedWork adds req at low priority when the queue has
 // priorities.
 func addBehindQueuedWork(q workqueue.TypedRateLimitingInterface[reconcile.Request], req reconcile.Request) {
+	addBehindQueuedWorkAfter(q, req, 0)
+}
+
+// addBehindQueuedWorkAfter adds req after d, at low priority when the
+// queue has priorities.
+func addBehindQueuedWorkAfter(q workqueue.TypedRateLimitingInterface[reconcile.Request], req reconcile.Request, d time.Duration) {
 	if pq, ok := q.(priorityqueue.PriorityQueue[reconcile.Request]); ok {
-		pq.AddWithOpts(priorityqueue.AddOpts{Priority: ptr.To(handler.LowPriority)}, req)
+		pq.AddWithOpts(priorityqueue.AddOpts{After: d, Priority: ptr.To(handler.LowPriority)}, req)
+		return
+	}
+	if d > 0 {
+		q.AddAfter(req, d)
 		return
 	}
 	q.Add(req)

@@ -9,6 +9,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"golang.org/x/sync/errgroup"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
@@ -59,31 +60,37 @@ func ownerRoleBinding(key *keymintv1alpha1.APIKey) *rbacv1.RoleBinding {
 
 // grantOwnerAccess makes sure key's user may get exactly its Secret. An
 // object of the same name that the APIKey does not control is never
-// changed or bound: the key waits, and says why.
+// changed or bound: the key waits, and says why. The Role and the
+// RoleBinding are made side by side: a binding may name a Role that does
+// not exist yet, and grants nothing until it does.
 func (r *APIKeyReconciler) grantOwnerAccess(ctx context.Context, key *keymintv1alpha1.APIKey) error {
-	role := ownerRole(key)
-	if err := r.ensureOwnerObject(ctx, key, "Role", role, &rbacv1.Role{}, func(have client.Object) repair {
-		h := have.(*rbacv1.Role)
-		if equality.Semantic.DeepEqual(h.Rules, role.Rules) {
-			return keep
-		}
-		h.Rules = role.Rules
-		return update
-	}); err != nil {
-		return err
-	}
-	binding := ownerRoleBinding(key)
-	return r.ensureOwnerObject(ctx, key, "RoleBinding", binding, &rbacv1.RoleBinding{}, func(have client.Object) repair {
-		h := have.(*rbacv1.RoleBinding)
-		switch {
-		case h.RoleRef != binding.RoleRef: // immutable
-			return replace
-		case equality.Semantic.DeepEqual(h.Subjects, binding.Subjects):
-			return keep
-		}
-		h.Subjects = binding.Subjects
-		return update
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		role := ownerRole(key)
+		return r.ensureOwnerObject(ctx, key, "Role", role, &rbacv1.Role{}, func(have client.Object) repair {
+			h := have.(*rbacv1.Role)
+			if equality.Semantic.DeepEqual(h.Rules, role.Rules) {
+				return keep
+			}
+			h.Rules = role.Rules
+			return update
+		})
 	})
+	g.Go(func() error {
+		binding := ownerRoleBinding(key)
+		return r.ensureOwnerObject(ctx, key, "RoleBinding", binding, &rbacv1.RoleBinding{}, func(have client.Object) repair {
+			h := have.(*rbacv1.RoleBinding)
+			switch {
+			case h.RoleRef != binding.RoleRef: // immutable
+				return replace
+			case equality.Semantic.DeepEqual(h.Subjects, binding.Subjects):
+				return keep
+			}
+			h.Subjects = binding.Subjects
+			return update
+		})
+	})
+	return g.Wait()
 }
 
 // repair is what an existing Role or RoleBinding of the APIKey needs.
@@ -132,23 +139,36 @@ func (r *APIKeyReconciler) revokeOwnerAccess(ctx context.Context, key *keymintv1
 }
 
 // revokeOwnerAccessOf deletes the owner access of the APIKey named apikey
-// whose controller UID passes controlled.
+// whose controller UID passes controlled: the RoleBinding and the Role side
+// by side.
 func (r *APIKeyReconciler) revokeOwnerAccessOf(ctx context.Context, apikey types.NamespacedName, controlled func(types.UID) bool) error {
+	g, ctx := errgroup.WithContext(ctx)
 	for _, obj := range []client.Object{&rbacv1.RoleBinding{}, &rbacv1.Role{}} {
-		err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: apikey.Namespace, Name: ownerAccessName(apikey.Name)}, obj)
-		if apierrors.IsNotFound(err) {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		if ref := metav1.GetControllerOfNoCopy(obj); ref == nil || ref.Name != apikey.Name || !controlled(ref.UID) {
-			continue
-		}
-		uid := obj.GetUID()
-		if err := r.Delete(ctx, obj, client.Preconditions{UID: &uid}); client.IgnoreNotFound(err) != nil {
-			return err
-		}
+		g.Go(func() error {
+			err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: apikey.Namespace, Name: ownerAccessName(apikey.Name)}, obj)
+			if err != nil {
+				return client.IgnoreNotFound(err)
+			}
+			if ref := metav1.GetControllerOfNoCopy(obj); ref == nil || ref.Name != apikey.Name || !controlled(ref.UID) {
+				return nil
+			}
+			uid := obj.GetUID()
+			return client.IgnoreNotFound(r.Delete(ctx, obj, client.Preconditions{UID: &uid}))
+		})
 	}
-	return nil
+	return g.Wait()
+}
+
+// revoke takes key's credential away: its Secret (if keymint minted it for
+// key) and its owner's grant on it, side by side, since neither needs the
+// other gone first. A caller frees the key's slot only after.
+func (r *APIKeyReconciler) revoke(ctx context.Context, key *keymintv1alpha1.APIKey) (deleted bool, err error) {
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		var err error
+		deleted, err = r.deleteOwnedSecret(gctx, key)
+		return err
+	})
+	g.Go(func() error { return r.revokeOwnerAccess(gctx, key) })
+	return deleted, g.Wait()
 }

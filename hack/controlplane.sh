@@ -12,21 +12,35 @@ out=${1:-$root/bin/k8s}
 K8S_VERSION=v1.37.2
 mkdir -p "$out"
 
-build() { # module-dir output package...
-	local dir=$1 bin=$2
+# build DIR LDFLAGS NAME=PACKAGE...: the missing binaries of one tool module,
+# in one go build (kube-apiserver and kubectl share most of their packages).
+build() {
+	local dir=$1 ldflags=$2 tmp target pkgs=() names=()
 	shift 2
-	if [[ -x $out/$bin ]]; then
-		return
-	fi
-	echo "building $bin into $out (first time only: several minutes)" >&2
-	(cd "$root/hack/controlplane/$dir" && go build -trimpath -ldflags "$LDFLAGS" -o "$out/$bin.tmp" "$@")
-	mv "$out/$bin.tmp" "$out/$bin"
+	for spec in "$@"; do
+		[[ -x $out/${spec%%=*} ]] || { names+=("${spec%%=*}"); pkgs+=("${spec#*=}"); }
+	done
+	((${#pkgs[@]})) || return 0
+	echo "building ${names[*]} into $out (first time only: several minutes)" >&2
+	tmp=$(mktemp -d "$out/.build.XXXXXX")
+	# Several packages build into a directory, named as their commands are;
+	# one is named here (etcd's command is its module's server/v3).
+	target=$tmp/
+	((${#pkgs[@]} > 1)) || target=$tmp/${names[0]}
+	(cd "$root/hack/controlplane/$dir" && go build -trimpath -ldflags "$ldflags" -o "$target" "${pkgs[@]}")
+	mv "$tmp"/* "$out/"
+	rmdir "$tmp"
 }
 
 minor=${K8S_VERSION#v1.}
 minor=${minor%%.*}
-LDFLAGS="-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION"
-build kube kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver
-build kube kubectl k8s.io/kubernetes/cmd/kubectl
-LDFLAGS="-s -w"
-build etcd etcd go.etcd.io/etcd/server/v3
+KUBE_LDFLAGS="-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION"
+# The two modules build side by side.
+build kube "$KUBE_LDFLAGS" kube-apiserver=k8s.io/kubernetes/cmd/kube-apiserver kubectl=k8s.io/kubernetes/cmd/kubectl &
+kube=$!
+build etcd "-s -w" etcd=go.etcd.io/etcd/server/v3 &
+etcd=$!
+status=0
+wait $kube || status=$?
+wait $etcd || status=$?
+exit $status
