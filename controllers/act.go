@@ -100,7 +100,7 @@ func (p *keyPass) expire(ctx context.Context) error {
 // deny takes away what a user without access holds: an issued key is
 // Suspended (Secret deleted, slot freed); a key never issued stays Pending.
 func (p *keyPass) deny(ctx context.Context, plan Plan) error {
-	if _, err := p.revoke(ctx, p.key); err != nil {
+	if err := p.revoke(ctx, p.key); err != nil {
 		return err
 	}
 	if err := p.cap().Release(ctx, p.key); err != nil {
@@ -133,7 +133,7 @@ func (p *keyPass) conflict(ctx context.Context) error {
 // also loses its Secret: no key works without a slot.
 func (p *keyPass) wait(ctx context.Context, message string) error {
 	if p.key.Status.KeyID != "" {
-		if _, err := p.revoke(ctx, p.key); err != nil {
+		if err := p.revoke(ctx, p.key); err != nil {
 			return err
 		}
 	}

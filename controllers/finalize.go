@@ -23,7 +23,7 @@ import (
 // up. A key whose finalizer someone else removed (another finalizer still
 // holds it) is revoked and recorded all the same.
 func (r *APIKeyReconciler) finalize(ctx context.Context, key *keymintv1alpha1.APIKey) error {
-	if _, err := r.revoke(ctx, key); err != nil {
+	if err := r.revoke(ctx, key); err != nil {
 		return err
 	}
 	if err := r.cap().Release(ctx, key); err != nil {

@@ -4,12 +4,12 @@ import (
 	"context"
 	"fmt"
 
+	"golang.org/x/sync/errgroup"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"golang.org/x/sync/errgroup"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
@@ -162,13 +162,12 @@ func (r *APIKeyReconciler) revokeOwnerAccessOf(ctx context.Context, apikey types
 // revoke takes key's credential away: its Secret (if keymint minted it for
 // key) and its owner's grant on it, side by side, since neither needs the
 // other gone first. A caller frees the key's slot only after.
-func (r *APIKeyReconciler) revoke(ctx context.Context, key *keymintv1alpha1.APIKey) (deleted bool, err error) {
+func (r *APIKeyReconciler) revoke(ctx context.Context, key *keymintv1alpha1.APIKey) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		var err error
-		deleted, err = r.deleteOwnedSecret(gctx, key)
+		_, err := r.deleteOwnedSecret(gctx, key)
 		return err
 	})
 	g.Go(func() error { return r.revokeOwnerAccess(gctx, key) })
-	return deleted, g.Wait()
+	return g.Wait()
 }
