@@ -60,37 +60,33 @@ func ownerRoleBinding(key *keymintv1alpha1.APIKey) *rbacv1.RoleBinding {
 
 // grantOwnerAccess makes sure key's user may get exactly its Secret. An
 // object of the same name that the APIKey does not control is never
-// changed or bound: the key waits, and says why. The Role and the
-// RoleBinding are made side by side: a binding may name a Role that does
-// not exist yet, and grants nothing until it does.
+// changed or bound: the key waits, and says why. The Role goes first, and
+// the RoleBinding only once the Role is known to be the APIKey's: a binding
+// made beside it could bind someone else's Role of that name.
 func (r *APIKeyReconciler) grantOwnerAccess(ctx context.Context, key *keymintv1alpha1.APIKey) error {
-	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
-		role := ownerRole(key)
-		return r.ensureOwnerObject(ctx, key, "Role", role, &rbacv1.Role{}, func(have client.Object) repair {
-			h := have.(*rbacv1.Role)
-			if equality.Semantic.DeepEqual(h.Rules, role.Rules) {
-				return keep
-			}
-			h.Rules = role.Rules
-			return update
-		})
+	role := ownerRole(key)
+	if err := r.ensureOwnerObject(ctx, key, "Role", role, &rbacv1.Role{}, func(have client.Object) repair {
+		h := have.(*rbacv1.Role)
+		if equality.Semantic.DeepEqual(h.Rules, role.Rules) {
+			return keep
+		}
+		h.Rules = role.Rules
+		return update
+	}); err != nil {
+		return err
+	}
+	binding := ownerRoleBinding(key)
+	return r.ensureOwnerObject(ctx, key, "RoleBinding", binding, &rbacv1.RoleBinding{}, func(have client.Object) repair {
+		h := have.(*rbacv1.RoleBinding)
+		switch {
+		case h.RoleRef != binding.RoleRef: // immutable
+			return replace
+		case equality.Semantic.DeepEqual(h.Subjects, binding.Subjects):
+			return keep
+		}
+		h.Subjects = binding.Subjects
+		return update
 	})
-	g.Go(func() error {
-		binding := ownerRoleBinding(key)
-		return r.ensureOwnerObject(ctx, key, "RoleBinding", binding, &rbacv1.RoleBinding{}, func(have client.Object) repair {
-			h := have.(*rbacv1.RoleBinding)
-			switch {
-			case h.RoleRef != binding.RoleRef: // immutable
-				return replace
-			case equality.Semantic.DeepEqual(h.Subjects, binding.Subjects):
-				return keep
-			}
-			h.Subjects = binding.Subjects
-			return update
-		})
-	})
-	return g.Wait()
 }
 
 // repair is what an existing Role or RoleBinding of the APIKey needs.
