@@ -250,15 +250,29 @@ func (b *bench) capUnderLoad(ctx context.Context, users, perUser int) (result, e
 	}
 	r.KeymintSeconds = time.Since(start).Seconds()
 	// Delete every Active key once: the next two of each user take over.
+	deleted := map[string]bool{}
 	for _, ks := range snapshot() {
 		for _, name := range ks {
 			if err := b.env.Client.Delete(ctx, &keymintv1alpha1.APIKey{ObjectMeta: metav1.ObjectMeta{Namespace: "keys", Name: name}}); err != nil {
 				return r, err
 			}
+			deleted[name] = true
 		}
 	}
 	drain := time.Now()
-	if err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, 2*time.Minute, true, func(context.Context) (bool, error) { return converged(), nil }); err != nil {
+	// Converged again only with keys other than those deleted: the watch
+	// may not have seen the deletions yet.
+	handedOn := func() bool {
+		for _, ks := range snapshot() {
+			for _, name := range ks {
+				if deleted[name] {
+					return false
+				}
+			}
+		}
+		return converged()
+	}
+	if err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, 2*time.Minute, true, func(context.Context) (bool, error) { return handedOn(), nil }); err != nil {
 		return r, fmt.Errorf("the queue did not move on after deletions")
 	}
 	mu.Lock()

@@ -159,6 +159,17 @@ func records(t *testing.T, log *audit.File, namespace string, action audit.Actio
 	return out
 }
 
+// actorsOf are the usernames of the actors of the records of action in
+// namespace, in the order written.
+func actorsOf(t *testing.T, log *audit.File, namespace string, action audit.Action) []string {
+	t.Helper()
+	var out []string
+	for _, r := range records(t, log, namespace, action) {
+		out = append(out, r.Actor.Username)
+	}
+	return out
+}
+
 // as returns a client that acts as user (impersonation).
 func as(t *testing.T, user string, groups ...string) client.Client {
 	t.Helper()
