@@ -159,6 +159,9 @@ func (r *APIKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		}
 		return ctrl.Result{}, err
 	}
+	if r.reconciled != nil {
+		defer r.reconciled(req.NamespacedName, key.ResourceVersion)
+	}
 	if !key.DeletionTimestamp.IsZero() {
 		return ctrl.Result{}, r.finalize(ctx, key)
 	}
@@ -172,9 +175,6 @@ func (r *APIKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 
 	pass := &keyPass{APIKeyReconciler: r, key: key, now: r.Clock.Now()}
 	base := key.DeepCopy()
-	if r.reconciled != nil {
-		defer r.reconciled(req.NamespacedName, base.ResourceVersion)
-	}
 	in, err := r.gather(ctx, key, pass.now)
 	if err == nil {
 		plan := decide(in)

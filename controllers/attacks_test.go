@@ -180,18 +180,21 @@ func TestDeletionIsRecordedOnEveryPath(t *testing.T) {
 
 	// Applied server-side, twice, as a GitOps tool does: the finalizer the
 	// policy added is not the user's to drop, and the second apply passes.
-	apply := func(name string) *keymintv1alpha1.APIKey {
+	apply := func(as client.Client, user, name string) *keymintv1alpha1.APIKey {
 		u := &unstructured.Unstructured{Object: map[string]any{
 			"apiVersion": keymintv1alpha1.GroupVersion.String(), "kind": "APIKey",
 			"metadata": map[string]any{"namespace": ns, "name": name},
-			"spec":     map[string]any{"user": alice, "expiration": map[string]any{"never": true}},
+			"spec":     map[string]any{"user": user, "expiration": map[string]any{"never": true}},
 		}}
 		for range 2 {
-			g.Expect(asAlice.Apply(ctx, client.ApplyConfigurationFromUnstructured(u.DeepCopy()), client.FieldOwner("gitops"), client.ForceOwnership)).To(Succeed())
+			g.Expect(as.Apply(ctx, client.ApplyConfigurationFromUnstructured(u.DeepCopy()), client.FieldOwner("gitops"), client.ForceOwnership)).To(Succeed())
 		}
-		return waitForPhase(t, newKey(ns, name, alice, never()), keymintv1alpha1.PhaseActive)
+		return waitForPhase(t, newKey(ns, name, user, never()), keymintv1alpha1.PhaseActive)
 	}
-	first, second := apply("first"), apply("second")
+	first, second := apply(asAlice, alice, "first"), apply(asAlice, alice, "second")
+	dave := userIn(ns, "dave")
+	bind(t, ns, "dave-keys", "keymint-user", userSubject(dave))
+	held := apply(clientAs(t, dave), dave, "held")
 
 	setFinalizers := func(list string) error {
 		patch := []byte(`{"metadata":{"finalizers":` + list + `}}`)
@@ -233,4 +236,27 @@ func TestDeletionIsRecordedOnEveryPath(t *testing.T) {
 	for _, r := range append(recordsOf(g, trail, ns, "first", ""), recordsOf(g, trail, ns, "second", "")...) {
 		g.Expect(strings.Contains(r.Message, "evil")).To(BeFalse())
 	}
+
+	// Held by an administrator's finalizer: revoked and recorded once,
+	// however often it changes while it is held.
+	hold := client.RawPatch("application/merge-patch+json", []byte(`{"metadata":{"finalizers":["keymint.io/revoke","example.com/hold"]}}`))
+	g.Expect(asCarol.Patch(ctx, held.DeepCopy(), hold)).To(Succeed())
+	g.Expect(asCarol.Delete(ctx, held.DeepCopy())).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		g.Expect(getKey(g, held).Finalizers).To(Equal([]string{"example.com/hold"}))
+	}).Should(Succeed())
+	for range 3 {
+		pokeAndAwait(g, held)
+	}
+	g.Expect(recordsOf(g, trail, ns, "held", audit.ActionDeleted)).To(HaveLen(1))
+	deletedEvents := 0
+	for _, e := range eventsOf(g, ns, "held") {
+		if e.Reason == keymintv1alpha1.ReasonDeleted {
+			deletedEvents++
+			g.Expect(e.Series).To(BeNil(), "the Deleted Event repeated while held")
+		}
+	}
+	g.Expect(deletedEvents).To(Equal(1), "a Deleted Event for every change while held")
+	release := client.RawPatch("application/merge-patch+json", []byte(`{"metadata":{"finalizers":null}}`))
+	g.Expect(asCarol.Patch(ctx, held.DeepCopy(), release)).To(Succeed())
 }

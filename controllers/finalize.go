@@ -29,12 +29,18 @@ func (r *APIKeyReconciler) finalize(ctx context.Context, key *keymintv1alpha1.AP
 	if err := r.cap().Release(ctx, key); err != nil {
 		return err
 	}
+	ours := controllerutil.ContainsFinalizer(key, keymintv1alpha1.Finalizer)
+	// Held by someone else's finalizer, the key comes back on every change
+	// of theirs: its deletion is recorded (and its Event emitted) once.
+	if !ours && r.deleted.wasRecorded(key.UID) {
+		return nil
+	}
 	// The finalizer stays until the record is written.
 	if err := r.recordDeleted(ctx, key, "APIKey deleted"); err != nil {
 		return err
 	}
 	r.deleted.recorded(key.UID)
-	if !controllerutil.ContainsFinalizer(key, keymintv1alpha1.Finalizer) {
+	if !ours {
 		return nil
 	}
 	patch := client.MergeFromWithOptions(key.DeepCopy(), client.MergeFromWithOptimisticLock{})

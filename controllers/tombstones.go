@@ -41,6 +41,15 @@ func (t *tombstones) recorded(uid types.UID) {
 	t.finalized[uid] = struct{}{}
 }
 
+// wasRecorded reports whether the deletion of the APIKey uid is on record,
+// as far as this manager knows.
+func (t *tombstones) wasRecorded(uid types.UID) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	_, ok := t.finalized[uid]
+	return ok
+}
+
 func (t *tombstones) remember(key *keymintv1alpha1.APIKey) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
