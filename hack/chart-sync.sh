@@ -23,6 +23,7 @@ copy() { # source target [condition]
 copy config/access/roles.yaml access-roles.yaml
 copy config/admission/requester.yaml admission-requester.yaml
 copy config/admission/self_service.yaml admission-self-service.yaml
+copy config/admission/expiry_limit.yaml admission-expiry-limit.yaml
 for f in role role_binding service_account metrics_auth_role metrics_auth_role_binding; do
 	copy "config/rbac/$f.yaml" "rbac-${f//_/-}.yaml"
 done

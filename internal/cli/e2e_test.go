@@ -164,9 +164,12 @@ func newUserIn(t *testing.T, name string, ns *corev1.Namespace) user {
 }
 
 // run runs kubectl apikey as u and returns its stdout, stderr and exit code.
-func (u user) run(args ...string) (string, string, int) {
+func (u user) run(args ...string) (string, string, int) { return u.runWithInput("", args...) }
+
+// runWithInput is run with stdin.
+func (u user) runWithInput(stdin string, args ...string) (string, string, int) {
 	out, errOut := &bytes.Buffer{}, &bytes.Buffer{}
-	code := Execute(&Options{Streams: genericiooptions.IOStreams{In: &bytes.Buffer{}, Out: out, ErrOut: errOut}},
+	code := Execute(&Options{Streams: genericiooptions.IOStreams{In: bytes.NewBufferString(stdin), Out: out, ErrOut: errOut}},
 		append(args, "--kubeconfig", u.kubeconfig, "-n", u.namespace))
 	return out.String(), errOut.String(), code
 }

@@ -157,6 +157,7 @@ Exit codes: 0 success, 1 error (the message says what to do next),
 		newDeleteCommand(o),
 		newStatusCommand(o),
 		newAuditCommand(o),
+		newCheckCommand(o),
 		newVersionCommand(o),
 	)
 	return cmd

@@ -6,16 +6,19 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
+	"github.com/keymint/keymint/internal/keys"
 	"github.com/keymint/keymint/internal/testenv"
 )
 
@@ -225,4 +228,59 @@ func TestSomeoneElsesKeySaysSo(t *testing.T) {
 	out, errOut, code := alice.run("create", "third", "--never")
 	g.Expect(code).To(Equal(ExitOK), errOut)
 	g.Expect(out).To(ContainSubstring("apikey/third created for user " + alice.name + ": it waits (Pending): user " + alice.name + " already holds 2 active keys"))
+}
+
+// TestCheckFindsTheOwnerOfALeakedKey: check reads a key from stdin only
+// and validates it offline; --find, as a viewer who may list APIKeys but
+// read no Secret, names the owner of a key taken from a Secret, and
+// nothing for a well-formed key no APIKey holds.
+func TestCheckFindsTheOwnerOfALeakedKey(t *testing.T) {
+	testenv.RequireControlPlane(t)
+	g := NewWithT(t)
+	alice := newUser(t, "alice")
+	_, errOut, code := alice.run("create", "leaky", "--never", "--wait")
+	g.Expect(code).To(Equal(ExitOK), errOut)
+	leaked, _, code := alice.run("reveal", "leaky")
+	g.Expect(code).To(Equal(ExitOK))
+	viewer := newUserIn(t, "viewer", &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: alice.namespace}})
+	bindViewer(t, alice.namespace, viewer.name)
+
+	_, errOut, code = viewer.run("check", leaked)
+	g.Expect(code).To(Equal(ExitUsage), "a key on the command line")
+	g.Expect(errOut).To(ContainSubstring("never from the command line"))
+	g.Expect(strings.Contains(errOut, strings.TrimSpace(leaked))).To(BeFalse(), "the key was echoed")
+
+	out, errOut, code := viewer.runWithInput(leaked, "check", "--find")
+	g.Expect(code).To(Equal(ExitOK), errOut)
+	g.Expect(out).To(ContainSubstring("a well-formed keymint key"))
+	g.Expect(out).To(MatchRegexp(`Namespace:\s+` + alice.namespace))
+	g.Expect(out).To(MatchRegexp(`Name:\s+leaky`))
+	g.Expect(out).To(MatchRegexp(`User:\s+` + regexp.QuoteMeta(alice.name)))
+	g.Expect(out).To(ContainSubstring("kubectl apikey delete leaky -n " + alice.namespace))
+	g.Expect(strings.Contains(out+errOut, strings.TrimSpace(leaked))).To(BeFalse(), "the key was echoed")
+
+	other, err := keys.Mint()
+	g.Expect(err).NotTo(HaveOccurred())
+	out, _, code = viewer.runWithInput(other.Value+"\n", "check", "--find")
+	g.Expect(code).To(Equal(ExitOK))
+	g.Expect(out).To(ContainSubstring("no APIKey you may list (namespace " + alice.namespace + ") holds it"))
+
+	broken := strings.TrimSpace(leaked)
+	broken = broken[:len(broken)-2] + "00"
+	_, errOut, code = viewer.runWithInput(broken, "check")
+	g.Expect(code).To(Equal(ExitError))
+	g.Expect(errOut).To(ContainSubstring("not a keymint key"))
+}
+
+// bindViewer lets user list APIKeys in ns (keymint-viewer), nothing more.
+func bindViewer(t *testing.T, ns, user string) {
+	t.Helper()
+	rb := &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "viewer-" + strings.Split(user, "@")[0]},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "keymint-viewer"},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: user}},
+	}
+	if err := env.Client.Create(context.Background(), rb); err != nil {
+		t.Fatal(err)
+	}
 }
