@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -81,7 +82,7 @@ func (c *checkOptions) run(ctx context.Context) error {
 }
 
 // readKey reads the first line of in, the key.
-func readKey(in interface{ Read([]byte) (int, error) }) (string, error) {
+func readKey(in io.Reader) (string, error) {
 	if in == nil {
 		return "", usageErrorf("give the key on standard input")
 	}
