@@ -1,7 +1,6 @@
 package controllers
 
 import (
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -115,8 +114,7 @@ func TestReplayedSecretStaysRevoked(t *testing.T) {
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
 			g := NewWithT(t)
-			trail, err := audit.OpenFile(filepath.Join(t.TempDir(), "audit.log"), 0, 0)
-			g.Expect(err).NotTo(HaveOccurred())
+			trail := openTrail(t)
 			opts := managerOptions{audit: trail}
 			stop := startManager(t, opts)
 			ns := newRestrictedNamespace(t)
@@ -168,8 +166,7 @@ func TestReplayedSecretStaysRevoked(t *testing.T) {
 func TestDeletionIsRecordedOnEveryPath(t *testing.T) {
 	testenv.RequireControlPlane(t)
 	g := NewWithT(t)
-	trail, err := audit.OpenFile(filepath.Join(t.TempDir(), "audit.log"), 0, 0)
-	g.Expect(err).NotTo(HaveOccurred())
+	trail := openTrail(t)
 	opts := managerOptions{audit: trail}
 	stop := startManager(t, opts)
 	ns := newRestrictedNamespace(t)
@@ -200,7 +197,7 @@ func TestDeletionIsRecordedOnEveryPath(t *testing.T) {
 		patch := []byte(`{"metadata":{"finalizers":` + list + `}}`)
 		return asAlice.Patch(ctx, first.DeepCopy(), client.RawPatch("application/merge-patch+json", patch))
 	}
-	err = setFinalizers(`null`)
+	err := setFinalizers(`null`)
 	g.Expect(apierrors.IsForbidden(err)).To(BeTrue(), "the owner removed keymint's finalizer: %v", err)
 	g.Expect(err.Error()).To(ContainSubstring("metadata.finalizers: keymint.io/revoke is removed by keymint"))
 	err = setFinalizers(`["keymint.io/revoke","evil/hold"]`)
@@ -241,6 +238,10 @@ func TestDeletionIsRecordedOnEveryPath(t *testing.T) {
 	// however often it changes while it is held.
 	hold := client.RawPatch("application/merge-patch+json", []byte(`{"metadata":{"finalizers":["keymint.io/revoke","example.com/hold"]}}`))
 	g.Expect(asCarol.Patch(ctx, held.DeepCopy(), hold)).To(Succeed())
+	release := client.RawPatch("application/merge-patch+json", []byte(`{"metadata":{"finalizers":null}}`))
+	// Released whatever happens: a key held forever would be finalized
+	// again by every later test's manager.
+	t.Cleanup(func() { _ = asCarol.Patch(ctx, held.DeepCopy(), release) })
 	g.Expect(asCarol.Delete(ctx, held.DeepCopy())).To(Succeed())
 	g.Eventually(func(g Gomega) {
 		g.Expect(getKey(g, held).Finalizers).To(Equal([]string{"example.com/hold"}))
@@ -257,6 +258,4 @@ func TestDeletionIsRecordedOnEveryPath(t *testing.T) {
 		}
 	}
 	g.Expect(deletedEvents).To(Equal(1), "a Deleted Event for every change while held")
-	release := client.RawPatch("application/merge-patch+json", []byte(`{"metadata":{"finalizers":null}}`))
-	g.Expect(asCarol.Patch(ctx, held.DeepCopy(), release)).To(Succeed())
 }

@@ -29,18 +29,17 @@ func (r *APIKeyReconciler) finalize(ctx context.Context, key *keymintv1alpha1.AP
 	if err := r.cap().Release(ctx, key); err != nil {
 		return err
 	}
-	ours := controllerutil.ContainsFinalizer(key, keymintv1alpha1.Finalizer)
-	// Held by someone else's finalizer, the key comes back on every change
-	// of theirs: its deletion is recorded (and its Event emitted) once.
-	if !ours && r.deleted.wasRecorded(key.UID) {
-		return nil
+	// The finalizer stays until the record is written. A key that comes
+	// back (a conflict removing the finalizer, or someone else's finalizer
+	// holding it while its owner changes it) is recorded, and its Event
+	// emitted, once.
+	if !r.deleted.wasRecorded(key.UID) {
+		if err := r.recordDeleted(ctx, key, "APIKey deleted"); err != nil {
+			return err
+		}
+		r.deleted.recorded(key.UID)
 	}
-	// The finalizer stays until the record is written.
-	if err := r.recordDeleted(ctx, key, "APIKey deleted"); err != nil {
-		return err
-	}
-	r.deleted.recorded(key.UID)
-	if !ours {
+	if !controllerutil.ContainsFinalizer(key, keymintv1alpha1.Finalizer) {
 		return nil
 	}
 	patch := client.MergeFromWithOptions(key.DeepCopy(), client.MergeFromWithOptimisticLock{})

@@ -1,7 +1,6 @@
 package controllers
 
 import (
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -141,8 +140,7 @@ func TestPlantedSecretIsNeverAdopted(t *testing.T) {
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
 			g := NewWithT(t)
-			trail, err := audit.OpenFile(filepath.Join(t.TempDir(), "audit.log"), 0, 0)
-			g.Expect(err).NotTo(HaveOccurred())
+			trail := openTrail(t)
 			s := &scene{ns: newRestrictedNamespace(t), opts: managerOptions{maxKeys: 1, audit: trail}}
 			s.user = userIn(s.ns, "bob")
 			s.key = newKey(s.ns, "bob-later", s.user, months(1))
@@ -175,9 +173,7 @@ func TestPlantedSecretIsNeverAdopted(t *testing.T) {
 				g.Expect(e.Type).To(Equal(corev1.EventTypeWarning))
 				g.Expect(e.Note).To(Equal(want))
 			}).Should(Succeed())
-			var records []audit.Record
-			g.Expect(trail.Each(audit.Filter{Namespace: s.ns, Name: s.key.Name, Action: audit.ActionUntrustedSecret},
-				func(r audit.Record) error { records = append(records, r); return nil })).To(Succeed())
+			records := recordsOf(g, trail, s.ns, s.key.Name, audit.ActionUntrustedSecret)
 			g.Expect(records).To(HaveLen(1))
 			g.Expect(records[0].Message).To(Equal(want))
 		})

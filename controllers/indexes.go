@@ -51,9 +51,10 @@ const slotTakenRefresh = time.Second
 
 // slotEvents maps slot Leases to the keys they concern. A slot taken
 // changes what the user's waiting keys report, which can wait behind other
-// work. A slot freed lets the oldest waiting keys in, unless its holder is still Active with its Secret: keymint frees
-// a slot only after the holder's Secret is gone or while it is deleted, so
-// that slot was deleted by someone else. Its holder then claims a slot
+// work. A slot freed lets the oldest waiting keys in, unless its holder is
+// still Active with its Secret: keymint frees a slot only after the
+// holder's Secret is gone or while it is deleted, so that slot was deleted
+// by someone else. Its holder then claims a slot
 // again at once, and the waiting keys are not called in to take it.
 func (r *APIKeyReconciler) slotEvents() handler.TypedFuncs[client.Object, reconcile.Request] {
 	return handler.TypedFuncs[client.Object, reconcile.Request]{

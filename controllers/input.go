@@ -43,16 +43,17 @@ type Input struct {
 // review, a key without access no slot lookups.
 func (r *APIKeyReconciler) gather(ctx context.Context, key *keymintv1alpha1.APIKey, now time.Time) (*Input, error) {
 	in := &Input{Key: key, Now: now, MaxKeys: r.MaxKeysPerUser, SlotNamespace: r.SlotNamespace}
-	// A key at its expiry needs nothing else: when a thousand keys expire
-	// in one second, each pass is one request and nothing more.
-	if key.Status.Phase != keymintv1alpha1.PhaseExpired && !invalidAt(key) && isDue(key, now) {
+	// A key in keymint's own namespace is denied whatever it holds, and a
+	// key at its expiry needs nothing else: when a thousand keys expire in
+	// one second, each pass is one request and nothing more.
+	if key.Namespace == r.SlotNamespace || key.Status.Phase != keymintv1alpha1.PhaseExpired && !invalidAt(key) && isDue(key, now) {
 		return in, nil
 	}
 	var err error
 	if in.Slots, err = r.cap().Taken(ctx, key.Spec.User); err != nil {
 		return nil, err
 	}
-	if key.Namespace == r.SlotNamespace || invalidAt(key) || key.Status.Phase == keymintv1alpha1.PhaseExpired {
+	if invalidAt(key) || key.Status.Phase == keymintv1alpha1.PhaseExpired {
 		return in, nil
 	}
 	if in.Allowed, err = r.hasAccess(ctx, key); err != nil || !in.Allowed {

@@ -3,7 +3,6 @@ package controllers
 import (
 	"context"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -165,8 +164,7 @@ func TestSecretConflictLeavesTheSecretAlone(t *testing.T) {
 func TestDeleteRevokes(t *testing.T) {
 	testenv.RequireControlPlane(t)
 	g := NewWithT(t)
-	trail, err := audit.OpenFile(filepath.Join(t.TempDir(), "audit.log"), 0, 0)
-	g.Expect(err).NotTo(HaveOccurred())
+	trail := openTrail(t)
 	startManager(t, managerOptions{audit: trail})
 	ns := newNamespace(t)
 	key := newKey(ns, "leaked", userIn(ns, "erin"), months(5))

@@ -220,6 +220,17 @@ func bind(t *testing.T, ns, name, role string, subject rbacv1.Subject) *rbacv1.R
 	return rb
 }
 
+// openTrail opens an audit file of the test's own, closed when it ends.
+func openTrail(t *testing.T) *audit.File {
+	t.Helper()
+	trail, err := audit.OpenFile(filepath.Join(t.TempDir(), "audit.log"), 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = trail.Close() })
+	return trail
+}
+
 // userIn makes a user name unique to a test namespace: the cap counts a
 // user's keys across namespaces, and tests (or -count=N runs) must not
 // share users.

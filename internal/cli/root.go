@@ -214,7 +214,8 @@ func Execute(o *Options, args []string) int {
 
 // flagErrorText says what is wrong with a flag's value in words, not in
 // strconv's: `invalid argument "six" for "--months" flag: strconv.ParseInt:
-// parsing "six": invalid syntax` becomes `--months: "six" is not a number`.
+// parsing "six": invalid syntax` becomes `--months: "six" is not a whole
+// number`.
 func flagErrorText(err error) string {
 	m := invalidFlagValue.FindStringSubmatch(err.Error())
 	if m == nil {
