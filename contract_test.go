@@ -1,11 +1,21 @@
 package main
 
 import (
+	"bytes"
+	"errors"
+	"io"
 	"os"
 	"strings"
 	"testing"
 
+	authorizationv1 "k8s.io/api/authorization/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
+	"github.com/keymint/keymint/controllers"
+	"github.com/keymint/keymint/internal/auditserver"
 )
 
 // TestConfigRepeatsTheContract: the YAML in config/ that repeats a
@@ -22,6 +32,54 @@ func TestConfigRepeatsTheContract(t *testing.T) {
 		}
 		if !strings.Contains(string(raw), c.want) {
 			t.Errorf("%s does not contain %s", c.file, c.want)
+		}
+	}
+}
+
+// TestStartUpCheckAsksForTheGeneratedRole: the permissions the manager
+// checks at start are exactly those config/rbac/role.yaml grants, which
+// controller-gen generates from the RBAC markers: a marker added without
+// its check, or a check for what the role does not grant, fails here.
+func TestStartUpCheckAsksForTheGeneratedRole(t *testing.T) {
+	const ns = "keymint-system"
+	key := func(a authorizationv1.ResourceAttributes) string {
+		return a.Verb + " " + a.Resource + "." + a.Group + " in " + a.Namespace
+	}
+	checked := map[string]bool{}
+	for _, a := range append(controllers.RequiredPermissions(ns), auditserver.RequiredPermissions()...) {
+		checked[key(a)] = true
+	}
+	raw, err := os.ReadFile("config/rbac/role.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	granted := map[string]bool{}
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(raw), 4096)
+	for {
+		var role rbacv1.Role // a ClusterRole's rules decode alike
+		if err := dec.Decode(&role); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range role.Rules {
+			for _, g := range r.APIGroups {
+				for _, res := range r.Resources {
+					for _, v := range r.Verbs {
+						granted[key(authorizationv1.ResourceAttributes{Group: g, Resource: res, Verb: v, Namespace: role.Namespace})] = true
+					}
+				}
+			}
+		}
+	}
+	for k := range granted {
+		if !checked[k] {
+			t.Errorf("the role grants %s, which the start-up check does not ask for", k)
+		}
+	}
+	for k := range checked {
+		if !granted[k] {
+			t.Errorf("the start-up check asks for %s, which the role does not grant", k)
 		}
 	}
 }

@@ -29,6 +29,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
+	"github.com/keymint/keymint/internal/app"
 	"github.com/keymint/keymint/internal/testenv"
 )
 
@@ -76,7 +77,7 @@ func runWithInstalledRBAC(t *testing.T, manifest []byte) {
 	if out, err := tool(t, manifest, "kubectl", "--kubeconfig", adminConfig, "apply", "--server-side", "-f", "-"); err != nil {
 		t.Fatalf("applying the install: %v\n%s", err, out)
 	}
-	admin, err := client.NewWithWatch(env.Config, client.Options{Scheme: scheme})
+	admin, err := client.NewWithWatch(env.Config, client.Options{Scheme: app.Scheme})
 	g.Expect(err).NotTo(HaveOccurred())
 	if err := (&testenv.Env{Client: admin}).WaitForPolicies(ctx); err != nil {
 		t.Fatal(err)
@@ -113,6 +114,10 @@ func runWithInstalledRBAC(t *testing.T, manifest []byte) {
 		}
 	})
 
+	// main wires what internal/app wires, and says so.
+	g.Eventually(logs, 30*time.Second, 100*time.Millisecond).Should(ContainSubstring(
+		`"components":["controller","verifier","ext-authz","metrics","probes"]`))
+
 	ns := "team-rbac"
 	g.Expect(admin.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})).To(Succeed())
 	alice := "alice"
@@ -124,7 +129,7 @@ func runWithInstalledRBAC(t *testing.T, manifest []byte) {
 	g.Expect(admin.Create(ctx, grant)).To(Succeed())
 	aliceConfig := rest.CopyConfig(env.Config)
 	aliceConfig.Impersonate = rest.ImpersonationConfig{UserName: alice, Groups: []string{"system:authenticated"}}
-	asAlice, err := client.New(aliceConfig, client.Options{Scheme: scheme})
+	asAlice, err := client.New(aliceConfig, client.Options{Scheme: app.Scheme})
 	g.Expect(err).NotTo(HaveOccurred())
 
 	phase := func(name string) keymintv1alpha1.Phase {

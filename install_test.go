@@ -2,15 +2,22 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
+	"github.com/keymint/keymint/internal/app"
 	"github.com/keymint/keymint/internal/testenv"
 )
 
@@ -138,6 +145,35 @@ func TestManagerSaysWhatIsMissing(t *testing.T) {
 	if after := versions(); after != before {
 		t.Errorf("a second apply changed objects:\n%s\nthen\n%s", before, after)
 	}
+	// The generated role without delegate, which the manager needs to
+	// update other users' keys: the start-up check names it.
+	admin, err := client.New(env.Config, client.Options{Scheme: app.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	role := &rbacv1.ClusterRole{}
+	if err := admin.Get(context.Background(), client.ObjectKey{Name: "keymint-manager"}, role); err != nil {
+		t.Fatal(err)
+	}
+	without := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "keymint-manager-without-delegate"}}
+	for _, r := range role.Rules {
+		r.Verbs = slices.DeleteFunc(slices.Clone(r.Verbs), func(v string) bool { return v == keymintv1alpha1.VerbDelegate })
+		without.Rules = append(without.Rules, r)
+	}
+	user := rbacv1.Subject{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: "no-delegate"}
+	for _, obj := range []client.Object{without,
+		&rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "no-delegate"}, Subjects: []rbacv1.Subject{user},
+			RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: without.Name}},
+		&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: "keymint-system", Name: "no-delegate"}, Subjects: []rbacv1.Subject{user},
+			RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "keymint-manager"}},
+	} {
+		if err := admin.Create(context.Background(), obj); err != nil {
+			t.Fatal(err)
+		}
+	}
+	line, code = manager(adminKubeconfig(t, env, "no-delegate"), "--slot-namespace=keymint-system")
+	expect(line, code, "the manager's identity lacks delegate apikeys.keymint.io: apply config/rbac")
+
 	for _, want := range []string{"Namespace/keymint-system", "CustomResourceDefinition/apikeys.keymint.io", "Deployment/keymint-manager",
 		"Service/keymint-metrics", "Service/keymint-verify", "ServiceAccount/auditor", "ClusterRole/keymint-auditor", "ValidatingAdmissionPolicy/", "MutatingAdmissionPolicy/"} {
 		if !strings.Contains(before, want) {

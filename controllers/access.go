@@ -27,8 +27,8 @@ const DefaultAccessRecheck = time.Hour
 // bindingSettle are the delays after an RBAC event at which the keys it
 // concerns are checked again, in case the API server's authorizer, which
 // watches RBAC objects itself, had not seen the change yet (seconds under
-// load).
-var bindingSettle = []time.Duration{time.Second, 3 * time.Second, 7 * time.Second}
+// load; a CI run once saw more than 7).
+var bindingSettle = []time.Duration{time.Second, 3 * time.Second, 7 * time.Second, 15 * time.Second, 30 * time.Second}
 
 // accessGroups are the groups the access check presents for key's user:
 // those the API server recorded when the user created the key, or none

@@ -1,4 +1,4 @@
-package controllers
+package controllers_test
 
 import (
 	"encoding/json"
@@ -152,7 +152,7 @@ func TestAccessRemovedSuspendsAndRestoredReissues(t *testing.T) {
 		before[k.Name] = waitForPhase(t, k, keymintv1alpha1.PhaseActive).Status.KeyID
 	}
 	g.Eventually(func(g Gomega) {
-		g.Expect(readyReason(getKey(g, keys[2]))).To(Equal(keymintv1alpha1.ReasonKeyLimitReached))
+		g.Expect(getKey(g, keys[2]).Status.ReadyReason()).To(Equal(keymintv1alpha1.ReasonKeyLimitReached))
 	}).Should(Succeed())
 
 	removed := time.Now()
@@ -161,14 +161,14 @@ func TestAccessRemovedSuspendsAndRestoredReissues(t *testing.T) {
 		for _, k := range keys[:2] {
 			got := getKey(g, k)
 			g.Expect(got.Status.Phase).To(Equal(keymintv1alpha1.PhaseSuspended))
-			g.Expect(readyReason(got)).To(Equal(keymintv1alpha1.ReasonAccessRemoved))
+			g.Expect(got.Status.ReadyReason()).To(Equal(keymintv1alpha1.ReasonAccessRemoved))
 			g.Expect(kstatusOf(g, got)).To(Equal(status.FailedStatus))
 			err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: k.Name}, &corev1.Secret{})
 			g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "the Secret of %s is gone", k.Name)
 		}
 		waiting := getKey(g, keys[2])
 		g.Expect(waiting.Status.Phase).To(Equal(keymintv1alpha1.PhasePending))
-		g.Expect(readyReason(waiting)).To(Equal(keymintv1alpha1.ReasonAccessDenied))
+		g.Expect(waiting.Status.ReadyReason()).To(Equal(keymintv1alpha1.ReasonAccessDenied))
 		g.Expect(userSlotCount(g, alice)).To(BeZero(), "suspended keys hold no slot")
 	}).WithTimeout(10 * time.Second).Should(Succeed())
 	t.Logf("suspended %s after the binding was removed", time.Since(removed).Round(100*time.Millisecond))
@@ -208,7 +208,7 @@ func TestUserWithoutUseGetsNoKey(t *testing.T) {
 	g.Eventually(func(g Gomega) {
 		got := getKey(g, key)
 		g.Expect(got.Status.Phase).To(Equal(keymintv1alpha1.PhasePending))
-		g.Expect(readyReason(got)).To(Equal(keymintv1alpha1.ReasonAccessDenied))
+		g.Expect(got.Status.ReadyReason()).To(Equal(keymintv1alpha1.ReasonAccessDenied))
 		g.Expect(got.Status.KeyID).To(BeEmpty())
 		e := eventWith(g, ns, "for-carol", keymintv1alpha1.ReasonAccessDenied)
 		g.Expect(e).NotTo(BeNil())

@@ -47,8 +47,8 @@ func TestSuspendedWaitsForAccessNotForASlot(t *testing.T) {
 	k := keyWith(never(), keymintv1alpha1.APIKeyStatus{})
 	setActive(k, created, "k", issueOf("kid_x"))
 	setSuspended(k, created, "m")
-	if k.Status.Phase != keymintv1alpha1.PhaseSuspended || readyReason(k) != keymintv1alpha1.ReasonAccessRemoved {
-		t.Fatalf("phase %s, reason %s", k.Status.Phase, readyReason(k))
+	if k.Status.Phase != keymintv1alpha1.PhaseSuspended || k.Status.ReadyReason() != keymintv1alpha1.ReasonAccessRemoved {
+		t.Fatalf("phase %s, reason %s", k.Status.Phase, k.Status.ReadyReason())
 	}
 	if isWaiting(k) {
 		t.Fatal("a suspended key must wait for access, not for a slot")

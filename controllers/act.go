@@ -77,7 +77,7 @@ func (r *APIKeyReconciler) cap() *slots.Cap {
 // Secret goes first, one request each, and the slots, Events and statuses
 // follow at low priority, behind the deletions still queued.
 func (p *keyPass) expire(ctx context.Context) error {
-	expiresAt := knownExpiry(p.key)
+	expiresAt := p.key.KnownExpiry()
 	deleted, err := p.deleteOwnedSecret(ctx, p.key)
 	if err != nil {
 		return err

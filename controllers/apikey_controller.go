@@ -30,7 +30,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
-	"github.com/keymint/keymint/internal/apiwait"
 	"github.com/keymint/keymint/internal/audit"
 	"github.com/keymint/keymint/internal/keys"
 	"github.com/keymint/keymint/internal/keysecret"
@@ -110,13 +109,7 @@ func (r *APIKeyReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manage
 		r.ExpiryWarning = DefaultExpiryWarning
 	}
 	if r.Signer == nil {
-		err := apiwait.Retry(ctx, mgr.GetLogger(), "loading the signing key", func() (err error) {
-			r.Signer, err = LoadSigner(ctx, mgr.GetAPIReader(), mgr.GetClient(), r.SlotNamespace)
-			return err
-		})
-		if err != nil {
-			return err
-		}
+		return errors.New("the APIKey controller needs the signing key (LoadSigner)")
 	}
 	if err := mgr.GetFieldIndexer().IndexField(ctx, &keymintv1alpha1.APIKey{}, IndexWaitingUser, indexWaitingUser); err != nil {
 		return err

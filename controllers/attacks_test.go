@@ -1,4 +1,4 @@
-package controllers
+package controllers_test
 
 import (
 	"strings"
@@ -56,7 +56,7 @@ func TestConflictRevokesTheOwnerGrant(t *testing.T) {
 	startManager(t, managerOptions{})
 
 	g.Eventually(func(g Gomega) {
-		g.Expect(readyReason(getKey(g, key))).To(Equal(keymintv1alpha1.ReasonSecretConflict))
+		g.Expect(getKey(g, key).Status.ReadyReason()).To(Equal(keymintv1alpha1.ReasonSecretConflict))
 	}).Should(Succeed())
 	expectNoOwnerAccess(g, key)
 	err := asR1.Get(ctx, victim, &corev1.Secret{})
@@ -204,11 +204,6 @@ func TestDeletionIsRecordedOnEveryPath(t *testing.T) {
 	g.Expect(apierrors.IsForbidden(err)).To(BeTrue(), "the owner added a finalizer: %v", err)
 	g.Expect(err.Error()).To(ContainSubstring("metadata.finalizers: only keymint.io/revoke may be added"))
 
-	forceDelete := func(key *keymintv1alpha1.APIKey) {
-		unfinalize := client.RawPatch("application/merge-patch+json", []byte(`{"metadata":{"finalizers":null}}`))
-		g.Expect(asCarol.Patch(ctx, key.DeepCopy(), unfinalize)).To(Succeed(), "an administrator removes the finalizer")
-		g.Expect(asCarol.Delete(ctx, key.DeepCopy())).To(Succeed())
-	}
 	expectDeleted := func(key *keymintv1alpha1.APIKey) {
 		g.Eventually(func(g Gomega) {
 			records := recordsOf(g, trail, ns, key.Name, audit.ActionDeleted)
@@ -221,12 +216,12 @@ func TestDeletionIsRecordedOnEveryPath(t *testing.T) {
 			g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "the Secret is gone")
 		}).Should(Succeed())
 	}
-	forceDelete(first)
+	deleteWithoutFinalizer(g, asCarol, first)
 	expectDeleted(first)
 
 	// While the manager is down: the record comes from the signed Secret.
 	stop()
-	forceDelete(second)
+	deleteWithoutFinalizer(g, asCarol, second)
 	// The restarted manager finds the Secret of an APIKey that is gone.
 	startManager(t, opts)
 	expectDeleted(second)

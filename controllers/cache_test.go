@@ -1,4 +1,4 @@
-package controllers
+package controllers_test
 
 import (
 	"context"
@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
+	"github.com/keymint/keymint/controllers"
 	"github.com/keymint/keymint/internal/slots"
 	"github.com/keymint/keymint/internal/testenv"
 )
@@ -41,7 +42,7 @@ func TestCacheHoldsOnlyWhatKeymintOwns(t *testing.T) {
 		g.Expect(k8sClient.Create(ctx, obj)).To(Succeed())
 	}
 
-	opts := CacheOptions(slotNamespace)
+	opts := controllers.CacheOptions(slotNamespace)
 	opts.Scheme = testScheme
 	c, err := cache.New(restConfig, opts)
 	g.Expect(err).NotTo(HaveOccurred())
@@ -94,12 +95,12 @@ func TestStripCopiesKeepsWhatItShares(t *testing.T) {
 	want.ManagedFields = nil
 	delete(want.Annotations, corev1.LastAppliedConfigAnnotation)
 
-	got, err := stripCopies(secret)
+	got, err := controllers.StripCopies(secret)
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(got).To(Equal(want))
 
 	onlyLastApplied := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{corev1.LastAppliedConfigAnnotation: "{}"}}}
-	got, err = stripCopies(onlyLastApplied)
+	got, err = controllers.StripCopies(onlyLastApplied)
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(got.(*corev1.Secret).Annotations).To(BeNil(), "an emptied map is dropped, not kept")
 }
@@ -122,7 +123,7 @@ func TestInternForgetsWhatUsersWrote(t *testing.T) {
 		for j := range 2000 {
 			key.Annotations[fmt.Sprintf("example.com/%d-%d-%s", i, j, strings.Repeat("x", 64))] = "v"
 		}
-		obj, err := stripCopies(key)
+		obj, err := controllers.StripCopies(key)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,4 +1,4 @@
-package controllers
+package controllers_test
 
 import (
 	"fmt"
@@ -10,12 +10,14 @@ import (
 
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
+	"github.com/keymint/keymint/controllers"
 	"github.com/keymint/keymint/internal/slots"
 	"github.com/keymint/keymint/internal/testenv"
 )
@@ -112,7 +114,7 @@ func TestCapHoldsUnderConcurrentCreates(t *testing.T) {
 			if k.Status.Phase != keymintv1alpha1.PhasePending {
 				continue
 			}
-			ready := findCondition(&k, keymintv1alpha1.ConditionReady)
+			ready := apimeta.FindStatusCondition(k.Status.Conditions, keymintv1alpha1.ConditionReady)
 			g.Expect(ready.Reason).To(Equal(keymintv1alpha1.ReasonKeyLimitReached))
 			for _, holder := range byPhase[keymintv1alpha1.PhaseActive] {
 				g.Expect(ready.Message).To(ContainSubstring(ns + "/" + holder))
@@ -161,7 +163,7 @@ func oldestWaiting(list *keymintv1alpha1.APIKeyList) string {
 	var waiting []slots.Candidate
 	for i := range list.Items {
 		if list.Items[i].Status.Phase == keymintv1alpha1.PhasePending && list.Items[i].DeletionTimestamp.IsZero() {
-			waiting = append(waiting, candidate(&list.Items[i]))
+			waiting = append(waiting, controllers.Candidate(&list.Items[i]))
 		}
 	}
 	return slots.Sorted(waiting)[0].Key.Name
@@ -184,8 +186,8 @@ func TestCapCountsAcrossNamespaces(t *testing.T) {
 	g.Expect(k8sClient.Create(ctx, c)).To(Succeed())
 	g.Eventually(func(g Gomega) {
 		got := getKey(g, c)
-		g.Expect(readyReason(got)).To(Equal(keymintv1alpha1.ReasonKeyLimitReached))
-		g.Expect(findCondition(got, keymintv1alpha1.ConditionReady).Message).To(
+		g.Expect(got.Status.ReadyReason()).To(Equal(keymintv1alpha1.ReasonKeyLimitReached))
+		g.Expect(apimeta.FindStatusCondition((got).Status.Conditions, keymintv1alpha1.ConditionReady).Message).To(
 			Equal(fmt.Sprintf("user %s already holds 2 active keys (%s); this key is issued when one of them is deleted or expires", niaj,
 				strings.Join(slices.Sorted(slices.Values([]string{nsA + "/a", nsB + "/b"})), ", "))))
 	}).Should(Succeed())

@@ -108,7 +108,7 @@ func expiredOrDue(in *Input) (Plan, bool) {
 		return Plan{Do: ActFreeSlots}, true
 	case in.Key.Status.Phase == keymintv1alpha1.PhaseExpired:
 		return Plan{Do: ActSettled}, true
-	case isDue(in.Key, in.Now):
+	case in.Key.DueAt(in.Now):
 		return Plan{Do: ActExpire}, true
 	}
 	return Plan{}, false

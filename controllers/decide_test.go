@@ -7,6 +7,7 @@ import (
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	clocktesting "k8s.io/utils/clock/testing"
@@ -199,7 +200,7 @@ func TestExpiringSoon(t *testing.T) {
 		k := keyWith(never(), keymintv1alpha1.APIKeyStatus{})
 		setActive(k, now, "k", keysecret.Issue{KeyID: "kid_1", ExpiresAt: tt.expires})
 		setExpiringSoon(k, now, window)
-		c := findCondition(k, keymintv1alpha1.ConditionExpiringSoon)
+		c := apimeta.FindStatusCondition((k).Status.Conditions, keymintv1alpha1.ConditionExpiringSoon)
 		if (c != nil) != tt.want {
 			t.Fatalf("%s: ExpiringSoon %+v, want present %v", tt.name, c, tt.want)
 		}

@@ -73,23 +73,6 @@ func TestIssuance(t *testing.T) {
 	}
 }
 
-func TestKnownExpiry(t *testing.T) {
-	recorded := time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)
-	atTime := time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
-	if got := knownExpiry(keyWith(months(3), keymintv1alpha1.APIKeyStatus{})); got != nil {
-		t.Errorf("months before issue: %v, want nil", got)
-	}
-	if got := knownExpiry(keyWith(months(3), keymintv1alpha1.APIKeyStatus{ExpiresAt: mtime(recorded)})); !got.Equal(recorded) {
-		t.Errorf("months after issue: %v, want %v", got, recorded)
-	}
-	if got := knownExpiry(keyWith(at(atTime), keymintv1alpha1.APIKeyStatus{})); !got.Equal(atTime) {
-		t.Errorf("at before issue: %v, want %v", got, atTime)
-	}
-	if got := knownExpiry(keyWith(never(), keymintv1alpha1.APIKeyStatus{})); got != nil {
-		t.Errorf("never: %v, want nil", got)
-	}
-}
-
 func TestIssueEvent(t *testing.T) {
 	for _, tt := range []struct{ prev, now, want string }{
 		{"", "kid_a", keymintv1alpha1.ReasonIssued},        // first issue, or adopting after a crash before status

@@ -1,4 +1,4 @@
-package controllers
+package controllers_test
 
 import (
 	"testing"
@@ -7,6 +7,7 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
@@ -34,7 +35,7 @@ func TestExpiryAt(t *testing.T) {
 	next := newKey(ns, "next", userIn(ns, "ivan"), never())
 	g.Expect(k8sClient.Create(ctx, next)).To(Succeed())
 	g.Eventually(func(g Gomega) {
-		g.Expect(readyReason(getKey(g, next))).To(Equal(keymintv1alpha1.ReasonKeyLimitReached))
+		g.Expect(getKey(g, next).Status.ReadyReason()).To(Equal(keymintv1alpha1.ReasonKeyLimitReached))
 	}).Should(Succeed())
 
 	// Gone within about a second after expiresAt, never before (the
@@ -47,7 +48,7 @@ func TestExpiryAt(t *testing.T) {
 	g.Expect(time.Now()).To(BeTemporally(">=", expiresAt), "the Secret went before its expiry")
 
 	expired := waitForPhase(t, short, keymintv1alpha1.PhaseExpired)
-	ready := findCondition(expired, keymintv1alpha1.ConditionReady)
+	ready := apimeta.FindStatusCondition((expired).Status.Conditions, keymintv1alpha1.ConditionReady)
 	g.Expect(ready.Status).To(Equal(metav1.ConditionFalse))
 	g.Expect(ready.Reason).To(Equal(keymintv1alpha1.ReasonExpired))
 	g.Expect(kstatusOf(g, expired)).To(Equal(status.FailedStatus), "an expired key needs a person: remove or replace it")
@@ -114,7 +115,7 @@ func TestKeyWaitingPastItsAtExpiresUnissued(t *testing.T) {
 	waiting := newKey(ns, "waiting", userIn(ns, "kim"), at(waitsUntil))
 	g.Expect(k8sClient.Create(ctx, waiting)).To(Succeed())
 	g.Eventually(func(g Gomega) {
-		g.Expect(readyReason(getKey(g, waiting))).To(Equal(keymintv1alpha1.ReasonKeyLimitReached))
+		g.Expect(getKey(g, waiting).Status.ReadyReason()).To(Equal(keymintv1alpha1.ReasonKeyLimitReached))
 	}).Should(Succeed())
 	clk.SetTime(waitsUntil)
 	pokeAndAwait(g, waiting)

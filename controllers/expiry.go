@@ -16,29 +16,11 @@ import (
 // again: that Secret is not in the cache, so no event says it went away.
 const conflictRetry = time.Minute
 
-// knownExpiry is when the key expires, as far as it is known before
-// issuance: the recorded expiry once issued, else spec.expiration.at. A key
-// that expires after some months has no expiry until it is issued.
-func knownExpiry(key *keymintv1alpha1.APIKey) *time.Time {
-	switch {
-	case key.Status.ExpiresAt != nil:
-		return &key.Status.ExpiresAt.Time
-	case key.Spec.Expiration.At != nil:
-		return &key.Spec.Expiration.At.Time
-	}
-	return nil
-}
-
-// isDue reports whether key has reached its expiry at now.
-func isDue(key *keymintv1alpha1.APIKey, now time.Time) bool {
-	return expiry.Due(now, knownExpiry(key))
-}
-
 // issuance is the issue time and expiry of a key minted at now. A reissue
 // keeps the first issue's times: it never extends a key's life.
 func issuance(key *keymintv1alpha1.APIKey, now time.Time) (issuedAt time.Time, expiresAt *time.Time) {
 	if key.Status.IssuedAt != nil {
-		return key.Status.IssuedAt.Time, knownExpiry(key)
+		return key.Status.IssuedAt.Time, key.KnownExpiry()
 	}
 	// Status and Secret hold seconds; so does the expiry computed here.
 	issuedAt = now.UTC().Truncate(time.Second)
@@ -65,13 +47,13 @@ const DefaultExpiryWarning = 14 * 24 * time.Hour
 // else's Secret every conflictRetry; an Expired key or an invalid spec
 // never by the clock.
 func requeueAfter(key *keymintv1alpha1.APIKey, now time.Time, limit, warning time.Duration) time.Duration {
-	switch readyReason(key) {
+	switch key.Status.ReadyReason() {
 	case keymintv1alpha1.ReasonExpired, keymintv1alpha1.ReasonInvalidExpiration:
 		return 0
 	case keymintv1alpha1.ReasonSecretConflict:
 		return conflictRetry
 	}
-	exp := knownExpiry(key)
+	exp := key.KnownExpiry()
 	if exp != nil && key.Status.Phase == keymintv1alpha1.PhaseActive {
 		if opens := exp.Add(-warning); now.Before(opens) {
 			exp = &opens
@@ -110,7 +92,7 @@ func expiryText(t *time.Time) string {
 // expiresShown is status.expires: the known expiry in RFC 3339, "never",
 // or nothing while a months expiry waits for its issue.
 func expiresShown(key *keymintv1alpha1.APIKey) string {
-	if t := knownExpiry(key); t != nil {
+	if t := key.KnownExpiry(); t != nil {
 		return t.UTC().Format(time.RFC3339)
 	}
 	if ptr.Deref(key.Spec.Expiration.Never, false) {

@@ -2,7 +2,6 @@ package controllers
 
 import (
 	"context"
-	"fmt"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -50,8 +49,7 @@ func (r *APIKeyReconciler) finalize(ctx context.Context, key *keymintv1alpha1.AP
 // recordDeleted records that key was deleted and its key revoked, once per
 // APIKey (the record's ID is), on whichever path saw it go.
 func (r *APIKeyReconciler) recordDeleted(ctx context.Context, key *keymintv1alpha1.APIKey, how string) error {
-	return r.lifecycle().record(ctx, key, r.Clock.Now(), transition{corev1.EventTypeNormal, keymintv1alpha1.ReasonDeleted,
-		fmt.Sprintf("key %s of user %s revoked: %s", keyIDText(key), key.Spec.User, how)})
+	return r.lifecycle().record(ctx, key, r.Clock.Now(), deletion(key, how))
 }
 
 // cleanUpAfter revokes what an APIKey that is gone left behind, such as one

@@ -1,4 +1,4 @@
-package controllers
+package controllers_test
 
 import (
 	"testing"
@@ -87,7 +87,7 @@ func TestPlantedSecretIsNeverAdopted(t *testing.T) {
 			waitForPhase(t, first, keymintv1alpha1.PhaseActive)
 			g.Expect(k8sClient.Create(ctx, s.key)).To(Succeed())
 			g.Eventually(func(g Gomega) {
-				g.Expect(readyReason(getKey(g, s.key))).To(Equal(keymintv1alpha1.ReasonKeyLimitReached))
+				g.Expect(getKey(g, s.key).Status.ReadyReason()).To(Equal(keymintv1alpha1.ReasonKeyLimitReached))
 			}).Should(Succeed())
 		},
 		after: func(t *testing.T, g Gomega, s *scene) {
@@ -101,7 +101,7 @@ func TestPlantedSecretIsNeverAdopted(t *testing.T) {
 			g.Expect(k8sClient.Create(ctx, theirs)).To(Succeed())
 			g.Expect(k8sClient.Create(ctx, s.key)).To(Succeed())
 			g.Eventually(func(g Gomega) {
-				g.Expect(readyReason(getKey(g, s.key))).To(Equal(keymintv1alpha1.ReasonSecretConflict))
+				g.Expect(getKey(g, s.key).Status.ReadyReason()).To(Equal(keymintv1alpha1.ReasonSecretConflict))
 			}).Should(Succeed())
 			g.Expect(k8sClient.Delete(ctx, theirs)).To(Succeed())
 		},
@@ -111,7 +111,7 @@ func TestPlantedSecretIsNeverAdopted(t *testing.T) {
 		before: func(t *testing.T, g Gomega, s *scene) {
 			g.Expect(k8sClient.Create(ctx, s.key)).To(Succeed())
 			g.Eventually(func(g Gomega) {
-				g.Expect(readyReason(getKey(g, s.key))).To(Equal(keymintv1alpha1.ReasonAccessDenied))
+				g.Expect(getKey(g, s.key).Status.ReadyReason()).To(Equal(keymintv1alpha1.ReasonAccessDenied))
 			}).Should(Succeed())
 		},
 		after: func(t *testing.T, g Gomega, s *scene) { grantUser(t, s) },

@@ -46,7 +46,7 @@ func (r *APIKeyReconciler) gather(ctx context.Context, key *keymintv1alpha1.APIK
 	// A key in keymint's own namespace is denied whatever it holds, and a
 	// key at its expiry needs nothing else: when a thousand keys expire in
 	// one second, each pass is one request and nothing more.
-	if key.Namespace == r.SlotNamespace || key.Status.Phase != keymintv1alpha1.PhaseExpired && !invalidAt(key) && isDue(key, now) {
+	if key.Namespace == r.SlotNamespace || key.Status.Phase != keymintv1alpha1.PhaseExpired && !invalidAt(key) && key.DueAt(now) {
 		return in, nil
 	}
 	var err error
@@ -59,7 +59,7 @@ func (r *APIKeyReconciler) gather(ctx context.Context, key *keymintv1alpha1.APIK
 	if in.Allowed, err = r.hasAccess(ctx, key); err != nil || !in.Allowed {
 		return in, err
 	}
-	if readyReason(key) == keymintv1alpha1.ReasonSecretConflict {
+	if key.Status.ReadyReason() == keymintv1alpha1.ReasonSecretConflict {
 		if in.SecretConflict, err = r.secretConflict(ctx, key); err != nil || in.SecretConflict {
 			return in, err
 		}

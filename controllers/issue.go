@@ -107,9 +107,7 @@ func (r *APIKeyReconciler) trustedSecret(ctx context.Context, key *keymintv1alph
 		return in, secretDiscarded, nil
 	}
 	// Recorded first: once the Secret is gone, nothing would tell of it.
-	if err := r.lifecycle().recordAbout(ctx, key, r.Clock.Now(), transition{corev1.EventTypeWarning, keymintv1alpha1.ReasonUntrustedSecret,
-		fmt.Sprintf("Secret %s/%s claimed this APIKey but %s; it was deleted and its key is not this APIKey's",
-			secret.Namespace, secret.Name, why)}, string(secret.UID)); err != nil {
+	if err := r.lifecycle().recordAbout(ctx, key, r.Clock.Now(), untrustedSecret(secret, why), string(secret.UID)); err != nil {
 		return in, secretDiscarded, err
 	}
 	if err := r.Delete(ctx, secret, client.Preconditions{UID: &secret.UID}); client.IgnoreNotFound(err) != nil {

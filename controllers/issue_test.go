@@ -1,4 +1,4 @@
-package controllers
+package controllers_test
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
@@ -48,7 +49,7 @@ func TestIssue(t *testing.T) {
 	g.Expect(got.Status.IssuedAt.Time).To(BeTemporally("==", now))
 	g.Expect(got.Status.ExpiresAt.Time).To(BeTemporally("==", time.Date(2026, 2, 28, 10, 20, 30, 0, time.UTC)))
 	g.Expect(got.Finalizers).To(ContainElement(keymintv1alpha1.Finalizer))
-	ready := findCondition(got, keymintv1alpha1.ConditionReady)
+	ready := apimeta.FindStatusCondition((got).Status.Conditions, keymintv1alpha1.ConditionReady)
 	g.Expect(ready.Status).To(Equal(metav1.ConditionTrue))
 	g.Expect(kstatusOf(g, got)).To(Equal(status.CurrentStatus))
 
@@ -110,7 +111,7 @@ func TestInvalidExpirationIssuesNothing(t *testing.T) {
 
 	g.Eventually(func(g Gomega) {
 		got := getKey(g, key)
-		ready := findCondition(got, keymintv1alpha1.ConditionReady)
+		ready := apimeta.FindStatusCondition((got).Status.Conditions, keymintv1alpha1.ConditionReady)
 		g.Expect(ready).NotTo(BeNil())
 		g.Expect(ready.Status).To(Equal(metav1.ConditionFalse))
 		g.Expect(ready.Reason).To(Equal(keymintv1alpha1.ReasonInvalidExpiration))
@@ -142,7 +143,7 @@ func TestSecretConflictLeavesTheSecretAlone(t *testing.T) {
 
 	g.Eventually(func(g Gomega) {
 		got := getKey(g, key)
-		g.Expect(readyReason(got)).To(Equal(keymintv1alpha1.ReasonSecretConflict))
+		g.Expect(got.Status.ReadyReason()).To(Equal(keymintv1alpha1.ReasonSecretConflict))
 		g.Expect(kstatusOf(g, got)).To(Equal(status.FailedStatus))
 		g.Expect(got.Status.KeyID).To(BeEmpty())
 	}).Should(Succeed())
@@ -305,13 +306,4 @@ func userSlotCount(g Gomega, user string) int {
 func poke(g Gomega, key *keymintv1alpha1.APIKey) {
 	patch := []byte(`{"metadata":{"annotations":{"test.keymint.io/poke":"` + time.Now().Format(time.RFC3339Nano) + `"}}}`)
 	g.Expect(k8sClient.Patch(ctx, key.DeepCopy(), client.RawPatch("application/merge-patch+json", patch))).To(Succeed())
-}
-
-func findCondition(key *keymintv1alpha1.APIKey, typ string) *metav1.Condition {
-	for i := range key.Status.Conditions {
-		if key.Status.Conditions[i].Type == typ {
-			return &key.Status.Conditions[i]
-		}
-	}
-	return nil
 }

@@ -30,8 +30,8 @@ var warnings = []string{
 }
 
 // transitions compares a key's status before a reconcile with the key
-// after it: the one place that decides which Events and records a change
-// is worth. Each is emitted on the change only, never again while the key
+// after it: the road that decides which Events and records a change of
+// state is worth. Each is emitted on the change only, never again while the key
 // stays in that state.
 func transitions(before *keymintv1alpha1.APIKeyStatus, after *keymintv1alpha1.APIKey) []transition {
 	st := &after.Status
@@ -39,7 +39,7 @@ func transitions(before *keymintv1alpha1.APIKeyStatus, after *keymintv1alpha1.AP
 	switch {
 	case st.Phase == keymintv1alpha1.PhaseActive && st.KeyID != before.KeyID:
 		out = append(out, transition{corev1.EventTypeNormal, issueEvent(before.KeyID, st.KeyID),
-			fmt.Sprintf("key %s issued for user %s in Secret %s, %s", st.KeyID, after.Spec.User, st.SecretName, expiryText(knownExpiry(after)))})
+			fmt.Sprintf("key %s issued for user %s in Secret %s, %s", st.KeyID, after.Spec.User, st.SecretName, expiryText(after.KnownExpiry()))})
 	case st.Phase == keymintv1alpha1.PhaseExpired && before.Phase != keymintv1alpha1.PhaseExpired:
 		out = append(out, transition{corev1.EventTypeNormal, keymintv1alpha1.ReasonExpired,
 			fmt.Sprintf("key %s of user %s expired at %s", keyIDText(after), after.Spec.User, st.ExpiresAt.UTC().Format(time.RFC3339))})
@@ -52,13 +52,31 @@ func transitions(before *keymintv1alpha1.APIKeyStatus, after *keymintv1alpha1.AP
 		c := apimeta.FindStatusCondition(st.Conditions, keymintv1alpha1.ConditionExpiringSoon)
 		out = append(out, transition{corev1.EventTypeWarning, keymintv1alpha1.ReasonExpiringSoon, c.Message})
 	}
-	reason, was := readyReason(after), readyReasonOf(before)
+	reason, was := after.Status.ReadyReason(), before.ReadyReason()
 	for _, w := range warnings {
 		if reason == w && was != w {
-			out = append(out, transition{corev1.EventTypeWarning, w, readyMessage(after)})
+			out = append(out, transition{corev1.EventTypeWarning, w, after.Status.ReadyMessage()})
 		}
 	}
 	return out
+}
+
+// The second road: what keymint observes that no status change shows, an
+// APIKey gone or a Secret planted, one function each. Their records go
+// through lifecycle.record like the transitions'.
+
+// deletion is the revocation of a deleted key; how says how it went.
+func deletion(key *keymintv1alpha1.APIKey, how string) transition {
+	return transition{corev1.EventTypeNormal, keymintv1alpha1.ReasonDeleted,
+		fmt.Sprintf("key %s of user %s revoked: %s", keyIDText(key), key.Spec.User, how)}
+}
+
+// untrustedSecret is a Secret that claimed key but is not its current one
+// (why says how it fails), deleted without its key being trusted.
+func untrustedSecret(secret *corev1.Secret, why string) transition {
+	return transition{corev1.EventTypeWarning, keymintv1alpha1.ReasonUntrustedSecret,
+		fmt.Sprintf("Secret %s/%s claimed this APIKey but %s; it was deleted and its key is not this APIKey's",
+			secret.Namespace, secret.Name, why)}
 }
 
 // issueEvent is the Event reason for finding key ID newID in the Secret of
@@ -126,14 +144,15 @@ func (l lifecycle) recordAbout(ctx context.Context, key *keymintv1alpha1.APIKey,
 // version it was seen on (a retry sees the same version, since the status
 // is written only after the record), or per object it is about.
 func recordID(key *keymintv1alpha1.APIKey, reason, about string) string {
+	uid := string(key.UID)
 	if about != "" {
-		return "keymint/" + string(key.UID) + "/" + reason + "/" + about
+		return audit.KeyRecordID(uid, reason, about)
 	}
 	switch reason {
 	case keymintv1alpha1.ReasonIssued, keymintv1alpha1.ReasonReissued, keymintv1alpha1.ReasonSuspended:
-		return "keymint/" + string(key.UID) + "/" + reason + "/" + key.Status.KeyID
+		return audit.KeyRecordID(uid, reason, key.Status.KeyID)
 	case keymintv1alpha1.ReasonExpired, keymintv1alpha1.ReasonDeleted, keymintv1alpha1.ReasonExpiringSoon:
-		return "keymint/" + string(key.UID) + "/" + reason
+		return audit.KeyRecordID(uid, reason, "")
 	}
-	return "keymint/" + string(key.UID) + "/" + reason + "/rv" + key.ResourceVersion
+	return audit.KeyRecordID(uid, reason, "rv"+key.ResourceVersion)
 }

@@ -1,4 +1,4 @@
-package controllers
+package controllers_test
 
 import (
 	"testing"
@@ -9,11 +9,13 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
+	"github.com/keymint/keymint/controllers"
 	"github.com/keymint/keymint/internal/testenv"
 )
 
@@ -33,7 +35,7 @@ func mayGetSecret(g Gomega, user, ns, name string) bool {
 // and the owner may no longer read the Secret.
 func expectNoOwnerAccess(g Gomega, key *keymintv1alpha1.APIKey) {
 	g.Eventually(func(g Gomega) {
-		name := client.ObjectKey{Namespace: key.Namespace, Name: ownerAccessName(key.Name)}
+		name := client.ObjectKey{Namespace: key.Namespace, Name: controllers.OwnerAccessName(key.Name)}
 		g.Expect(apierrors.IsNotFound(k8sClient.Get(ctx, name, &rbacv1.Role{}))).To(BeTrue(), "the Role is gone")
 		g.Expect(apierrors.IsNotFound(k8sClient.Get(ctx, name, &rbacv1.RoleBinding{}))).To(BeTrue(), "the RoleBinding is gone")
 		g.Expect(mayGetSecret(g, key.Spec.User, key.Namespace, key.SecretNameOrDefault())).To(BeFalse())
@@ -77,7 +79,7 @@ func TestOwnerReadsOnlyTheirKey(t *testing.T) {
 	err = asAlice.List(ctx, &corev1.SecretList{}, client.InNamespace(ns))
 	g.Expect(apierrors.IsForbidden(err)).To(BeTrue(), "alice lists Secrets: %v", err)
 	binding := &rbacv1.RoleBinding{}
-	g.Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: ownerAccessName(key.Name)}, binding)).To(Succeed())
+	g.Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: controllers.OwnerAccessName(key.Name)}, binding)).To(Succeed())
 	g.Expect(binding.Subjects).To(Equal([]rbacv1.Subject{userSubject(alice)}), "no other subject")
 
 	// Expiry takes the grant away.
@@ -110,7 +112,7 @@ func TestSomeoneElsesRoleIsNeverBound(t *testing.T) {
 	ns := newNamespace(t)
 	key := newKey(ns, "squatted", userIn(ns, "dave"), never())
 	theirs := &rbacv1.Role{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: ownerAccessName(key.Name)},
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: controllers.OwnerAccessName(key.Name)},
 		Rules:      []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"get", "list"}}},
 	}
 	g.Expect(k8sClient.Create(ctx, theirs)).To(Succeed())
@@ -118,11 +120,11 @@ func TestSomeoneElsesRoleIsNeverBound(t *testing.T) {
 	g.Eventually(func(g Gomega) {
 		got := getKey(g, key)
 		g.Expect(got.Status.Phase).NotTo(Equal(keymintv1alpha1.PhaseActive))
-		g.Expect(findCondition(got, keymintv1alpha1.ConditionReconciling)).NotTo(BeNil())
-		g.Expect(findCondition(got, keymintv1alpha1.ConditionReconciling).Message).To(ContainSubstring(
-			"Role " + ns + "/" + ownerAccessName(key.Name) + " exists and is not this APIKey's"))
+		g.Expect(apimeta.FindStatusCondition((got).Status.Conditions, keymintv1alpha1.ConditionReconciling)).NotTo(BeNil())
+		g.Expect(apimeta.FindStatusCondition((got).Status.Conditions, keymintv1alpha1.ConditionReconciling).Message).To(ContainSubstring(
+			"Role " + ns + "/" + controllers.OwnerAccessName(key.Name) + " exists and is not this APIKey's"))
 	}).Should(Succeed())
-	err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: ownerAccessName(key.Name)}, &rbacv1.RoleBinding{})
+	err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: controllers.OwnerAccessName(key.Name)}, &rbacv1.RoleBinding{})
 	g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "their Role was bound")
 	kept := &rbacv1.Role{}
 	g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(theirs), kept)).To(Succeed())

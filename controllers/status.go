@@ -131,24 +131,6 @@ func setRetrying(key *keymintv1alpha1.APIKey, now time.Time, message string) {
 	}
 }
 
-// readyReason is the reason of the Ready condition, or "".
-func readyReason(key *keymintv1alpha1.APIKey) string { return readyReasonOf(&key.Status) }
-
-func readyReasonOf(st *keymintv1alpha1.APIKeyStatus) string {
-	if c := apimeta.FindStatusCondition(st.Conditions, keymintv1alpha1.ConditionReady); c != nil {
-		return c.Reason
-	}
-	return ""
-}
-
-// readyMessage is the message of the Ready condition, or "".
-func readyMessage(key *keymintv1alpha1.APIKey) string {
-	if c := apimeta.FindStatusCondition(key.Status.Conditions, keymintv1alpha1.ConditionReady); c != nil {
-		return c.Message
-	}
-	return ""
-}
-
 func ptrTime(t *time.Time) *metav1.Time {
 	if t == nil {
 		return nil

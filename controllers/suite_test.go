@@ -1,4 +1,4 @@
-package controllers
+package controllers_test
 
 import (
 	"context"
@@ -26,16 +26,15 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
-	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
+	"github.com/keymint/keymint/controllers"
+	"github.com/keymint/keymint/internal/app"
 	"github.com/keymint/keymint/internal/audit"
 	"github.com/keymint/keymint/internal/testenv"
 )
@@ -80,6 +79,14 @@ func runSuite(m *testing.M) int {
 	return m.Run()
 }
 
+// The key builders, shared with the unit tests of package controllers.
+var (
+	newKey = controllers.NewKey
+	months = controllers.Months
+	never  = controllers.Never
+	at     = controllers.At
+)
+
 // managerOptions configure one test manager.
 type managerOptions struct {
 	clock   clock.PassiveClock
@@ -90,27 +97,25 @@ type managerOptions struct {
 	audit audit.Writer
 }
 
-// startManager runs a keymint manager until the test ends or stop is called.
-// Each test runs its own, so that it chooses its clock and cap.
+// startManager runs a keymint manager, built by internal/app as main builds
+// it, until the test ends or stop is called. Each test runs its own, so
+// that it chooses its clock and cap.
 func startManager(t *testing.T, o managerOptions) (stop func()) {
 	t.Helper()
-	if o.clock == nil {
-		o.clock = clock.RealClock{}
+	opts := app.TestOptions(slotNamespace)
+	if o.maxKeys != 0 {
+		opts.MaxKeysPerUser = o.maxKeys
 	}
-	if o.maxKeys == 0 {
-		o.maxKeys = 2
+	deps := app.Deps{
+		Clock: o.clock, AuditOut: o.audit, SeveralManagers: true,
+		Controller: func(r *controllers.APIKeyReconciler) { controllers.SetReconciled(r, passes.saw) },
 	}
-	opts := ctrl.Options{
-		Scheme:                 testScheme,
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-		Cache:                  CacheOptions(slotNamespace),
-		// Several managers run in one test process; their controllers share a name.
-		Controller: config.Controller{SkipNameValidation: new(true)},
+	if deps.AuditOut == nil {
+		deps.AuditOut = audit.Multi{}
 	}
 	if o.intercept != nil {
 		funcs := *o.intercept
-		opts.NewClient = func(cfg *rest.Config, options client.Options) (client.Client, error) {
+		deps.NewClient = func(cfg *rest.Config, options client.Options) (client.Client, error) {
 			c, err := client.NewWithWatch(cfg, options)
 			if err != nil {
 				return nil, err
@@ -118,23 +123,9 @@ func startManager(t *testing.T, o managerOptions) (stop func()) {
 			return interceptor.NewClient(c, funcs), nil
 		}
 	}
-	mgr, err := ctrl.NewManager(restConfig, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &APIKeyReconciler{
-		Client:                  mgr.GetClient(),
-		APIReader:               mgr.GetAPIReader(),
-		Recorder:                mgr.GetEventRecorder("keymint"),
-		Clock:                   o.clock,
-		MaxKeysPerUser:          o.maxKeys,
-		SlotNamespace:           slotNamespace,
-		MaxConcurrentReconciles: 4,
-		Audit:                   o.audit,
-		reconciled:              passes.saw,
-	}
-	if err := r.SetupWithManager(ctx, mgr); err != nil {
+	mgr, err := app.New(ctx, restConfig, opts, deps)
+	if err != nil {
 		cancel()
 		t.Fatal(err)
 	}
@@ -236,32 +227,25 @@ func openTrail(t *testing.T) *audit.File {
 // share users.
 func userIn(ns, user string) string { return user + "@" + ns }
 
-// newKey returns an APIKey for user that expires as exp says.
-func newKey(ns, name, user string, exp keymintv1alpha1.Expiration) *keymintv1alpha1.APIKey {
-	return &keymintv1alpha1.APIKey{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Spec:       keymintv1alpha1.APIKeySpec{User: user, Expiration: exp},
-	}
-}
-
-func months(n int32) keymintv1alpha1.Expiration {
-	return keymintv1alpha1.Expiration{Months: &n}
-}
-
-func never() keymintv1alpha1.Expiration {
-	return keymintv1alpha1.Expiration{Never: new(true)}
-}
-
-func at(t time.Time) keymintv1alpha1.Expiration {
-	mt := metav1.NewTime(t)
-	return keymintv1alpha1.Expiration{At: &mt}
-}
-
 // getKey reads an APIKey from the API server.
 func getKey(g Gomega, key *keymintv1alpha1.APIKey) *keymintv1alpha1.APIKey {
 	out := &keymintv1alpha1.APIKey{}
 	g.Expect(k8sClient.Get(context.Background(), client.ObjectKeyFromObject(key), out)).To(Succeed())
 	return out
+}
+
+// deleteWithoutFinalizer removes keymint's finalizer from key as client as
+// and deletes it. The delete is conditional on the resourceVersion the
+// patch left: a reconcile that put the finalizer back in between makes it
+// fail, and both are tried again, so the APIKey really goes without
+// keymint's finalizer.
+func deleteWithoutFinalizer(g Gomega, as client.Client, key *keymintv1alpha1.APIKey) {
+	unfinalize := client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"finalizers":null}}`))
+	g.Eventually(func(g Gomega) {
+		live := key.DeepCopy()
+		g.Expect(as.Patch(context.Background(), live, unfinalize)).To(Succeed())
+		g.Expect(as.Delete(context.Background(), live, client.Preconditions{ResourceVersion: &live.ResourceVersion})).To(Succeed())
+	}).Should(Succeed())
 }
 
 // waitForPhase waits until key reaches phase and returns it.

@@ -1,4 +1,4 @@
-package controllers
+package controllers_test
 
 import (
 	"testing"
@@ -35,7 +35,7 @@ func TestDeletedSlotsAreNoticed(t *testing.T) {
 	waiting := newKey(ns, "k3", user, never())
 	g.Expect(k8sClient.Create(ctx, waiting)).To(Succeed())
 	g.Eventually(func(g Gomega) {
-		g.Expect(readyReason(getKey(g, waiting))).To(Equal(keymintv1alpha1.ReasonKeyLimitReached))
+		g.Expect(getKey(g, waiting).Status.ReadyReason()).To(Equal(keymintv1alpha1.ReasonKeyLimitReached))
 	}).Should(Succeed())
 
 	leases := &coordinationv1.LeaseList{}
@@ -75,12 +75,6 @@ func TestSecretOfAForceDeletedKeyIsDeleted(t *testing.T) {
 	stop := startManager(t, managerOptions{})
 	ns := newNamespace(t)
 	user := userIn(ns, "judy")
-	forceDelete := func(k *keymintv1alpha1.APIKey) {
-		live := getKey(g, k)
-		live.Finalizers = nil
-		g.Expect(k8sClient.Update(ctx, live)).To(Succeed())
-		g.Expect(k8sClient.Delete(ctx, live)).To(Succeed())
-	}
 	secretGone := func(g Gomega, k *keymintv1alpha1.APIKey) {
 		err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: k.Name}, &corev1.Secret{})
 		g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "the Secret of %s is still there", k.Name)
@@ -89,7 +83,7 @@ func TestSecretOfAForceDeletedKeyIsDeleted(t *testing.T) {
 	seen := newKey(ns, "seen", user, never())
 	g.Expect(k8sClient.Create(ctx, seen)).To(Succeed())
 	waitForPhase(t, seen, keymintv1alpha1.PhaseActive)
-	forceDelete(seen)
+	deleteWithoutFinalizer(g, k8sClient, seen)
 	g.Eventually(func(g Gomega) {
 		secretGone(g, seen)
 		g.Expect(userSlotCount(g, user)).To(BeZero())
@@ -100,7 +94,7 @@ func TestSecretOfAForceDeletedKeyIsDeleted(t *testing.T) {
 	g.Expect(k8sClient.Create(ctx, unseen)).To(Succeed())
 	waitForPhase(t, unseen, keymintv1alpha1.PhaseActive)
 	stop()
-	forceDelete(unseen)
+	deleteWithoutFinalizer(g, k8sClient, unseen)
 	startManager(t, managerOptions{})
 	g.Eventually(func(g Gomega) {
 		secretGone(g, unseen)

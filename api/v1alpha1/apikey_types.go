@@ -1,6 +1,9 @@
 package v1alpha1
 
 import (
+	"time"
+
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -192,4 +195,47 @@ func (k *APIKey) SecretNameOrDefault() string {
 		return k.Spec.SecretName
 	}
 	return k.Name
+}
+
+// KnownExpiry is when the key expires, as far as it is known: the recorded
+// expiry once issued, else spec.expiration.at. A key that expires after
+// some months has no expiry until it is issued, and one that never
+// expires has none at all (nil).
+func (k *APIKey) KnownExpiry() *time.Time {
+	switch {
+	case k.Status.ExpiresAt != nil:
+		return &k.Status.ExpiresAt.Time
+	case k.Spec.Expiration.At != nil:
+		return &k.Spec.Expiration.At.Time
+	}
+	return nil
+}
+
+// DueAt reports whether the key has reached its known expiry at now: the
+// controller expires it then, and the verifier refuses it from that
+// instant, whether the controller has run or not.
+func (k *APIKey) DueAt(now time.Time) bool {
+	exp := k.KnownExpiry()
+	return exp != nil && !now.Before(*exp)
+}
+
+// Ready is the Ready condition, or nil before the first reconcile.
+func (s *APIKeyStatus) Ready() *metav1.Condition {
+	return apimeta.FindStatusCondition(s.Conditions, ConditionReady)
+}
+
+// ReadyReason is the Ready condition's reason, or "".
+func (s *APIKeyStatus) ReadyReason() string {
+	if c := s.Ready(); c != nil {
+		return c.Reason
+	}
+	return ""
+}
+
+// ReadyMessage is the Ready condition's message, or "".
+func (s *APIKeyStatus) ReadyMessage() string {
+	if c := s.Ready(); c != nil {
+		return c.Message
+	}
+	return ""
 }

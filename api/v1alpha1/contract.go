@@ -14,6 +14,11 @@ const Finalizer = "keymint.io/revoke"
 // issued, and stays Active, only while its user holds it.
 const VerbUse = "use"
 
+// VerbDelegate on apikeys lets a user create and update APIKeys for other
+// users (the keymint-self-service admission policy checks it): the manager
+// holds it, and so do administrators.
+const VerbDelegate = "delegate"
+
 // ReasonActive is the Ready reason of an Active key.
 const ReasonActive = "Active"
 

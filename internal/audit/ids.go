@@ -4,7 +4,25 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"strings"
 )
+
+// Record IDs name what a record is about, the same on every replica and
+// every retry, so that the audit log keeps one record of it and a reader of
+// stdout can drop the repeats. Every producer names its records here: the
+// controller and the verifier's usage writer with KeyRecordID, the audit
+// webhook with RequestRecordID.
+
+// KeyRecordID is the ID of keymint's own record of what happened to the
+// APIKey with uid: what is the record's reason or action, about what tells
+// one such record from the next (a key ID, an object's UID, a time bucket;
+// empty for what happens once to an APIKey, such as its deletion).
+func KeyRecordID(uid, what, about string) string {
+	if about == "" {
+		return recordID("keymint", uid, what)
+	}
+	return recordID("keymint", uid, what, about)
+}
 
 // RequestRecordID is the ID of the record of what one audited request did
 // to one key (about: its APIKey UID and key ID; none for a request about a
@@ -16,5 +34,7 @@ import (
 func RequestRecordID(vouched any, about ...string) string {
 	raw, _ := json.Marshal([]any{vouched, about})
 	sum := sha256.Sum256(raw)
-	return "request/" + hex.EncodeToString(sum[:20])
+	return recordID("request", hex.EncodeToString(sum[:20]))
 }
+
+func recordID(parts ...string) string { return strings.Join(parts, "/") }

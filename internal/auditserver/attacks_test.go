@@ -56,7 +56,7 @@ func TestDeniedListsCannotFlushTheTrail(t *testing.T) {
 	// Ahead of the API server's clock, as the other test's, so no deletion
 	// looks older than a request.
 	clk := clocktesting.NewFakeClock(time.Now().Add(time.Hour))
-	startManager(t, audit.Multi{log}, log, func(s *auditserver.Server) { s.Clock = clk })
+	startManager(t, log, nil, func(s *auditserver.Server) { s.Clock = clk })
 	ns := newNamespace(t)
 
 	const keys = 1000
@@ -129,7 +129,7 @@ func TestImpersonatorsAreRecorded(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
 	log := openLog(t)
-	startManager(t, audit.Multi{log}, log)
+	startManager(t, log, nil)
 	ns := newNamespace(t)
 	key := issue(t, ns, "impersonated", userIn(ns, "bob"))
 	self, err := auditserver.Self(ctx, env.Client)
@@ -169,7 +169,7 @@ func TestAWatchLongerThanTheTombstonesIsRecorded(t *testing.T) {
 	// Deletions are stamped by this clock, and must not look older than
 	// the watch, which the API server stamps by its own.
 	clk := clocktesting.NewFakeClock(time.Now().Add(time.Hour))
-	startManager(t, audit.Multi{log}, log, func(s *auditserver.Server) { s.Clock = clk })
+	startManager(t, log, nil, func(s *auditserver.Server) { s.Clock = clk })
 	ns := newNamespace(t)
 	alice := userIn(ns, "alice")
 	key := issue(t, ns, "watched", alice)

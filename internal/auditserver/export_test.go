@@ -51,7 +51,7 @@ func TestExportIsForAuthorisedAdministratorsAndFilters(t *testing.T) {
 	testenv.RequireControlPlane(t)
 	g := NewWithT(t)
 	log := openLog(t)
-	startManager(t, audit.Multi{log}, log)
+	startManager(t, log, nil)
 	ns := newNamespace(t)
 	alice, bob := userIn(ns, "alice"), userIn(ns, "bob")
 	issue(t, ns, "alices", alice)

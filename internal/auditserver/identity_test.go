@@ -47,7 +47,7 @@ func TestAClientChosenAuditIDHidesNothing(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
 	log := openLog(t)
-	startManager(t, audit.Multi{log}, log)
+	startManager(t, log, nil)
 	ns := newNamespace(t)
 	key := issue(t, ns, "target", userIn(ns, "alice"))
 	const id = "3b0c2a6e-0000-4000-8000-000000000001"
@@ -75,7 +75,7 @@ func TestDryRunsAreNotRecorded(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
 	log := openLog(t)
-	startManager(t, audit.Multi{log}, log)
+	startManager(t, log, nil)
 	ns := newNamespace(t)
 	alice := userIn(ns, "alice")
 	key := issue(t, ns, "kept", alice)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/go-logr/logr"
 	authenticationv1 "k8s.io/api/authentication/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -81,6 +82,17 @@ type Server struct {
 
 // +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews;selfsubjectreviews,verbs=create
 // +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
+
+// RequiredPermissions are what the audit endpoint cannot work without, as
+// its RBAC markers grant them: delegated authentication and authorisation
+// of export callers, and its own identity.
+func RequiredPermissions() []authorizationv1.ResourceAttributes {
+	return []authorizationv1.ResourceAttributes{
+		{Group: "authentication.k8s.io", Resource: "tokenreviews", Verb: "create"},
+		{Group: "authentication.k8s.io", Resource: "selfsubjectreviews", Verb: "create"},
+		{Group: "authorization.k8s.io", Resource: "subjectaccessreviews", Verb: "create"},
+	}
+}
 
 // SetupWithManager completes s from mgr: the resolver over its cache, its
 // own identity among the ignored users, delegated export authorisation and

@@ -19,16 +19,12 @@ import (
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
-	"k8s.io/utils/clock"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/config"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
-	"github.com/keymint/keymint/controllers"
+	"github.com/keymint/keymint/internal/app"
 	"github.com/keymint/keymint/internal/audit"
 	"github.com/keymint/keymint/internal/auditserver"
 	"github.com/keymint/keymint/internal/testenv"
@@ -74,52 +70,28 @@ func runSuite(m *testing.M) int {
 	return m.Run()
 }
 
-// startManager runs a keymint manager, controller and audit server, whose
-// server writes to trail and exports log. Its port is the one the API
-// server sends to, so one runs at a time.
-func startManager(t *testing.T, trail audit.Writer, log *audit.File, configure ...func(*auditserver.Server)) (stop func()) {
+// startManager runs a keymint manager with its audit endpoint, built as
+// main builds it: records go to log (which exports read) and then to out
+// (nothing more when nil). Its port is the one the API server sends to, so
+// one runs at a time.
+func startManager(t *testing.T, log *audit.File, out audit.Writer, configure ...func(*auditserver.Server)) (stop func()) {
 	t.Helper()
-	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
-		Scheme:                 scheme,
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-		Cache:                  controllers.CacheOptions(testenv.SlotNamespace),
-		Controller:             config.Controller{SkipNameValidation: new(true)},
+	if out == nil {
+		out = audit.Multi{}
+	}
+	o := app.TestOptions(testenv.SlotNamespace)
+	o.Audit.Addr, o.Audit.CertFile, o.Audit.KeyFile, o.Audit.TokenFile = env.Audit.Addr, env.Audit.CertFile, env.Audit.KeyFile, env.Audit.TokenFile
+	o.Audit.ShutdownTimeout = 200 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	mgr, err := app.New(ctx, env.Config, o, app.Deps{
+		AuditLog: log, AuditOut: out, SeveralManagers: true,
+		AuditEndpoint: func(s *auditserver.Server) {
+			for _, c := range configure {
+				c(s)
+			}
+		},
 	})
 	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var controllerTrail audit.Writer
-	if log != nil {
-		controllerTrail = log
-	}
-	if err := (&controllers.APIKeyReconciler{
-		Client:                  mgr.GetClient(),
-		APIReader:               mgr.GetAPIReader(),
-		Recorder:                mgr.GetEventRecorder("keymint"),
-		Clock:                   clock.RealClock{},
-		MaxKeysPerUser:          2,
-		SlotNamespace:           testenv.SlotNamespace,
-		MaxConcurrentReconciles: 4,
-		Audit:                   controllerTrail,
-	}).SetupWithManager(ctx, mgr); err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	server := &auditserver.Server{
-		Addr:            env.Audit.Addr,
-		CertFile:        env.Audit.CertFile,
-		KeyFile:         env.Audit.KeyFile,
-		TokenFile:       env.Audit.TokenFile,
-		Trail:           trail,
-		Log:             log,
-		ShutdownTimeout: 200 * time.Millisecond,
-	}
-	for _, c := range configure {
-		c(server)
-	}
-	if err := server.SetupWithManager(ctx, mgr); err != nil {
 		cancel()
 		t.Fatal(err)
 	}

@@ -18,17 +18,13 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
-	"k8s.io/utils/clock"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
-	"github.com/keymint/keymint/controllers"
+	"github.com/keymint/keymint/internal/app"
 	"github.com/keymint/keymint/internal/audit"
-	"github.com/keymint/keymint/internal/auditserver"
 	"github.com/keymint/keymint/internal/keys"
 	"github.com/keymint/keymint/internal/testenv"
 )
@@ -62,42 +58,14 @@ func runE2E(m *testing.M) int {
 		return 1
 	}
 	defer func() { _ = env.Stop() }()
-	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
-		Scheme:                 Scheme,
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-		Cache:                  controllers.CacheOptions(testenv.SlotNamespace),
-	})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
 	if auditLog, err = audit.OpenFile(filepath.Join(dir, "audit.log"), 0, 0); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	r := &controllers.APIKeyReconciler{
-		Client:         mgr.GetClient(),
-		APIReader:      mgr.GetAPIReader(),
-		Recorder:       mgr.GetEventRecorder("keymint"),
-		Clock:          clock.RealClock{},
-		MaxKeysPerUser: 2,
-		SlotNamespace:  testenv.SlotNamespace,
-		Audit:          auditLog,
-	}
-	if err := r.SetupWithManager(ctx, mgr); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	auditServer := &auditserver.Server{
-		Addr:      env.Audit.Addr,
-		CertFile:  env.Audit.CertFile,
-		KeyFile:   env.Audit.KeyFile,
-		TokenFile: env.Audit.TokenFile,
-		Trail:     auditLog,
-		Log:       auditLog,
-	}
-	if err := auditServer.SetupWithManager(ctx, mgr); err != nil {
+	o := app.TestOptions(testenv.SlotNamespace)
+	o.Audit.Addr, o.Audit.CertFile, o.Audit.KeyFile, o.Audit.TokenFile = env.Audit.Addr, env.Audit.CertFile, env.Audit.KeyFile, env.Audit.TokenFile
+	mgr, err := app.New(ctx, env.Config, o, app.Deps{AuditLog: auditLog, AuditOut: audit.Multi{}})
+	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}

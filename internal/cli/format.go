@@ -12,18 +12,15 @@ import (
 
 // expiresText is the EXPIRES column: a date and how far it is from now.
 func expiresText(key *keymintv1alpha1.APIKey, now time.Time) string {
-	switch {
-	case key.Status.ExpiresAt != nil:
-		t := key.Status.ExpiresAt.Time
-		return t.UTC().Format("2006-01-02") + " (" + relative(now, t) + ")"
-	case key.Spec.Expiration.Never != nil:
-		return "never"
-	case key.Spec.Expiration.At != nil:
-		t := key.Spec.Expiration.At.Time
-		if !t.After(key.CreationTimestamp.Time) {
+	if t := key.KnownExpiry(); t != nil {
+		if key.Status.ExpiresAt == nil && !t.After(key.CreationTimestamp.Time) {
 			return t.UTC().Format("2006-01-02") + " (before the APIKey was created: no key is issued)"
 		}
-		return t.UTC().Format("2006-01-02") + " (" + relative(now, t) + ")"
+		return t.UTC().Format("2006-01-02") + " (" + relative(now, *t) + ")"
+	}
+	switch {
+	case key.Spec.Expiration.Never != nil:
+		return "never"
 	case key.Spec.Expiration.Months != nil:
 		return plural(int(*key.Spec.Expiration.Months), "month") + " after issue"
 	}

@@ -9,7 +9,6 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
-	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/printers"
 	"k8s.io/utils/ptr"
@@ -125,7 +124,7 @@ func (l *listOptions) table(out io.Writer, items []keymintv1alpha1.APIKey, wide 
 		fmt.Fprintf(w, "%s\t%s\t%s\t", k.Name, k.Spec.User, orDash(string(k.Status.Phase)))
 		if wide {
 			status, reason := "-", "-"
-			if c := apimeta.FindStatusCondition(k.Status.Conditions, keymintv1alpha1.ConditionReady); c != nil {
+			if c := k.Status.Ready(); c != nil {
 				status, reason = string(c.Status), c.Reason
 			}
 			fmt.Fprintf(w, "%s\t%s\t", status, reason)

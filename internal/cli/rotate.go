@@ -161,7 +161,7 @@ func (r *rotateOptions) mayActFor(ctx context.Context, key *keymintv1alpha1.APIK
 	cl, _ := r.Client()
 	review := &authorizationv1.SelfSubjectAccessReview{Spec: authorizationv1.SelfSubjectAccessReviewSpec{
 		ResourceAttributes: &authorizationv1.ResourceAttributes{
-			Namespace: key.Namespace, Verb: "delegate", Group: keymintv1alpha1.GroupVersion.Group, Resource: "apikeys",
+			Namespace: key.Namespace, Verb: keymintv1alpha1.VerbDelegate, Group: keymintv1alpha1.GroupVersion.Group, Resource: "apikeys",
 		},
 	}}
 	if err := cl.Create(ctx, review); err != nil {

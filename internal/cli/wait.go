@@ -30,7 +30,7 @@ func waitActive(ctx context.Context, o *Options, key *keymintv1alpha1.APIKey, ti
 			return true, nil
 		case apimeta.IsStatusConditionTrue(latest.Status.Conditions, keymintv1alpha1.ConditionStalled):
 			return false, fmt.Errorf("apikey/%s cannot become Active: %s", key.Name, waitingReason(latest))
-		case !queue && readyReasonOf(latest) == keymintv1alpha1.ReasonKeyLimitReached:
+		case !queue && latest.Status.ReadyReason() == keymintv1alpha1.ReasonKeyLimitReached:
 			return false, errAtCap{fmt.Sprintf("%s; free a slot with `kubectl apikey delete NAME`, or pass --queue to wait for one", waitingReason(latest))}
 		}
 		return false, nil
@@ -60,17 +60,10 @@ func withdraw(ctx context.Context, o *Options, key *keymintv1alpha1.APIKey, why 
 	return fmt.Errorf("%w; apikey/%s was not kept", why, key.Name)
 }
 
-func readyReasonOf(key *keymintv1alpha1.APIKey) string {
-	if c := apimeta.FindStatusCondition(key.Status.Conditions, keymintv1alpha1.ConditionReady); c != nil {
-		return c.Reason
-	}
-	return ""
-}
-
 // waitingReason is the Ready condition's message, or its absence.
 func waitingReason(key *keymintv1alpha1.APIKey) string {
-	if c := apimeta.FindStatusCondition(key.Status.Conditions, keymintv1alpha1.ConditionReady); c != nil && c.Message != "" {
-		return c.Message
+	if msg := key.Status.ReadyMessage(); msg != "" {
+		return msg
 	}
 	return "the operator has not reported on it yet"
 }

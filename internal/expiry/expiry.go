@@ -24,12 +24,6 @@ func daysIn(year int, month time.Month) int {
 	return time.Date(year, month+1, 0, 0, 0, 0, 0, time.UTC).Day()
 }
 
-// Due reports whether a key expiring at expiresAt has expired at now. A key
-// expires at expiresAt, never before. A nil expiresAt never expires.
-func Due(now time.Time, expiresAt *time.Time) bool {
-	return expiresAt != nil && !now.Before(*expiresAt)
-}
-
 // RequeueAfter is how long to wait before checking a key again: the time
 // left until expiresAt, but at most limit, so a clock jump or a lost timer
 // is noticed. Zero means there is nothing to wait for.

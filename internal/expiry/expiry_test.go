@@ -3,8 +3,6 @@ package expiry
 import (
 	"testing"
 	"time"
-
-	clocktesting "k8s.io/utils/clock/testing"
 )
 
 func date(s string) time.Time {
@@ -44,21 +42,6 @@ func TestAddMonths(t *testing.T) {
 				t.Fatalf("AddMonths(%s, %d) = %s, want %s", tt.issued, tt.months, got.Format(time.RFC3339Nano), tt.want)
 			}
 		})
-	}
-}
-
-func TestDue(t *testing.T) {
-	clk := clocktesting.NewFakePassiveClock(date("2026-02-28T08:00:00Z"))
-	at := date("2026-02-28T08:00:00Z")
-	before := clk.Now().Add(-time.Nanosecond)
-	if Due(before, &at) {
-		t.Error("due one nanosecond before expiresAt")
-	}
-	if !Due(clk.Now(), &at) {
-		t.Error("not due at expiresAt")
-	}
-	if Due(clk.Now().Add(100*365*24*time.Hour), nil) {
-		t.Error("a key that never expires became due")
 	}
 }
 

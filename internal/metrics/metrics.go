@@ -4,6 +4,7 @@ package metrics
 
 import (
 	"context"
+	"errors"
 	runtimemetrics "runtime/metrics"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -110,11 +111,21 @@ func (c keysByPhase) Collect(ch chan<- prometheus.Metric) {
 func Register(reader client.Reader) error {
 	for _, c := range []prometheus.Collector{
 		IssueLatency, ExpiryLag, AccessReviews, Verifications, VerifyDuration, heapLive,
-		newKeysByPhase(reader),
 	} {
-		if err := ctrlmetrics.Registry.Register(c); err != nil {
+		if err := ctrlmetrics.Registry.Register(c); err != nil && !errors.As(err, new(prometheus.AlreadyRegisteredError)) {
 			return err
 		}
+	}
+	// The keys by phase are read from this manager's cache: a manager
+	// built after another in one process (tests) reports its own.
+	byPhase := newKeysByPhase(reader)
+	if err := ctrlmetrics.Registry.Register(byPhase); err != nil {
+		var registered prometheus.AlreadyRegisteredError
+		if !errors.As(err, &registered) {
+			return err
+		}
+		ctrlmetrics.Registry.Unregister(registered.ExistingCollector)
+		return ctrlmetrics.Registry.Register(byPhase)
 	}
 	return nil
 }

@@ -70,8 +70,7 @@ func decide(now time.Time, scope []string, key *keymintv1alpha1.APIKey, inSecret
 		return ReasonWrongNamespace
 	case !key.DeletionTimestamp.IsZero():
 		return ReasonUnknown // revoked: its APIKey is being deleted
-	case key.Status.Phase == keymintv1alpha1.PhaseExpired,
-		key.Status.ExpiresAt != nil && !now.Before(key.Status.ExpiresAt.Time):
+	case key.Status.Phase == keymintv1alpha1.PhaseExpired, key.DueAt(now):
 		return ReasonExpired
 	case key.Status.Phase == keymintv1alpha1.PhaseSuspended:
 		return ReasonSuspended

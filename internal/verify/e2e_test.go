@@ -28,14 +28,12 @@ import (
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	clocktesting "k8s.io/utils/clock/testing"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
-	"github.com/keymint/keymint/controllers"
+	"github.com/keymint/keymint/internal/app"
 	"github.com/keymint/keymint/internal/audit"
 	"github.com/keymint/keymint/internal/keys"
 	"github.com/keymint/keymint/internal/testenv"
@@ -88,39 +86,22 @@ func run(m *testing.M) int {
 // startManager runs the controller and the verifier, on the fake clock,
 // with the verifier on free ports.
 func startManager() (func(), error) {
-	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
-		Scheme: scheme, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
-		Cache: controllers.CacheOptions(testenv.SlotNamespace),
-	})
-	if err != nil {
-		return nil, err
-	}
-	mctx, cancel := context.WithCancel(ctx)
-	r := &controllers.APIKeyReconciler{
-		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("keymint"),
-		Clock: clk, MaxKeysPerUser: 2, SlotNamespace: testenv.SlotNamespace, Audit: trail,
-		ExpiryWarning: 2 * time.Hour,
-	}
-	if err := r.SetupWithManager(mctx, mgr); err != nil {
-		cancel()
-		return nil, err
-	}
 	httpPort, err := testenv.FreePort()
 	if err != nil {
-		cancel()
 		return nil, err
 	}
 	grpcPort, err := testenv.FreePort()
 	if err != nil {
-		cancel()
 		return nil, err
 	}
 	verifyURL = fmt.Sprintf("http://127.0.0.1:%d", httpPort)
 	extAuthzAddr = fmt.Sprintf("127.0.0.1:%d", grpcPort)
-	if _, err := verify.Setup(mctx, mgr, verify.Options{
-		HTTPAddr: fmt.Sprintf("127.0.0.1:%d", httpPort), GRPCAddr: extAuthzAddr,
-		LastUsedInterval: time.Hour, Signer: r.Signer, Audit: trail, Clock: clk,
-	}); err != nil {
+	o := app.TestOptions(testenv.SlotNamespace)
+	o.Verify.HTTPAddr, o.Verify.GRPCAddr = fmt.Sprintf("127.0.0.1:%d", httpPort), extAuthzAddr
+	o.Verify.LastUsedInterval, o.ExpiryWarning = time.Hour, 2*time.Hour
+	mctx, cancel := context.WithCancel(ctx)
+	mgr, err := app.New(mctx, env.Config, o, app.Deps{Clock: clk, AuditOut: trail})
+	if err != nil {
 		cancel()
 		return nil, err
 	}

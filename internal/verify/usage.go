@@ -158,7 +158,7 @@ func (u *Usage) write(ctx context.Context, p use) error {
 		}
 	}
 	bucket := strconv.FormatInt(p.at.Truncate(u.Interval).Unix(), 10)
-	id := "keymint/" + string(p.uid) + "/" + string(p.action) + "/" + bucket
+	id := audit.KeyRecordID(string(p.uid), string(p.action), bucket)
 	msg := "key " + p.keyID + " of user " + p.user + " was presented and accepted"
 	if p.action == audit.ActionRejectedUse {
 		msg = "key " + p.keyID + " of user " + p.user + " was presented and refused: " + string(p.reason)

@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"context"
@@ -15,7 +15,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
-	"github.com/keymint/keymint/controllers"
 )
 
 // missing is what the manager lacks to start, said in one line.
@@ -24,9 +23,10 @@ type missing struct{ what string }
 func (m missing) Error() string { return m.what }
 
 // preflight says, in one line, what the manager is missing before it
-// starts: the CRD, the permissions its RBAC grants, or the slot namespace.
+// starts: the CRD, the permissions needed (those its RBAC grants), or the
+// slot namespace.
 // Its requests wait out an API server outage, as every request does.
-func preflight(ctx context.Context, cfg *rest.Config, slotNamespace string) error {
+func preflight(ctx context.Context, cfg *rest.Config, slotNamespace string, needed []authorizationv1.ResourceAttributes) error {
 	// Discovery gives up after 32 s unless told otherwise; a manager that
 	// starts during an API server outage must wait it out instead of dying.
 	waiting := rest.CopyConfig(cfg)
@@ -40,12 +40,12 @@ func preflight(ctx context.Context, cfg *rest.Config, slotNamespace string) erro
 	} else if err != nil {
 		return fmt.Errorf("asking the API server for the APIKey CRD: %w", err)
 	}
-	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	c, err := client.New(cfg, client.Options{Scheme: Scheme})
 	if err != nil {
 		return err
 	}
 	var lacking []string
-	for _, attrs := range controllers.RequiredPermissions(slotNamespace) {
+	for _, attrs := range needed {
 		review := &authorizationv1.SelfSubjectAccessReview{Spec: authorizationv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &attrs}}
 		if err := c.Create(ctx, review); err != nil {
 			return fmt.Errorf("checking the manager's permissions: %w", err)
