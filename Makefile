@@ -88,12 +88,12 @@ test: test-tools ## Run every test: unit and envtest (real kube-apiserver and et
 
 CHAOS_FLAGS ?=
 .PHONY: chaos
-chaos: controlplane ## The full chaos run (see README, "Failure and chaos"): SIGKILLs, two managers, API server outages of 30, 90 and 120 s.
+chaos: controlplane ## The full chaos run (see docs/operations.md, "Failure and chaos"): SIGKILLs, two managers, API server outages of 30, 90 and 120 s.
 	go run ./hack/chaos $(CHAOS_FLAGS)
 
 BENCH_FLAGS ?=
 .PHONY: bench
-bench: manifests controlplane build ## Measure keymint against the API server's floor (see README, Performance).
+bench: manifests controlplane build ## Measure keymint against the API server's floor (see docs/performance.md).
 	go run ./hack/bench $(BENCH_FLAGS)
 
 .PHONY: demo

@@ -10,7 +10,6 @@ import (
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
 	"github.com/keymint/keymint/internal/metrics"
-	"github.com/keymint/keymint/internal/slots"
 )
 
 // keyPass is one reconcile's writes for a key, after decide: act carries
@@ -64,10 +63,6 @@ func (p *keyPass) result() ctrl.Result {
 	// The writes since now took time, under load a good part of a second,
 	// which must not make an expiry late.
 	return ctrl.Result{RequeueAfter: requeueFrom(requeueAfter(p.key, p.now, p.recheckLimit(), p.ExpiryWarning), p.Clock.Since(p.now))}
-}
-
-func (r *APIKeyReconciler) cap() *slots.Cap {
-	return &slots.Cap{Cache: r.Client, Live: r.APIReader, Writer: r.Client, Namespace: r.SlotNamespace, Max: r.MaxKeysPerUser}
 }
 
 // expire deletes the key's Secret, frees its slot and records it Expired.
@@ -177,19 +172,5 @@ func (p *keyPass) issue(ctx context.Context) error {
 	}
 	setActive(p.key, p.now, name, in)
 	setExpiringSoon(p.key, p.now, p.ExpiryWarning)
-	return nil
-}
-
-// confirmFresh fails with errCacheStale when the API server holds a newer
-// APIKey than the cached key: a decision that takes a slot or mints a key
-// waits for the cache to catch up. It asks once a pass.
-func (p *keyPass) confirmFresh(ctx context.Context) error {
-	if p.fresh {
-		return nil
-	}
-	if err := p.confirmCurrent(ctx, p.key); err != nil {
-		return err
-	}
-	p.fresh = true
 	return nil
 }

@@ -1,9 +1,21 @@
-// Package controllers holds the APIKey controller: wiring and the thin
-// Reconcile here; gather (input.go) reads what a decision needs, decide
-// (decide.go) is a chain of named pure checks, act (act.go) writes, and
-// lifecycle.go turns the change of state into Events and audit records.
-// Expiry's decisions and requeue math are in expiry.go, the status setters
-// in status.go, the cap in internal/slots.
+// Package controllers holds the APIKey controller. Its files read
+// top-down, each calling only those below it:
+//   - apikey_controller.go: the reconciler, its wiring and the thin
+//     Reconcile: gather, decide, act, record, one status write;
+//   - input.go gathers what a decision needs; decide.go is a chain of
+//     named pure checks; act.go carries out the Plan, with secrets.go (the
+//     key's Secret), owner_access.go (the owner's grant) and finalize.go
+//     (deletion);
+//   - lifecycle.go turns a change of state (transitions) and what keymint
+//     observes (a deletion, a planted Secret) into audit records and
+//     Events, one road;
+//   - status.go sets the status and words its messages; expiry.go is the
+//     requeue math; access.go asks the API server about access;
+//   - events.go maps other objects' changes to keys; indexes.go, cache.go,
+//     tombstones.go, signing.go and permissions.go are what they say.
+//
+// Expiry and readiness are methods of the API type (api/v1alpha1); the cap
+// is internal/slots.
 package controllers
 
 import (
@@ -211,10 +223,6 @@ func (r *APIKeyReconciler) finish(ctx context.Context, pass *keyPass, base *keym
 		return ctrl.Result{}, err
 	}
 	return pass.result(), nil
-}
-
-func (r *APIKeyReconciler) lifecycle() lifecycle {
-	return lifecycle{events: r.Recorder, audit: r.Audit}
 }
 
 // staleCacheRetry is how soon a pass that found the cache behind the API

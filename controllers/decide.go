@@ -1,8 +1,6 @@
 package controllers
 
 import (
-	"fmt"
-	"strings"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -144,38 +142,6 @@ func secretConflict(in *Input) (Plan, bool) {
 func invalidAt(key *keymintv1alpha1.APIKey) bool {
 	at := key.Spec.Expiration.At
 	return at != nil && !at.After(key.CreationTimestamp.Time)
-}
-
-// keyIDText is the key ID for messages.
-func keyIDText(key *keymintv1alpha1.APIKey) string {
-	if key.Status.KeyID == "" {
-		return "(never issued)"
-	}
-	return key.Status.KeyID
-}
-
-// waitMessage says why a key of user waits for a slot: the keys that hold
-// the user's slots, and those that wait ahead of it.
-func waitMessage(user string, holders []string, maxKeys int, ahead []slots.Candidate) string {
-	if len(holders) >= maxKeys {
-		return fmt.Sprintf("user %s already holds %d active keys (%s); this key is issued when one of them is deleted or expires",
-			user, len(holders), strings.Join(holders, ", "))
-	}
-	held := "none"
-	if len(holders) > 0 {
-		held = strings.Join(holders, ", ")
-	}
-	names := make([]string, 0, len(ahead))
-	for _, c := range ahead {
-		names = append(names, c.Key.String())
-	}
-	return fmt.Sprintf("user %s holds %d of %d active keys (%s); older keys of the user wait ahead of this one: %s",
-		user, len(holders), maxKeys, held, strings.Join(names, ", "))
-}
-
-func conflictMessage(key *keymintv1alpha1.APIKey) string {
-	return fmt.Sprintf("Secret %s/%s exists and does not belong to this APIKey; delete it or choose another spec.secretName",
-		key.Namespace, key.SecretNameOrDefault())
 }
 
 // noSlotOrNotYourTurn: a key without a slot waits while its user's slots

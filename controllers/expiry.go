@@ -3,8 +3,6 @@ package controllers
 import (
 	"time"
 
-	"k8s.io/utils/ptr"
-
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
 	"github.com/keymint/keymint/internal/expiry"
 )
@@ -79,24 +77,4 @@ func requeueFrom(d, elapsed time.Duration) time.Duration {
 		return d
 	}
 	return max(d-elapsed, time.Millisecond)
-}
-
-// expiryText is an expiry for messages.
-func expiryText(t *time.Time) string {
-	if t == nil {
-		return "never expires"
-	}
-	return "expires " + t.UTC().Format(time.RFC3339)
-}
-
-// expiresShown is status.expires: the known expiry in RFC 3339, "never",
-// or nothing while a months expiry waits for its issue.
-func expiresShown(key *keymintv1alpha1.APIKey) string {
-	if t := key.KnownExpiry(); t != nil {
-		return t.UTC().Format(time.RFC3339)
-	}
-	if ptr.Deref(key.Spec.Expiration.Never, false) {
-		return "never"
-	}
-	return ""
 }

@@ -7,7 +7,6 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -102,17 +101,4 @@ func (r *APIKeyReconciler) waitingKeys(ctx context.Context, user string, taken [
 		}
 	}
 	return out, nil
-}
-
-// isWaiting reports whether key has no key yet and will get one when a
-// slot frees.
-func isWaiting(key *keymintv1alpha1.APIKey) bool {
-	return key.DeletionTimestamp.IsZero() &&
-		key.Status.Phase != keymintv1alpha1.PhaseActive &&
-		key.Status.Phase != keymintv1alpha1.PhaseExpired &&
-		!apimeta.IsStatusConditionTrue(key.Status.Conditions, keymintv1alpha1.ConditionStalled)
-}
-
-func candidate(key *keymintv1alpha1.APIKey) slots.Candidate {
-	return slots.Candidate{Key: client.ObjectKeyFromObject(key), Created: key.CreationTimestamp.Time}
 }

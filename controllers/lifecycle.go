@@ -156,3 +156,7 @@ func recordID(key *keymintv1alpha1.APIKey, reason, about string) string {
 	}
 	return audit.KeyRecordID(uid, reason, "rv"+key.ResourceVersion)
 }
+
+func (r *APIKeyReconciler) lifecycle() lifecycle {
+	return lifecycle{events: r.Recorder, audit: r.Audit}
+}

@@ -1,14 +1,18 @@
 package controllers
 
 import (
+	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
 	"github.com/keymint/keymint/internal/keysecret"
+	"github.com/keymint/keymint/internal/slots"
 )
 
 // The functions in this file only change an APIKey's status in memory; the
@@ -137,4 +141,56 @@ func ptrTime(t *time.Time) *metav1.Time {
 	}
 	mt := metav1.NewTime(t.UTC())
 	return &mt
+}
+
+// keyIDText is the key ID for messages.
+func keyIDText(key *keymintv1alpha1.APIKey) string {
+	if key.Status.KeyID == "" {
+		return "(never issued)"
+	}
+	return key.Status.KeyID
+}
+
+// waitMessage says why a key of user waits for a slot: the keys that hold
+// the user's slots, and those that wait ahead of it.
+func waitMessage(user string, holders []string, maxKeys int, ahead []slots.Candidate) string {
+	if len(holders) >= maxKeys {
+		return fmt.Sprintf("user %s already holds %d active keys (%s); this key is issued when one of them is deleted or expires",
+			user, len(holders), strings.Join(holders, ", "))
+	}
+	held := "none"
+	if len(holders) > 0 {
+		held = strings.Join(holders, ", ")
+	}
+	names := make([]string, 0, len(ahead))
+	for _, c := range ahead {
+		names = append(names, c.Key.String())
+	}
+	return fmt.Sprintf("user %s holds %d of %d active keys (%s); older keys of the user wait ahead of this one: %s",
+		user, len(holders), maxKeys, held, strings.Join(names, ", "))
+}
+
+func conflictMessage(key *keymintv1alpha1.APIKey) string {
+	return fmt.Sprintf("Secret %s/%s exists and does not belong to this APIKey; delete it or choose another spec.secretName",
+		key.Namespace, key.SecretNameOrDefault())
+}
+
+// expiryText is an expiry for messages.
+func expiryText(t *time.Time) string {
+	if t == nil {
+		return "never expires"
+	}
+	return "expires " + t.UTC().Format(time.RFC3339)
+}
+
+// expiresShown is status.expires: the known expiry in RFC 3339, "never",
+// or nothing while a months expiry waits for its issue.
+func expiresShown(key *keymintv1alpha1.APIKey) string {
+	if t := key.KnownExpiry(); t != nil {
+		return t.UTC().Format(time.RFC3339)
+	}
+	if ptr.Deref(key.Spec.Expiration.Never, false) {
+		return "never"
+	}
+	return ""
 }

@@ -1,15 +1,10 @@
 package controllers
 
 import (
-	"context"
 	"sync"
 
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/util/workqueue"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/event"
-	"sigs.k8s.io/controller-runtime/pkg/handler"
-	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
 )
@@ -89,21 +84,4 @@ func (t *tombstones) forget(name types.NamespacedName, uid types.UID) {
 		return
 	}
 	t.keys[name] = kept
-}
-
-// apiKeyEvents queues an APIKey on every event, as the builder's For does,
-// and remembers a deleted one's last state before its pass is queued.
-func (r *APIKeyReconciler) apiKeyEvents() handler.TypedEventHandler[client.Object, reconcile.Request] {
-	enqueue := &handler.EnqueueRequestForObject{}
-	return handler.TypedFuncs[client.Object, reconcile.Request]{
-		CreateFunc:  enqueue.Create,
-		UpdateFunc:  enqueue.Update,
-		GenericFunc: enqueue.Generic,
-		DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			if key, ok := e.Object.(*keymintv1alpha1.APIKey); ok {
-				r.deleted.remember(key)
-			}
-			enqueue.Delete(ctx, e, q)
-		},
-	}
 }

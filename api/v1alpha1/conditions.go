@@ -48,8 +48,6 @@ const (
 	// ReasonExpiringSoon: the key expires within the warning window; it
 	// also names the Warning Event recorded when the window opens.
 	ReasonExpiringSoon = "ExpiringSoon"
-	// ReasonNotExpiringSoon: the key does not expire within the window.
-	ReasonNotExpiringSoon = "NotExpiringSoon"
 	// ReasonProgressing: the controller is working on the key (or retrying an error).
 	ReasonProgressing = "Progressing"
 )

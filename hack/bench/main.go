@@ -1,7 +1,7 @@
 // Command bench measures keymint against the floor of the API server it
 // runs on: a local kube-apiserver and etcd (bin/k8s), the manager as its
-// own process (bin/manager). `make bench` runs it; see README.md,
-// "Performance".
+// own process (bin/manager). `make bench` runs it; see
+// docs/performance.md.
 package main
 
 import (

@@ -231,7 +231,7 @@ func (m *Manager) close() {
 func (m *Manager) auditTrail(o *Options, d Deps) (audit.Writer, *audit.File, error) {
 	log := d.AuditLog
 	if log == nil && o.AuditPath != "" {
-		file, err := audit.OpenFile(o.AuditPath, int64(o.AuditMaxMiB)<<20, o.AuditMaxBackups)
+		file, err := audit.OpenFile(o.AuditPath, int64(o.AuditMaxMiB)<<20, o.AuditMaxBackups, audit.WithLogger(ctrl.Log.WithName("audit")))
 		if err != nil {
 			return nil, nil, fmt.Errorf("opening the audit log %s: %w", o.AuditPath, err)
 		}

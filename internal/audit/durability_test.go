@@ -190,7 +190,7 @@ func TestDedupWindowEdge(t *testing.T) {
 	}
 	expectIntact(t, l, window)
 	// One newer record pushes the oldest out of the window: sent again,
-	// it is recorded a second time, as the README says.
+	// it is recorded a second time, as docs/audit.md says.
 	if err := l.Write(records(1, "newer")); err != nil {
 		t.Fatal(err)
 	}

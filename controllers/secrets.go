@@ -6,8 +6,10 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
 	"github.com/keymint/keymint/internal/keysecret"
@@ -169,4 +171,27 @@ func (r *APIKeyReconciler) deleteOwnedSecret(ctx context.Context, key *keymintv1
 		return false, client.IgnoreNotFound(err)
 	}
 	return true, nil
+}
+
+// confirmFresh fails with errCacheStale when the API server holds a newer
+// APIKey than the cached key: a decision that takes a slot or mints a key
+// waits for the cache to catch up. It asks once a pass.
+func (p *keyPass) confirmFresh(ctx context.Context) error {
+	if p.fresh {
+		return nil
+	}
+	if err := p.confirmCurrent(ctx, p.key); err != nil {
+		return err
+	}
+	p.fresh = true
+	return nil
+}
+
+// ownerOf names the APIKey that controls a Secret.
+func ownerOf(secret client.Object) (reconcile.Request, *metav1.OwnerReference, bool) {
+	owner := metav1.GetControllerOfNoCopy(secret)
+	if owner == nil || owner.Kind != "APIKey" || owner.APIVersion != keymintv1alpha1.GroupVersion.String() {
+		return reconcile.Request{}, nil, false
+	}
+	return reconcile.Request{NamespacedName: types.NamespacedName{Namespace: secret.GetNamespace(), Name: owner.Name}}, owner, true
 }
