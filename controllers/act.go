@@ -165,7 +165,7 @@ func (p *keyPass) issue(ctx context.Context) error {
 		return p.conflict(ctx)
 	}
 	// Its user may read the key before it is reported Active.
-	if p.key.Status.Phase != keymintv1alpha1.PhaseActive || p.key.Status.KeyID != in.KeyID {
+	if !p.key.Status.Phase.Issued() || p.key.Status.KeyID != in.KeyID {
 		if err := p.grantOwnerAccess(ctx, p.key); err != nil {
 			return err
 		}

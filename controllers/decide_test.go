@@ -221,30 +221,44 @@ func TestTransitions(t *testing.T) {
 		}
 	}
 	waiting := func(k *keymintv1alpha1.APIKey) { setWaiting(k, now, "user alice already holds 2 active keys") }
+	// switchedTo sets spec.state as the policy stamps it, then then.
+	switchedTo := func(state keymintv1alpha1.KeyState, by, reason string, then func(*keymintv1alpha1.APIKey)) func(*keymintv1alpha1.APIKey) {
+		return func(k *keymintv1alpha1.APIKey) {
+			k.Spec.State, k.Spec.StateChangedBy, k.Spec.StateReason = state, by, reason
+			then(k)
+		}
+	}
 	for _, tt := range []struct {
 		name          string
 		before, after func(*keymintv1alpha1.APIKey)
 		want          []transition
 	}{
-		{"first issue", nil, issued("kid_1"), []transition{{corev1.EventTypeNormal, keymintv1alpha1.ReasonIssued,
-			"key kid_1 issued for user alice in Secret k, expires 2026-03-31T12:00:00Z"}}},
-		{"reissue", issued("kid_1"), issued("kid_2"), []transition{{corev1.EventTypeNormal, keymintv1alpha1.ReasonReissued,
-			"key kid_2 issued for user alice in Secret k, expires 2026-03-31T12:00:00Z"}}},
+		{"first issue", nil, issued("kid_1"), []transition{{eventType: corev1.EventTypeNormal, reason: keymintv1alpha1.ReasonIssued, note: "key kid_1 issued for user alice in Secret k, expires 2026-03-31T12:00:00Z"}}},
+		{"reissue", issued("kid_1"), issued("kid_2"), []transition{{eventType: corev1.EventTypeNormal, reason: keymintv1alpha1.ReasonReissued, note: "key kid_2 issued for user alice in Secret k, expires 2026-03-31T12:00:00Z"}}},
 		{"still active", issued("kid_1"), issued("kid_1"), nil},
 		{"expired", issued("kid_1"), func(k *keymintv1alpha1.APIKey) { setExpired(k, now, &now, "m") },
-			[]transition{{corev1.EventTypeNormal, keymintv1alpha1.ReasonExpired, "key kid_1 of user alice expired at 2026-03-01T12:00:00Z"}}},
+			[]transition{{eventType: corev1.EventTypeNormal, reason: keymintv1alpha1.ReasonExpired, note: "key kid_1 of user alice expired at 2026-03-01T12:00:00Z"}}},
 		{"suspended", issued("kid_1"), func(k *keymintv1alpha1.APIKey) { setSuspended(k, now, "m") },
-			[]transition{{corev1.EventTypeWarning, keymintv1alpha1.ReasonSuspended,
-				"key kid_1 of user alice suspended: the user lost access to API keys; its Secret is deleted"}}},
+			[]transition{{eventType: corev1.EventTypeWarning, reason: keymintv1alpha1.ReasonSuspended, note: "key kid_1 of user alice suspended: the user lost access to API keys; its Secret is deleted"}}},
 		{"suspended still", func(k *keymintv1alpha1.APIKey) { setSuspended(k, now, "m") },
 			func(k *keymintv1alpha1.APIKey) { setSuspended(k, now, "m") }, nil},
-		{"starts waiting", nil, waiting, []transition{{corev1.EventTypeWarning, keymintv1alpha1.ReasonKeyLimitReached,
-			"user alice already holds 2 active keys"}}},
+		{"starts waiting", nil, waiting, []transition{{eventType: corev1.EventTypeWarning, reason: keymintv1alpha1.ReasonKeyLimitReached, note: "user alice already holds 2 active keys"}}},
 		{"waits still", waiting, waiting, nil},
 		{"a retry is no Event", nil, func(k *keymintv1alpha1.APIKey) { setRetrying(k, now, "timeout") }, nil},
 		{"the warning window opens", issued("kid_1"), func(k *keymintv1alpha1.APIKey) { setExpiringSoon(k, exp, 14*24*time.Hour) },
-			[]transition{{corev1.EventTypeWarning, keymintv1alpha1.ReasonExpiringSoon,
-				"key kid_1 of user alice expires at 2026-03-31T12:00:00Z, within 14 days; create its successor and switch to it before then"}}},
+			[]transition{{eventType: corev1.EventTypeWarning, reason: keymintv1alpha1.ReasonExpiringSoon, note: "key kid_1 of user alice expires at 2026-03-31T12:00:00Z, within 14 days; create its successor and switch to it before then"}}},
+		{"deactivated", issued("kid_1"), switchedTo(keymintv1alpha1.StateInactive, "carol", "leaked", issued("kid_1")),
+			[]transition{{eventType: corev1.EventTypeNormal, reason: keymintv1alpha1.ReasonDeactivated,
+				note: "key kid_1 of user alice deactivated by carol: leaked", actor: "carol"}}},
+		{"still inactive", switchedTo(keymintv1alpha1.StateInactive, "carol", "leaked", issued("kid_1")),
+			switchedTo(keymintv1alpha1.StateInactive, "carol", "leaked", issued("kid_1")), nil},
+		{"reactivated", switchedTo(keymintv1alpha1.StateInactive, "carol", "leaked", issued("kid_1")),
+			switchedTo(keymintv1alpha1.StateActive, "alice", "", issued("kid_1")),
+			[]transition{{eventType: corev1.EventTypeNormal, reason: keymintv1alpha1.ReasonReactivated,
+				note: "key kid_1 of user alice reactivated by alice", actor: "alice"}}},
+		{"issued inactive", nil, switchedTo(keymintv1alpha1.StateInactive, "alice", "", issued("kid_1")),
+			[]transition{{eventType: corev1.EventTypeNormal, reason: keymintv1alpha1.ReasonIssued,
+				note: "key kid_1 issued for user alice in Secret k, expires 2026-03-31T12:00:00Z; it is inactive (spec.state) until switched on"}}},
 		{"the window stays open", func(k *keymintv1alpha1.APIKey) {
 			issued("kid_1")(k)
 			setExpiringSoon(k, exp, 14*24*time.Hour)

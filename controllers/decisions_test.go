@@ -129,6 +129,15 @@ func TestStatusSettersAsKstatusReadsThem(t *testing.T) {
 			setActive(k, now, "k", keysecret.Issue{KeyID: "kid_x", IssuedAt: now, ExpiresAt: &now})
 			setExpiringSoon(k, now, time.Hour)
 		}, status.CurrentStatus},
+		{"inactive: deliberate, so Current", func(k *keymintv1alpha1.APIKey) {
+			k.Spec.State = keymintv1alpha1.StateInactive
+			setActive(k, now, "k", keysecret.Issue{KeyID: "kid_x", IssuedAt: now})
+		}, status.CurrentStatus},
+		{"inactive, then an error: still Current", func(k *keymintv1alpha1.APIKey) {
+			k.Spec.State = keymintv1alpha1.StateInactive
+			setActive(k, now, "k", keysecret.Issue{KeyID: "kid_x", IssuedAt: now})
+			setRetrying(k, now, "timeout")
+		}, status.CurrentStatus},
 		{"active, then an error: still Current", func(k *keymintv1alpha1.APIKey) {
 			setActive(k, now, "k", keysecret.Issue{KeyID: "kid_x", IssuedAt: now})
 			setRetrying(k, now, "timeout")

@@ -85,7 +85,7 @@ func (r *APIKeyReconciler) slotEvents() handler.TypedFuncs[client.Object, reconc
 func (r *APIKeyReconciler) stillActive(ctx context.Context, lease *coordinationv1.Lease, holder types.NamespacedName) bool {
 	key := &keymintv1alpha1.APIKey{}
 	if err := r.Get(ctx, holder, key); err != nil || !slots.Holds(lease, key) ||
-		!key.DeletionTimestamp.IsZero() || key.Status.Phase != keymintv1alpha1.PhaseActive {
+		!key.DeletionTimestamp.IsZero() || !key.Status.Phase.Issued() {
 		return false
 	}
 	return r.Get(ctx, types.NamespacedName{Namespace: key.Namespace, Name: key.Status.SecretName}, &corev1.Secret{}) == nil

@@ -52,7 +52,7 @@ func requeueAfter(key *keymintv1alpha1.APIKey, now time.Time, limit, warning tim
 		return conflictRetry
 	}
 	exp := key.KnownExpiry()
-	if exp != nil && key.Status.Phase == keymintv1alpha1.PhaseActive {
+	if exp != nil && key.Status.Phase.Issued() {
 		if opens := exp.Add(-warning); now.Before(opens) {
 			exp = &opens
 		}

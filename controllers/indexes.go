@@ -45,7 +45,7 @@ func indexRoleRef(obj client.Object) []string {
 // slot frees.
 func isWaiting(key *keymintv1alpha1.APIKey) bool {
 	return key.DeletionTimestamp.IsZero() &&
-		key.Status.Phase != keymintv1alpha1.PhaseActive &&
+		!key.Status.Phase.Issued() &&
 		key.Status.Phase != keymintv1alpha1.PhaseExpired &&
 		!apimeta.IsStatusConditionTrue(key.Status.Conditions, keymintv1alpha1.ConditionStalled)
 }

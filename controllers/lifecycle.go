@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"time"
@@ -18,6 +19,9 @@ import (
 // record.
 type transition struct {
 	eventType, reason, note string
+	// actor is who caused it, when the API server vouched for them (the
+	// admission policy's stamp); "unknown" when empty.
+	actor string
 }
 
 // warnings are the Ready reasons whose arrival is an Event of that name.
@@ -37,25 +41,29 @@ func transitions(before *keymintv1alpha1.APIKeyStatus, after *keymintv1alpha1.AP
 	st := &after.Status
 	var out []transition
 	switch {
-	case st.Phase == keymintv1alpha1.PhaseActive && st.KeyID != before.KeyID:
-		out = append(out, transition{corev1.EventTypeNormal, issueEvent(before.KeyID, st.KeyID),
-			fmt.Sprintf("key %s issued for user %s in Secret %s, %s", st.KeyID, after.Spec.User, st.SecretName, expiryText(after.KnownExpiry()))})
+	case st.Phase.Issued() && st.KeyID != before.KeyID:
+		out = append(out, transition{eventType: corev1.EventTypeNormal, reason: issueEvent(before.KeyID, st.KeyID),
+			note: fmt.Sprintf("key %s issued for user %s in Secret %s, %s%s", st.KeyID, after.Spec.User, st.SecretName, expiryText(after.KnownExpiry()), inactiveText(st.Phase))})
+	case st.Phase == keymintv1alpha1.PhaseInactive && before.Phase == keymintv1alpha1.PhaseActive:
+		out = append(out, switched(after, keymintv1alpha1.ReasonDeactivated, "deactivated"))
+	case st.Phase == keymintv1alpha1.PhaseActive && before.Phase == keymintv1alpha1.PhaseInactive:
+		out = append(out, switched(after, keymintv1alpha1.ReasonReactivated, "reactivated"))
 	case st.Phase == keymintv1alpha1.PhaseExpired && before.Phase != keymintv1alpha1.PhaseExpired:
-		out = append(out, transition{corev1.EventTypeNormal, keymintv1alpha1.ReasonExpired,
-			fmt.Sprintf("key %s of user %s expired at %s", keyIDText(after), after.Spec.User, st.ExpiresAt.UTC().Format(time.RFC3339))})
+		out = append(out, transition{eventType: corev1.EventTypeNormal, reason: keymintv1alpha1.ReasonExpired,
+			note: fmt.Sprintf("key %s of user %s expired at %s", keyIDText(after), after.Spec.User, st.ExpiresAt.UTC().Format(time.RFC3339))})
 	case st.Phase == keymintv1alpha1.PhaseSuspended && before.Phase != keymintv1alpha1.PhaseSuspended:
-		out = append(out, transition{corev1.EventTypeWarning, keymintv1alpha1.ReasonSuspended,
-			fmt.Sprintf("key %s of user %s suspended: the user lost access to API keys; its Secret is deleted", st.KeyID, after.Spec.User)})
+		out = append(out, transition{eventType: corev1.EventTypeWarning, reason: keymintv1alpha1.ReasonSuspended,
+			note: fmt.Sprintf("key %s of user %s suspended: the user lost access to API keys; its Secret is deleted", st.KeyID, after.Spec.User)})
 	}
 	if apimeta.IsStatusConditionTrue(st.Conditions, keymintv1alpha1.ConditionExpiringSoon) &&
 		!apimeta.IsStatusConditionTrue(before.Conditions, keymintv1alpha1.ConditionExpiringSoon) {
 		c := apimeta.FindStatusCondition(st.Conditions, keymintv1alpha1.ConditionExpiringSoon)
-		out = append(out, transition{corev1.EventTypeWarning, keymintv1alpha1.ReasonExpiringSoon, c.Message})
+		out = append(out, transition{eventType: corev1.EventTypeWarning, reason: keymintv1alpha1.ReasonExpiringSoon, note: c.Message})
 	}
 	reason, was := after.Status.ReadyReason(), before.ReadyReason()
 	for _, w := range warnings {
 		if reason == w && was != w {
-			out = append(out, transition{corev1.EventTypeWarning, w, after.Status.ReadyMessage()})
+			out = append(out, transition{eventType: corev1.EventTypeWarning, reason: w, note: after.Status.ReadyMessage()})
 		}
 	}
 	return out
@@ -67,16 +75,34 @@ func transitions(before *keymintv1alpha1.APIKeyStatus, after *keymintv1alpha1.AP
 
 // deletion is the revocation of a deleted key; how says how it went.
 func deletion(key *keymintv1alpha1.APIKey, how string) transition {
-	return transition{corev1.EventTypeNormal, keymintv1alpha1.ReasonDeleted,
-		fmt.Sprintf("key %s of user %s revoked: %s", keyIDText(key), key.Spec.User, how)}
+	return transition{eventType: corev1.EventTypeNormal, reason: keymintv1alpha1.ReasonDeleted,
+		note: fmt.Sprintf("key %s of user %s revoked: %s", keyIDText(key), key.Spec.User, how)}
 }
 
 // untrustedSecret is a Secret that claimed key but is not its current one
 // (why says how it fails), deleted without its key being trusted.
 func untrustedSecret(secret *corev1.Secret, why string) transition {
-	return transition{corev1.EventTypeWarning, keymintv1alpha1.ReasonUntrustedSecret,
-		fmt.Sprintf("Secret %s/%s claimed this APIKey but %s; it was deleted and its key is not this APIKey's",
+	return transition{eventType: corev1.EventTypeWarning, reason: keymintv1alpha1.ReasonUntrustedSecret,
+		note: fmt.Sprintf("Secret %s/%s claimed this APIKey but %s; it was deleted and its key is not this APIKey's",
 			secret.Namespace, secret.Name, why)}
+}
+
+// switched is a key switched off or on, by the user the admission policy
+// stamped in spec.stateChangedBy, for spec.stateReason.
+func switched(key *keymintv1alpha1.APIKey, reason, how string) transition {
+	note := fmt.Sprintf("key %s of user %s %s by %s", key.Status.KeyID, key.Spec.User, how, cmp.Or(key.Spec.StateChangedBy, audit.UnknownActor))
+	if key.Spec.StateReason != "" {
+		note += ": " + key.Spec.StateReason
+	}
+	return transition{eventType: corev1.EventTypeNormal, reason: reason, note: note, actor: key.Spec.StateChangedBy}
+}
+
+// inactiveText tells that a key was issued switched off.
+func inactiveText(phase keymintv1alpha1.Phase) string {
+	if phase == keymintv1alpha1.PhaseInactive {
+		return "; it is inactive (spec.state) until switched on"
+	}
+	return ""
 }
 
 // issueEvent is the Event reason for finding key ID newID in the Secret of
@@ -119,7 +145,7 @@ func (l lifecycle) recordAbout(ctx context.Context, key *keymintv1alpha1.APIKey,
 			ID:        id,
 			Time:      now.UTC(),
 			Action:    audit.Action(t.reason),
-			Actor:     audit.Actor{Username: audit.UnknownActor},
+			Actor:     audit.Actor{Username: cmp.Or(t.actor, audit.UnknownActor)},
 			Namespace: key.Namespace,
 			Name:      key.Name,
 			UID:       string(key.UID),

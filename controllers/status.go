@@ -29,19 +29,31 @@ func setCondition(key *keymintv1alpha1.APIKey, now time.Time, typ string, status
 	})
 }
 
-// setActive records an issued key: Ready, neither Reconciling nor Stalled.
+// setActive records an issued key: Ready, neither Reconciling nor Stalled;
+// or, switched off, Inactive, with the same key kept. An Inactive key is
+// where its spec wants it, so it is Ready too, with reason Inactive: kstatus
+// reads a Ready condition that is False as still in progress, and GitOps
+// tools waiting on a deliberately switched-off key would never finish.
 func setActive(key *keymintv1alpha1.APIKey, now time.Time, secretName string, in keysecret.Issue) {
 	key.Status.Phase = keymintv1alpha1.PhaseActive
+	defer func() {
+		apimeta.RemoveStatusCondition(&key.Status.Conditions, keymintv1alpha1.ConditionReconciling)
+		apimeta.RemoveStatusCondition(&key.Status.Conditions, keymintv1alpha1.ConditionStalled)
+	}()
+	if key.Inactive() {
+		key.Status.Phase = keymintv1alpha1.PhaseInactive
+		setCondition(key, now, keymintv1alpha1.ConditionReady, metav1.ConditionTrue, keymintv1alpha1.ReasonInactive, inactiveMessage(key, in.KeyID, secretName))
+	}
 	key.Status.KeyID = in.KeyID
 	key.Status.KeyHash = in.KeyHash
 	key.Status.Revision = in.Revision
 	key.Status.SecretName = secretName
 	key.Status.IssuedAt = ptrTime(&in.IssuedAt)
 	key.Status.ExpiresAt = ptrTime(in.ExpiresAt)
-	setCondition(key, now, keymintv1alpha1.ConditionReady, metav1.ConditionTrue, keymintv1alpha1.ReasonActive,
-		"key "+in.KeyID+" is active in Secret "+secretName)
-	apimeta.RemoveStatusCondition(&key.Status.Conditions, keymintv1alpha1.ConditionReconciling)
-	apimeta.RemoveStatusCondition(&key.Status.Conditions, keymintv1alpha1.ConditionStalled)
+	if !key.Inactive() {
+		setCondition(key, now, keymintv1alpha1.ConditionReady, metav1.ConditionTrue, keymintv1alpha1.ReasonActive,
+			"key "+in.KeyID+" is active in Secret "+secretName)
+	}
 }
 
 // setExpiringSoon makes the ExpiringSoon condition of an Active key say
@@ -49,7 +61,7 @@ func setActive(key *keymintv1alpha1.APIKey, now time.Time, secretName string, in
 // absent otherwise. It does not touch the key's health.
 func setExpiringSoon(key *keymintv1alpha1.APIKey, now time.Time, window time.Duration) {
 	exp := key.Status.ExpiresAt
-	if key.Status.Phase != keymintv1alpha1.PhaseActive || exp == nil || now.Before(exp.Add(-window)) {
+	if !key.Status.Phase.Issued() || exp == nil || now.Before(exp.Add(-window)) {
 		apimeta.RemoveStatusCondition(&key.Status.Conditions, keymintv1alpha1.ConditionExpiringSoon)
 		return
 	}
@@ -117,10 +129,11 @@ func setSuspended(key *keymintv1alpha1.APIKey, now time.Time, message string) {
 // error can run to kilobytes, and a status is read by people.
 const maxErrorMessage = 256
 
-// setRetrying records an error the controller will retry. An Active key
-// keeps Ready: its Secret still works while, say, the API server is away.
+// setRetrying records an error the controller will retry. An issued key
+// keeps its state: its Secret still works while, say, the API server is
+// away.
 func setRetrying(key *keymintv1alpha1.APIKey, now time.Time, message string) {
-	if key.Status.Phase == keymintv1alpha1.PhaseActive {
+	if key.Status.Phase.Issued() {
 		return
 	}
 	if r := []rune(message); len(r) > maxErrorMessage {
@@ -193,4 +206,17 @@ func expiresShown(key *keymintv1alpha1.APIKey) string {
 		return "never"
 	}
 	return ""
+}
+
+// inactiveMessage is the Ready message of an Inactive key: who switched it
+// off and why, and that it is kept.
+func inactiveMessage(key *keymintv1alpha1.APIKey, keyID, secretName string) string {
+	msg := "key " + keyID + " is inactive"
+	if key.Spec.StateChangedBy != "" {
+		msg += " (set by " + key.Spec.StateChangedBy + ")"
+	}
+	if key.Spec.StateReason != "" {
+		msg += ": " + key.Spec.StateReason
+	}
+	return msg + "; Secret " + secretName + " keeps it and the verifier refuses it until spec.state is Active"
 }

@@ -37,6 +37,29 @@ type APIKeySpec struct {
 	// +kubebuilder:validation:MaxLength=256
 	Description string `json:"description,omitempty"`
 
+	// State switches the key off and on without deleting it. An Inactive
+	// key keeps its Secret, its slot (it counts toward the cap) and its
+	// expiry, and its owner can still reveal it, but the verifier refuses
+	// it (reason inactive) until it is Active again: the same key, not a
+	// new one. An Expired key stays Expired.
+	// +optional
+	// +kubebuilder:default=Active
+	State KeyState `json:"state,omitempty"`
+
+	// StateReason says why the state was set; it is shown in the Ready
+	// condition, the Events and the audit records.
+	// +optional
+	// +kubebuilder:validation:MaxLength=256
+	StateReason string `json:"stateReason,omitempty"`
+
+	// StateChangedBy is who last set spec.state (or created the APIKey), as
+	// the API server authenticated them. The keymint-state-actor
+	// MutatingAdmissionPolicy sets it and the keymint-self-service
+	// ValidatingAdmissionPolicy refuses any other value.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	StateChangedBy string `json:"stateChangedBy,omitempty"`
+
 	// Requester is who created the APIKey, as the API server saw it. The
 	// keymint-requester MutatingAdmissionPolicy sets it on creation and the
 	// keymint-self-service ValidatingAdmissionPolicy refuses any other
@@ -82,8 +105,20 @@ type Expiration struct {
 	Never *bool `json:"never,omitempty"`
 }
 
+// KeyState is what the key's owner or an administrator wants: the key
+// on (Active) or off (Inactive).
+// +kubebuilder:validation:Enum=Active;Inactive
+type KeyState string
+
+const (
+	// StateActive: the key works while it is issued and not expired.
+	StateActive KeyState = "Active"
+	// StateInactive: the key is switched off; the verifier refuses it.
+	StateInactive KeyState = "Inactive"
+)
+
 // Phase is where an APIKey is in its life.
-// +kubebuilder:validation:Enum=Pending;Active;Suspended;Expired
+// +kubebuilder:validation:Enum=Pending;Active;Inactive;Suspended;Expired
 type Phase string
 
 const (
@@ -92,6 +127,9 @@ const (
 	PhasePending Phase = "Pending"
 	// PhaseActive means the key is issued and its Secret exists.
 	PhaseActive Phase = "Active"
+	// PhaseInactive means the key is issued and its Secret exists, but it
+	// is switched off (spec.state Inactive): the verifier refuses it.
+	PhaseInactive Phase = "Inactive"
 	// PhaseSuspended means the key was issued but its user lost access to
 	// API keys: its Secret is gone until access is granted again, when a
 	// fresh key is issued.
@@ -100,10 +138,14 @@ const (
 	PhaseExpired Phase = "Expired"
 )
 
+// Issued reports whether the phase is of an issued key whose Secret
+// exists: Active, or Inactive (switched off).
+func (p Phase) Issued() bool { return p == PhaseActive || p == PhaseInactive }
+
 // APIKeyStatus is what the controller observed and did. It never holds key
 // material.
 type APIKeyStatus struct {
-	// Phase is Pending, Active or Expired.
+	// Phase is Pending, Active, Inactive, Suspended or Expired.
 	// +optional
 	Phase Phase `json:"phase,omitempty"`
 
@@ -239,3 +281,6 @@ func (s *APIKeyStatus) ReadyMessage() string {
 	}
 	return ""
 }
+
+// Inactive reports whether the key is switched off (spec.state Inactive).
+func (k *APIKey) Inactive() bool { return k.Spec.State == StateInactive }

@@ -48,6 +48,15 @@ const (
 	// ReasonExpiringSoon: the key expires within the warning window; it
 	// also names the Warning Event recorded when the window opens.
 	ReasonExpiringSoon = "ExpiringSoon"
+	// ReasonInactive: the key is switched off (spec.state Inactive), as its
+	// spec asks, so Ready is True (kstatus Current); the message gives who
+	// switched it off and spec.stateReason.
+	ReasonInactive = "Inactive"
+	// ReasonDeactivated and ReasonReactivated name the Events and audit
+	// records of a key switched off and on again; their actor is
+	// spec.stateChangedBy.
+	ReasonDeactivated = "Deactivated"
+	ReasonReactivated = "Reactivated"
 	// ReasonProgressing: the controller is working on the key (or retrying an error).
 	ReasonProgressing = "Progressing"
 )

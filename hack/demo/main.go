@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -196,20 +197,13 @@ func run() error {
 		return err
 	}
 
-	step("carol exports the audit records with the plugin (" + audit.ExportPath + "; keymint-admin may get apikeys/audit)")
-	args := []string{"audit", "export", "-n", "default", "--format", "csv",
-		"--audit-server", "https://" + webhook.Addr, "--audit-certificate-authority", relative(root, webhook.CertFile)}
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		var out, errOut strings.Builder
-		code := cli.Execute(&cli.Options{Streams: genericiooptions.IOStreams{In: os.Stdin, Out: &out, ErrOut: &errOut}},
-			append(args, "--kubeconfig", carol))
-		if code == cli.ExitOK && strings.Contains(out.String(), "ViewDenied") || time.Now().After(deadline) {
-			fmt.Printf("\n$ bin/kubectl-apikey --kubeconfig %s %s\n%s%s", relative(root, carol), strings.Join(args, " "), out.String(), errOut.String())
-			break
-		}
-		time.Sleep(500 * time.Millisecond)
+	step("carol, who cannot read it, switches alice-ci-next off and on again: the verifier refuses it at once, then accepts the same key")
+	if err := showSwitch(plugin, relative(root, carol), carol, assets, kubeconfig, verifyURL+"/verify/ns/default"); err != nil {
+		return err
 	}
+
+	step("carol exports the audit records with the plugin (" + audit.ExportPath + "; keymint-admin may get apikeys/audit)")
+	exportAudit(root, carol, webhook)
 	_ = kubectl("get", "events", "-n", "default", "--field-selector=reason=Viewed")
 
 	step("carol removes bob's access: his key is suspended and its Secret deleted")
@@ -368,6 +362,50 @@ func showGateway(assets, kubeconfig, url, revoked string) error {
 		return err
 	}
 	return askVerifier(url, "alice-ci (revoked)", revoked)
+}
+
+// exportAudit has the administrator (kubeconfig carol) export the
+// namespace's audit records as CSV, once the refused reads are in.
+func exportAudit(root, carol string, webhook *testenv.AuditWebhook) {
+	args := []string{"audit", "export", "-n", "default", "--format", "csv",
+		"--audit-server", "https://" + webhook.Addr, "--audit-certificate-authority", relative(root, webhook.CertFile)}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		var out, errOut strings.Builder
+		code := cli.Execute(&cli.Options{Streams: genericiooptions.IOStreams{In: os.Stdin, Out: &out, ErrOut: &errOut}},
+			append(args, "--kubeconfig", carol))
+		if code == cli.ExitOK && strings.Contains(out.String(), "ViewDenied") || time.Now().After(deadline) {
+			fmt.Printf("\n$ bin/kubectl-apikey --kubeconfig %s %s\n%s%s", relative(root, carol), strings.Join(args, " "), out.String(), errOut.String())
+			return
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// showSwitch has the administrator (kubeconfig carol, shown as shown)
+// switch alice-ci-next off and on with the plugin, and asks the verifier
+// after each.
+func showSwitch(plugin, shown, carol, assets, kubeconfig, url string) error {
+	for _, args := range [][]string{{"deactivate", "alice-ci-next", "--reason", "is anyone still using it?"}, {"activate", "alice-ci-next"}} {
+		shownArgs := slices.Clone(args)
+		for i, a := range shownArgs {
+			if strings.Contains(a, " ") {
+				shownArgs[i] = "'" + a + "'"
+			}
+		}
+		fmt.Printf("\n$ bin/kubectl-apikey --kubeconfig %s %s -n default\n", shown, strings.Join(shownArgs, " "))
+		switchKey := exec.Command(plugin, append(args, "--kubeconfig", carol, "-n", "default")...)
+		switchKey.Stdout, switchKey.Stderr = os.Stdout, os.Stdout
+		_ = switchKey.Run()
+		current, err := secretKey(assets, kubeconfig, "alice-ci-next")
+		if err != nil {
+			return err
+		}
+		if err := askVerifier(url, "alice-ci-next", current); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // askVerifier presents a key, base64 as a Secret holds it, to the verifier

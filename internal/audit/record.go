@@ -35,10 +35,12 @@ const (
 	ActionViewDenied        Action = "ViewDenied"
 	ActionMounted           Action = "Mounted"
 	ActionExpiringSoon      Action = keymintv1alpha1.ReasonExpiringSoon
+	ActionDeactivated       Action = keymintv1alpha1.ReasonDeactivated
+	ActionReactivated       Action = keymintv1alpha1.ReasonReactivated
 	// ActionUsed: a valid key was presented to the verifier (once per key
 	// per --last-used-interval).
 	ActionUsed Action = "Used"
-	// ActionRejectedUse: an expired or suspended key was presented (as
+	// ActionRejectedUse: an expired, suspended or inactive key was presented (as
 	// often at the most).
 	ActionRejectedUse Action = "RejectedUse"
 )
@@ -48,6 +50,7 @@ var Actions = []Action{
 	ActionIssued, ActionReissued, ActionKeyLimitReached, ActionExpired, ActionDeleted, ActionSuspended,
 	ActionInvalidExpiration, ActionSecretConflict, ActionAccessDenied, ActionUntrustedSecret,
 	ActionViewed, ActionMounted, ActionViewDenied, ActionExpiringSoon, ActionUsed, ActionRejectedUse,
+	ActionDeactivated, ActionReactivated,
 }
 
 // ValidAction says whether a is an action records have, and lists them if

@@ -5,8 +5,6 @@ import (
 	"fmt"
 
 	"github.com/spf13/cobra"
-
-	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
 )
 
 func newDeleteCommand(o *Options) *cobra.Command {
@@ -31,7 +29,7 @@ func deleteKey(ctx context.Context, o *Options, name string) error {
 	switch {
 	case key.Status.KeyID == "":
 		fmt.Fprintf(o.Streams.Out, "apikey/%s deleted; it had no key yet\n", name)
-	case key.Status.Phase != keymintv1alpha1.PhaseActive:
+	case !key.Status.Phase.Issued():
 		fmt.Fprintf(o.Streams.Out, "apikey/%s deleted; its key %s was already %s\n", name, key.Status.KeyID, key.Status.Phase)
 	default:
 		fmt.Fprintf(o.Streams.Out, "apikey/%s deleted: key %s revoked\n", name, key.Status.KeyID)

@@ -246,3 +246,45 @@ func TestCreateShowsTheKey(t *testing.T) {
 	g.Expect(list.Items).To(HaveLen(1))
 	g.Expect(keys.Hash(shown)).To(Equal(list.Items[0].Status.KeyHash))
 }
+
+// TestDeactivateAndActivate: the owner switches her key off with a reason
+// and on again; list and status show the state, reveal still shows her the
+// key, and the same key comes back.
+func TestDeactivateAndActivate(t *testing.T) {
+	testenv.RequireControlPlane(t)
+	g := NewWithT(t)
+	alice := newUser(t, "alice")
+	_, errOut, code := alice.run("create", "ci", "--never", "--wait")
+	g.Expect(code).To(Equal(ExitOK), errOut)
+	key := &keymintv1alpha1.APIKey{}
+	g.Expect(env.Client.Get(context.Background(), client.ObjectKey{Namespace: alice.namespace, Name: "ci"}, key)).To(Succeed())
+
+	out, errOut, code := alice.run("deactivate", "ci", "--reason", "who still uses it?")
+	g.Expect(code).To(Equal(ExitOK), errOut)
+	g.Expect(out).To(Equal("apikey/ci deactivated: the verifier refuses key " + key.Status.KeyID +
+		" from now on; its Secret and expiry are kept (kubectl apikey activate ci switches it on again)\n"))
+	g.Eventually(func() string { out, _, _ := alice.run("list"); return out }).Should(MatchRegexp(`\nci\s+alice@cli-\w+\s+Inactive\s+` + key.Status.KeyID))
+	out, _, code = alice.run("status", "ci")
+	g.Expect(code).To(Equal(ExitOK))
+	g.Expect(out).To(MatchRegexp(`State:\s+Inactive \(set by alice@cli-\w+\): who still uses it\?`))
+	g.Expect(out).To(MatchRegexp(`Secret:\s+ci\n`))
+	out, _, code = alice.run("reveal", "ci")
+	g.Expect(code).To(Equal(ExitOK))
+	g.Expect(keys.Hash(strings.TrimSpace(out))).To(Equal(key.Status.KeyHash), "the owner still sees her key")
+
+	out, _, code = alice.run("deactivate", "ci", "--reason", "who still uses it?")
+	g.Expect(code).To(Equal(ExitOK))
+	g.Expect(out).To(Equal("apikey/ci is already Inactive\n"))
+	_, errOut, code = alice.run("deactivate", "ci", "--reason", strings.Repeat("x", 257))
+	g.Expect(code).To(Equal(ExitUsage))
+	g.Expect(errOut).To(ContainSubstring("--reason is at most 256 characters"))
+
+	out, errOut, code = alice.run("activate", "ci")
+	g.Expect(code).To(Equal(ExitOK), errOut)
+	g.Expect(out).To(Equal("apikey/ci activated: key " + key.Status.KeyID + " is valid again\n"))
+	g.Eventually(func() string { out, _, _ := alice.run("status", "ci"); return out }).Should(MatchRegexp(`Phase:\s+Active`))
+	got := &keymintv1alpha1.APIKey{}
+	g.Expect(env.Client.Get(context.Background(), client.ObjectKeyFromObject(key), got)).To(Succeed())
+	g.Expect(got.Status.KeyHash).To(Equal(key.Status.KeyHash), "the same key")
+	g.Expect(got.Spec.StateReason).To(BeEmpty())
+}

@@ -40,7 +40,7 @@ func reveal(ctx context.Context, o *Options, name string) error {
 		return fmt.Errorf("apikey/%s belongs to user %s, not you (%s): only a key's owner can reveal it", name, key.Spec.User, me)
 	}
 	switch key.Status.Phase {
-	case keymintv1alpha1.PhaseActive:
+	case keymintv1alpha1.PhaseActive, keymintv1alpha1.PhaseInactive: // an owner may see a key switched off
 	case keymintv1alpha1.PhaseExpired:
 		at := "its expiry"
 		if key.Status.ExpiresAt != nil {

@@ -133,7 +133,7 @@ func (r *rotateOptions) activeKeysOf(ctx context.Context, old *keymintv1alpha1.A
 	}
 	var active []string
 	for _, k := range list.Items {
-		if k.Spec.User == old.Spec.User && k.Status.Phase == keymintv1alpha1.PhaseActive {
+		if k.Spec.User == old.Spec.User && k.Status.Phase.Issued() {
 			active = append(active, k.Namespace+"/"+k.Name)
 		}
 	}

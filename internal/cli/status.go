@@ -37,6 +37,7 @@ func status(ctx context.Context, o *Options, name string) error {
 	row("Name", key.Namespace+"/"+key.Name)
 	row("User", key.Spec.User)
 	row("Phase", orDash(string(key.Status.Phase)))
+	row("State", stateText(key))
 	row("Key ID", orDash(key.Status.KeyID))
 	row("Key hash", orDash(key.Status.KeyHash))
 	row("Secret", secretText(key))
@@ -98,14 +99,29 @@ func eventTime(e corev1.Event) time.Time {
 	return e.LastTimestamp.Time
 }
 
-// secretText is where the key is: its Secret while Active; an expired or
-// suspended key's Secret is gone.
+// secretText is where the key is: its Secret while issued (Active or
+// Inactive); an expired or suspended key's Secret is gone.
 func secretText(key *keymintv1alpha1.APIKey) string {
 	switch {
 	case key.Status.SecretName == "":
 		return "-"
-	case key.Status.Phase != keymintv1alpha1.PhaseActive:
+	case !key.Status.Phase.Issued():
 		return fmt.Sprintf("- (Secret %s was deleted when the key became %s)", key.Status.SecretName, key.Status.Phase)
 	}
 	return key.Status.SecretName
+}
+
+// stateText is spec.state, with who set it and why when it is Inactive.
+func stateText(key *keymintv1alpha1.APIKey) string {
+	if !key.Inactive() {
+		return string(keymintv1alpha1.StateActive)
+	}
+	text := string(keymintv1alpha1.StateInactive)
+	if key.Spec.StateChangedBy != "" {
+		text += " (set by " + key.Spec.StateChangedBy + ")"
+	}
+	if key.Spec.StateReason != "" {
+		text += ": " + key.Spec.StateReason
+	}
+	return text
 }

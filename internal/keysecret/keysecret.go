@@ -78,7 +78,7 @@ func Current(owner *keymintv1alpha1.APIKey, in Issue) bool {
 	case st.Revision + 1:
 		return true
 	case st.Revision:
-		return st.Phase == keymintv1alpha1.PhaseActive && in.KeyHash == st.KeyHash
+		return st.Phase.Issued() && in.KeyHash == st.KeyHash
 	}
 	return false
 }

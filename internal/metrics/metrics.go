@@ -75,7 +75,7 @@ func newKeysByPhase(reader client.Reader) keysByPhase {
 	return keysByPhase{reader: reader,
 		desc: prometheus.NewDesc("keymint_apikeys", "APIKeys by phase.", []string{"phase"}, nil),
 		expiry: prometheus.NewDesc("keymint_apikey_expiry_timestamp_seconds",
-			"When an Active key expires, in seconds since the epoch; keys that never expire have none.", []string{"namespace", "name", "user"}, nil),
+			"When an issued (Active or Inactive) key expires, in seconds since the epoch; keys that never expire have none.", []string{"namespace", "name", "user"}, nil),
 	}
 }
 
@@ -87,7 +87,7 @@ func (c keysByPhase) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	counts := map[keymintv1alpha1.Phase]int{
-		keymintv1alpha1.PhasePending: 0, keymintv1alpha1.PhaseActive: 0,
+		keymintv1alpha1.PhasePending: 0, keymintv1alpha1.PhaseActive: 0, keymintv1alpha1.PhaseInactive: 0,
 		keymintv1alpha1.PhaseSuspended: 0, keymintv1alpha1.PhaseExpired: 0,
 	}
 	for i := range list.Items {
@@ -96,7 +96,7 @@ func (c keysByPhase) Collect(ch chan<- prometheus.Metric) {
 			phase = keymintv1alpha1.PhasePending
 		}
 		counts[phase]++
-		if k := &list.Items[i]; phase == keymintv1alpha1.PhaseActive && k.Status.ExpiresAt != nil {
+		if k := &list.Items[i]; phase.Issued() && k.Status.ExpiresAt != nil {
 			ch <- prometheus.MustNewConstMetric(c.expiry, prometheus.GaugeValue, float64(k.Status.ExpiresAt.Unix()),
 				k.Namespace, k.Name, k.Spec.User)
 		}

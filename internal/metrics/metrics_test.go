@@ -35,14 +35,15 @@ func TestKeysByPhaseCountsTheCache(t *testing.T) {
 		key("c", ""), key("d", keymintv1alpha1.PhasePending), expired,
 	).Build()
 	c := newKeysByPhase(reader)
-	// Only an Active key that expires has an expiry.
-	want := `# HELP keymint_apikey_expiry_timestamp_seconds When an Active key expires, in seconds since the epoch; keys that never expire have none.
+	// Only an issued key that expires has an expiry.
+	want := `# HELP keymint_apikey_expiry_timestamp_seconds When an issued (Active or Inactive) key expires, in seconds since the epoch; keys that never expire have none.
 # TYPE keymint_apikey_expiry_timestamp_seconds gauge
 keymint_apikey_expiry_timestamp_seconds{name="b",namespace="ns",user="bob"} 1.7987616e+09
 # HELP keymint_apikeys APIKeys by phase.
 # TYPE keymint_apikeys gauge
 keymint_apikeys{phase="Active"} 2
 keymint_apikeys{phase="Expired"} 1
+keymint_apikeys{phase="Inactive"} 0
 keymint_apikeys{phase="Pending"} 2
 keymint_apikeys{phase="Suspended"} 0
 `

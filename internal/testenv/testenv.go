@@ -161,7 +161,7 @@ func (e *Env) WaitForPolicies(ctx context.Context) error {
 		if err := e.Client.Update(ctx, probe); err != nil {
 			return false, err
 		}
-		return probe.Spec.Requester != nil, e.Client.Delete(ctx, probe)
+		return probe.Spec.Requester != nil && probe.Spec.StateChangedBy != "", e.Client.Delete(ctx, probe)
 	})
 	if err != nil {
 		return fmt.Errorf("the admission policies did not take effect: %w", err)

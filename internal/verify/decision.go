@@ -18,11 +18,14 @@ type Reason string
 
 // The reasons, part of the verifier's contract.
 const (
-	ReasonMissing        Reason = "missing"
-	ReasonMalformed      Reason = "malformed"
-	ReasonUnknown        Reason = "unknown"
-	ReasonExpired        Reason = "expired"
-	ReasonSuspended      Reason = "suspended"
+	ReasonMissing   Reason = "missing"
+	ReasonMalformed Reason = "malformed"
+	ReasonUnknown   Reason = "unknown"
+	ReasonExpired   Reason = "expired"
+	ReasonSuspended Reason = "suspended"
+	// ReasonInactive: the key is switched off (spec.state Inactive), from
+	// the moment the APIKey says so.
+	ReasonInactive       Reason = "inactive"
 	ReasonWrongNamespace Reason = "wrong_namespace"
 	// ReasonNoScope: an ext_authz check named no namespaces (no
 	// keymint-namespace context extension) where the verifier requires it
@@ -61,7 +64,8 @@ func (v Verdict) Result() string {
 //
 // A key from outside the scope is refused as such before anything else
 // about it is told. Expiry is the verifier's own clock against expiresAt:
-// it does not wait for the controller to expire the key.
+// it does not wait for the controller to expire the key, nor to report a
+// key switched off: spec.state decides at once.
 func decide(now time.Time, scope []string, key *keymintv1alpha1.APIKey, inSecret bool) Reason {
 	switch {
 	case key == nil:
@@ -74,7 +78,9 @@ func decide(now time.Time, scope []string, key *keymintv1alpha1.APIKey, inSecret
 		return ReasonExpired
 	case key.Status.Phase == keymintv1alpha1.PhaseSuspended:
 		return ReasonSuspended
-	case key.Status.Phase != keymintv1alpha1.PhaseActive, !inSecret:
+	case key.Inactive():
+		return ReasonInactive
+	case !key.Status.Phase.Issued(), !inSecret:
 		return ReasonUnknown // revoked: its Secret was deleted, or it lost its slot
 	}
 	return ""

@@ -24,6 +24,12 @@ func TestDecide(t *testing.T) {
 		}
 		return k
 	}
+	inactive := func(phase keymintv1alpha1.Phase, expires *time.Time) *keymintv1alpha1.APIKey {
+		k := key(phase, expires)
+		k.Spec.State = keymintv1alpha1.StateInactive
+		return k
+	}
+	reactivated := key(keymintv1alpha1.PhaseInactive, nil) // spec Active, status not yet written
 	deleting := key(keymintv1alpha1.PhaseActive, nil)
 	deleting.DeletionTimestamp = &metav1.Time{Time: now}
 	for _, tt := range []struct {
@@ -38,6 +44,10 @@ func TestDecide(t *testing.T) {
 		{"active at its expiry: the controller has not run yet", key(keymintv1alpha1.PhaseActive, new(now)), nil, true, ReasonExpired},
 		{"expired, Secret gone", key(keymintv1alpha1.PhaseExpired, new(now.Add(-time.Hour))), nil, false, ReasonExpired},
 		{"suspended", key(keymintv1alpha1.PhaseSuspended, nil), nil, false, ReasonSuspended},
+		{"switched off, status not yet written", inactive(keymintv1alpha1.PhaseActive, nil), nil, true, ReasonInactive},
+		{"inactive", inactive(keymintv1alpha1.PhaseInactive, nil), nil, true, ReasonInactive},
+		{"inactive at its expiry: expired", inactive(keymintv1alpha1.PhaseInactive, new(now)), nil, true, ReasonExpired},
+		{"switched on, status not yet written", reactivated, nil, true, ""},
 		{"no APIKey has it (gone, or replaced by a reissue)", nil, nil, false, ReasonUnknown},
 		{"its APIKey is being deleted", deleting, nil, true, ReasonUnknown},
 		{"its Secret was deleted", key(keymintv1alpha1.PhaseActive, nil), nil, false, ReasonUnknown},

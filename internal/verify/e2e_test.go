@@ -25,6 +25,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	clocktesting "k8s.io/utils/clock/testing"
@@ -389,6 +390,57 @@ func TestARevokedKeyIsRefusedWithinASecond(t *testing.T) {
 	slices.Sort(delays)
 	t.Logf("delete → first refusal: p50 %v, max %v", delays[len(delays)/2], delays[len(delays)-1])
 	g.Expect(delays[len(delays)-1]).To(BeNumerically("<=", time.Second))
+}
+
+// TestAnInactiveKeyIsRefusedAndBackWithinASecond: a key switched off is
+// refused (reason inactive, over HTTP and gRPC) within a second of the
+// change, and the same key is accepted again within a second of its
+// reactivation.
+func TestAnInactiveKeyIsRefusedAndBackWithinASecond(t *testing.T) {
+	testenv.RequireControlPlane(t)
+	g := NewWithT(t)
+	ns := namespace(t, true)
+	k := issue(t, ns, "switched", "hana@"+ns, never())
+	conn, err := grpc.NewClient(extAuthzAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	g.Expect(err).NotTo(HaveOccurred())
+	defer func() { _ = conn.Close() }()
+	authz := authv3.NewAuthorizationClient(conn)
+	grpcSays := func(g Gomega) (codes.Code, string) {
+		resp, err := authz.Check(ctx, &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+			Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+				Headers: map[string]string{"x-api-key": k.value}, Path: "/api"}},
+		}})
+		g.Expect(err).NotTo(HaveOccurred())
+		return codes.Code(resp.GetStatus().GetCode()), resp.GetDeniedResponse().GetBody()
+	}
+	switchTo := func(state keymintv1alpha1.KeyState, wantCode int, wantReason string) time.Duration {
+		t.Helper()
+		patch := client.RawPatch(types.MergePatchType, []byte(`{"spec":{"state":"`+string(state)+`"}}`))
+		start := time.Now()
+		g.Expect(env.Client.Patch(ctx, k.key.DeepCopy(), patch)).To(Succeed())
+		g.Eventually(func(g Gomega) {
+			code, reason, _ := ask(g, verifyURL+"/verify", "X-API-Key", k.value)
+			g.Expect(code).To(Equal(wantCode))
+			g.Expect(reason).To(Equal(wantReason))
+		}).WithPolling(5 * time.Millisecond).Should(Succeed())
+		return time.Since(start)
+	}
+
+	off := switchTo(keymintv1alpha1.StateInactive, http.StatusUnauthorized, "inactive")
+	code, body := grpcSays(g)
+	g.Expect(code).To(Equal(codes.Unauthenticated))
+	g.Expect(body).To(Equal(`{"reason":"inactive"}`))
+	g.Eventually(func(g Gomega) {
+		g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(k.key), k.key)).To(Succeed())
+		g.Expect(k.key.Status.Phase).To(Equal(keymintv1alpha1.PhaseInactive))
+	}).Should(Succeed())
+	on := switchTo(keymintv1alpha1.StateActive, http.StatusOK, "")
+	code, _ = grpcSays(g)
+	g.Expect(code).To(Equal(codes.OK))
+	t.Logf("switched off → refused: %v; switched on → accepted: %v", off, on)
+	g.Expect(off).To(BeNumerically("<=", time.Second))
+	g.Expect(on).To(BeNumerically("<=", time.Second))
+	g.Eventually(func() int { return len(trail.Of(audit.ActionRejectedUse, "switched")) }).Should(Equal(1))
 }
 
 // TestLastUsedIsWrittenOncePerInterval: status.lastUsedAt and the Used

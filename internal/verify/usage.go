@@ -67,7 +67,7 @@ func (u *Usage) Saw(v Verdict, caller Caller, now time.Time) {
 			return // another replica, or an earlier pass, wrote it already
 		}
 		action = audit.ActionUsed
-	case v.Reason == ReasonExpired, v.Reason == ReasonSuspended:
+	case v.Reason == ReasonExpired, v.Reason == ReasonSuspended, v.Reason == ReasonInactive:
 		action = audit.ActionRejectedUse
 	default:
 		return
