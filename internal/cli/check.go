@@ -76,7 +76,9 @@ func (c *checkOptions) run(ctx context.Context) error {
 	row("User", owner.Spec.User)
 	row("Key ID", owner.Status.KeyID)
 	row("Phase", orDash(string(owner.Status.Phase)))
+	row("State", stateText(owner))
 	row("Expires", expiresText(owner, c.Clock.Now()))
+	row("Switch it off", fmt.Sprintf("kubectl apikey deactivate %s -n %s --reason 'leaked'", owner.Name, owner.Namespace))
 	row("Revoke it", fmt.Sprintf("kubectl apikey delete %s -n %s", owner.Name, owner.Namespace))
 	return w.Flush()
 }

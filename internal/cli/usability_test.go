@@ -256,6 +256,8 @@ func TestCheckFindsTheOwnerOfALeakedKey(t *testing.T) {
 	g.Expect(out).To(MatchRegexp(`Namespace:\s+` + alice.namespace))
 	g.Expect(out).To(MatchRegexp(`Name:\s+leaky`))
 	g.Expect(out).To(MatchRegexp(`User:\s+` + regexp.QuoteMeta(alice.name)))
+	g.Expect(out).To(MatchRegexp(`State:\s+Active`))
+	g.Expect(out).To(ContainSubstring("kubectl apikey deactivate leaky -n " + alice.namespace + " --reason 'leaked'"))
 	g.Expect(out).To(ContainSubstring("kubectl apikey delete leaky -n " + alice.namespace))
 	g.Expect(strings.Contains(out+errOut, strings.TrimSpace(leaked))).To(BeFalse(), "the key was echoed")
 
