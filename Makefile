@@ -71,20 +71,22 @@ test-unit: ## The tests that need no control plane and no tool in bin/ (-short),
 
 # What make test builds or installs before its tests. They build side by
 # side (make -j): on a fresh machine they are most of the first run, and
-# their module downloads overlap with the other builds.
-TEST_TOOLS = controller-gen golangci-lint controlplane kustomize helm nginx
+# their module downloads overlap with the other builds. golangci-lint, helm
+# and kustomize are built by hack/test.sh beside the tests, on the CPU they
+# leave idle.
+TEST_TOOLS = controller-gen controlplane nginx
 
 .PHONY: test-tools
-test-tools: ## Build (side by side) or install what make test uses: the control plane, the tools, nginx.
+test-tools: ## Build (side by side) or install what make test needs before its tests: the control plane, controller-gen, nginx.
 	$(MAKE) --no-print-directory -j4 $(TEST_TOOLS)
 
 # lint runs go vet among its linters (.golangci.yml), so test does not run
 # it again: on a fresh machine that is a compile of every package saved.
+# hack/test.sh runs the lint beside the tests, at the lowest CPU priority.
 .PHONY: test
-test: test-tools ## Run every test: unit and envtest (real kube-apiserver and etcd), then a short chaos run.
-	$(MAKE) --no-print-directory manifests generate fmt lint
-	go test -p 1 $(GOTEST_FLAGS) ./... -skip '^TestShortChaos$$' -coverprofile cover.out
-	go test $(GOTEST_FLAGS) ./hack/chaos -run '^TestShortChaos$$' -count=1
+test: test-tools ## Run every test: unit and envtest (real kube-apiserver and etcd), then a short chaos run, and the lint.
+	$(MAKE) --no-print-directory manifests generate fmt
+	GOTEST_FLAGS='$(GOTEST_FLAGS)' hack/test.sh
 
 CHAOS_FLAGS ?=
 .PHONY: chaos

@@ -8,6 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
+	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -25,14 +26,15 @@ func TestInactiveKeys(t *testing.T) {
 	testenv.RequireControlPlane(t)
 	g := NewWithT(t)
 	trail := openTrail(t)
-	startManager(t, managerOptions{audit: trail})
+	clk := clocktesting.NewFakeClock(time.Now())
+	startManager(t, managerOptions{audit: trail, clock: clk})
 	ns := newRestrictedNamespace(t)
 	alice, carol := userIn(ns, "alice"), userIn(ns, "carol")
 	bind(t, ns, "alice-keys", "keymint-user", userSubject(alice))
 	bind(t, ns, "carol-admin", "keymint-admin", userSubject(carol))
 	asAlice, asCarol := clientAs(t, alice), clientAs(t, carol)
 
-	expiresAt := time.Now().Add(15 * time.Second).Truncate(time.Second)
+	expiresAt := clk.Now().Add(time.Hour).Truncate(time.Second)
 	key := newKey(ns, "switched", alice, at(expiresAt))
 	g.Expect(asAlice.Create(ctx, key)).To(Succeed())
 	active := waitForPhase(t, key, keymintv1alpha1.PhaseActive)
@@ -101,9 +103,13 @@ func TestInactiveKeys(t *testing.T) {
 		g.Expect(getKey(g, third).Status.ReadyReason()).To(Equal(keymintv1alpha1.ReasonKeyLimitReached))
 	}).Should(Succeed())
 
-	// It expires on time, Inactive or not, and stays Expired.
+	// It expires on time, Inactive or not: not a second before.
+	clk.SetTime(expiresAt.Add(-time.Second))
+	pokeAndAwait(g, key)
+	g.Expect(getKey(g, key).Status.Phase).To(Equal(keymintv1alpha1.PhaseInactive))
+	clk.SetTime(expiresAt)
+	pokeAndAwait(g, key)
 	expired := waitForPhase(t, key, keymintv1alpha1.PhaseExpired)
-	g.Expect(time.Now()).To(BeTemporally(">=", expiresAt))
 	g.Expect(expired.Status.ExpiresAt.Time).To(BeTemporally("==", expiresAt))
 	err = k8sClient.Get(ctx, client.ObjectKeyFromObject(secret), &corev1.Secret{})
 	g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "the Secret of an expired key is gone")
