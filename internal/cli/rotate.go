@@ -119,26 +119,43 @@ func (r *rotateOptions) run(ctx context.Context, name string) error {
 	return nil
 }
 
-// activeKeysOf lists the Active keys of old's user: in every namespace when
-// the caller may list them there, else in old's namespace.
+// activeKeysOf lists the issued keys (they hold slots) of old's user.
 func (r *rotateOptions) activeKeysOf(ctx context.Context, old *keymintv1alpha1.APIKey) ([]string, error) {
-	cl, _ := r.Client()
-	list := &keymintv1alpha1.APIKeyList{}
-	err := cl.List(ctx, list)
-	if apierrors.IsForbidden(err) {
-		err = cl.List(ctx, list, client.InNamespace(old.Namespace))
-	}
+	issued, err := issuedKeysOf(ctx, r.Options, old)
 	if err != nil {
 		return nil, err
 	}
 	var active []string
-	for _, k := range list.Items {
-		if k.Spec.User == old.Spec.User && k.Status.Phase.Issued() {
-			active = append(active, k.Namespace+"/"+k.Name)
-		}
+	for _, k := range issued {
+		active = append(active, k.Namespace+"/"+k.Name)
 	}
 	slices.Sort(active)
 	return active, nil
+}
+
+// issuedKeysOf lists the issued keys, which hold slots, of key's user: in
+// every namespace when the caller may list them there, else in key's
+// namespace.
+func issuedKeysOf(ctx context.Context, o *Options, key *keymintv1alpha1.APIKey) ([]keymintv1alpha1.APIKey, error) {
+	cl, err := o.Client()
+	if err != nil {
+		return nil, err
+	}
+	list := &keymintv1alpha1.APIKeyList{}
+	err = cl.List(ctx, list)
+	if apierrors.IsForbidden(err) {
+		err = cl.List(ctx, list, client.InNamespace(key.Namespace))
+	}
+	if err != nil {
+		return nil, err
+	}
+	var issued []keymintv1alpha1.APIKey
+	for _, k := range list.Items {
+		if k.Spec.User == key.Spec.User && k.Status.Phase.Issued() {
+			issued = append(issued, k)
+		}
+	}
+	return issued, nil
 }
 
 func (r *rotateOptions) successorName(name string) string {

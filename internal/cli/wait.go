@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
@@ -21,6 +22,9 @@ func waitActive(ctx context.Context, o *Options, key *keymintv1alpha1.APIKey, ti
 		return nil, err
 	}
 	latest := key.DeepCopy()
+	// At the cap is final only once it holds for atCapSettle with no holder
+	// being deleted: a status written just before a slot freed says so too.
+	var atCapSince time.Time
 	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
 		if err := cl.Get(ctx, client.ObjectKeyFromObject(key), latest); err != nil {
 			return false, err
@@ -30,7 +34,11 @@ func waitActive(ctx context.Context, o *Options, key *keymintv1alpha1.APIKey, ti
 			return true, nil
 		case apimeta.IsStatusConditionTrue(latest.Status.Conditions, keymintv1alpha1.ConditionStalled):
 			return false, fmt.Errorf("apikey/%s cannot become Active: %s", key.Name, waitingReason(latest))
-		case !queue && latest.Status.ReadyReason() == keymintv1alpha1.ReasonKeyLimitReached:
+		case queue || latest.Status.ReadyReason() != keymintv1alpha1.ReasonKeyLimitReached || slotFreeing(ctx, o, latest):
+			atCapSince = time.Time{}
+		case atCapSince.IsZero():
+			atCapSince = o.Clock.Now()
+		case o.Clock.Since(atCapSince) >= atCapSettle:
 			return false, errAtCap{fmt.Sprintf("%s; free a slot with `kubectl apikey delete NAME`, or pass --queue to wait for one", waitingReason(latest))}
 		}
 		return false, nil
@@ -40,6 +48,22 @@ func waitActive(ctx context.Context, o *Options, key *keymintv1alpha1.APIKey, ti
 			key.Name, timeout, waitingReason(latest), key.Name)
 	}
 	return latest, err
+}
+
+// atCapSettle is how long a key must stay at the cap, with no holder being
+// deleted, before --wait without --queue gives up on it.
+const atCapSettle = time.Second
+
+// slotFreeing reports whether one of the keys holding the slots of key's
+// user is being deleted: its slot frees in a moment (once keymint has
+// revoked and recorded it), and key is issued then, so it is waited for.
+// A key the caller may not list counts as staying.
+func slotFreeing(ctx context.Context, o *Options, key *keymintv1alpha1.APIKey) bool {
+	issued, err := issuedKeysOf(ctx, o, key)
+	if err != nil {
+		return false
+	}
+	return slices.ContainsFunc(issued, func(k keymintv1alpha1.APIKey) bool { return !k.DeletionTimestamp.IsZero() })
 }
 
 // errAtCap refuses a key whose user already holds the most active keys.
