@@ -312,6 +312,18 @@ func TestVerifyOverHTTP(t *testing.T) {
 	g.Eventually(func() int { return len(trail.Of(audit.ActionRejectedUse, "suspended")) }).Should(Equal(1))
 }
 
+// extAuthzClient is a gRPC client of the manager's ext_authz service,
+// closed when the test ends.
+func extAuthzClient(t *testing.T) authv3.AuthorizationClient {
+	t.Helper()
+	conn, err := grpc.NewClient(extAuthzAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return authv3.NewAuthorizationClient(conn)
+}
+
 // TestVerifyOverGRPC: Envoy's Check, through a real gRPC client on the
 // go-control-plane types.
 func TestVerifyOverGRPC(t *testing.T) {
@@ -319,10 +331,7 @@ func TestVerifyOverGRPC(t *testing.T) {
 	g := NewWithT(t)
 	ns := namespace(t, true)
 	valid := issue(t, ns, "grpc", "frank@"+ns, never())
-	conn, err := grpc.NewClient(extAuthzAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	g.Expect(err).NotTo(HaveOccurred())
-	defer func() { _ = conn.Close() }()
-	authz := authv3.NewAuthorizationClient(conn)
+	authz := extAuthzClient(t)
 	check := func(headers map[string]string, scope string) *authv3.CheckResponse {
 		req := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
 			Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{Headers: headers, Path: "/api"}},
@@ -401,10 +410,7 @@ func TestAnInactiveKeyIsRefusedAndBackWithinASecond(t *testing.T) {
 	g := NewWithT(t)
 	ns := namespace(t, true)
 	k := issue(t, ns, "switched", "hana@"+ns, never())
-	conn, err := grpc.NewClient(extAuthzAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	g.Expect(err).NotTo(HaveOccurred())
-	defer func() { _ = conn.Close() }()
-	authz := authv3.NewAuthorizationClient(conn)
+	authz := extAuthzClient(t)
 	grpcSays := func(g Gomega) (codes.Code, string) {
 		resp, err := authz.Check(ctx, &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
 			Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
