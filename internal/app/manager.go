@@ -7,7 +7,6 @@ import (
 	"os"
 	"time"
 
-	authorizationv1 "k8s.io/api/authorization/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/client-go/kubernetes"
@@ -119,9 +118,11 @@ func New(ctx context.Context, cfg *rest.Config, o *Options, d Deps) (m *Manager,
 		return nil, fmt.Errorf("creating the manager: %w", err)
 	}
 	m = &Manager{Manager: mgr}
+	// A failure below returns a nil Manager: close what this one opened.
+	built := m
 	defer func() {
 		if err != nil {
-			m.close()
+			built.close()
 		}
 	}()
 
@@ -201,16 +202,6 @@ func New(ctx context.Context, cfg *rest.Config, o *Options, d Deps) (m *Manager,
 		m.Components = append(m.Components, ComponentProbes)
 	}
 	return m, nil
-}
-
-// permissions are what the manager's identity needs for the components o
-// turns on.
-func (o *Options) permissions() []authorizationv1.ResourceAttributes {
-	needed := controllers.RequiredPermissions(o.SlotNamespace)
-	if o.AuditEndpoint() {
-		needed = append(needed, auditserver.RequiredPermissions()...)
-	}
-	return needed
 }
 
 // Start runs the manager until ctx ends, then closes the audit log.

@@ -11,6 +11,8 @@ import (
 	"os"
 	"time"
 
+	authorizationv1 "k8s.io/api/authorization/v1"
+
 	"github.com/keymint/keymint/controllers"
 	"github.com/keymint/keymint/internal/auditserver"
 	"github.com/keymint/keymint/internal/verify"
@@ -131,6 +133,16 @@ func (o *Options) Validate() error {
 		errs = append(errs, errors.New("--slot-namespace must name a namespace"))
 	}
 	return errors.Join(errs...)
+}
+
+// permissions are what the manager's identity needs for the components o
+// turns on.
+func (o *Options) permissions() []authorizationv1.ResourceAttributes {
+	needed := controllers.RequiredPermissions(o.SlotNamespace)
+	if o.AuditEndpoint() {
+		needed = append(needed, auditserver.RequiredPermissions()...)
+	}
+	return needed
 }
 
 func envOr(name, fallback string) string {
