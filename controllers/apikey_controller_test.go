@@ -11,7 +11,6 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
@@ -49,7 +48,7 @@ func TestIssue(t *testing.T) {
 	g.Expect(got.Status.IssuedAt.Time).To(BeTemporally("==", now))
 	g.Expect(got.Status.ExpiresAt.Time).To(BeTemporally("==", time.Date(2026, 2, 28, 10, 20, 30, 0, time.UTC)))
 	g.Expect(got.Finalizers).To(ContainElement(keymintv1alpha1.Finalizer))
-	ready := apimeta.FindStatusCondition((got).Status.Conditions, keymintv1alpha1.ConditionReady)
+	ready := got.Status.Ready()
 	g.Expect(ready.Status).To(Equal(metav1.ConditionTrue))
 	g.Expect(kstatusOf(g, got)).To(Equal(status.CurrentStatus))
 
@@ -111,7 +110,7 @@ func TestInvalidExpirationIssuesNothing(t *testing.T) {
 
 	g.Eventually(func(g Gomega) {
 		got := getKey(g, key)
-		ready := apimeta.FindStatusCondition((got).Status.Conditions, keymintv1alpha1.ConditionReady)
+		ready := got.Status.Ready()
 		g.Expect(ready).NotTo(BeNil())
 		g.Expect(ready.Status).To(Equal(metav1.ConditionFalse))
 		g.Expect(ready.Reason).To(Equal(keymintv1alpha1.ReasonInvalidExpiration))

@@ -10,7 +10,6 @@ import (
 
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
-	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
@@ -114,7 +113,7 @@ func TestCapHoldsUnderConcurrentCreates(t *testing.T) {
 			if k.Status.Phase != keymintv1alpha1.PhasePending {
 				continue
 			}
-			ready := apimeta.FindStatusCondition(k.Status.Conditions, keymintv1alpha1.ConditionReady)
+			ready := k.Status.Ready()
 			g.Expect(ready.Reason).To(Equal(keymintv1alpha1.ReasonKeyLimitReached))
 			for _, holder := range byPhase[keymintv1alpha1.PhaseActive] {
 				g.Expect(ready.Message).To(ContainSubstring(ns + "/" + holder))
@@ -187,7 +186,7 @@ func TestCapCountsAcrossNamespaces(t *testing.T) {
 	g.Eventually(func(g Gomega) {
 		got := getKey(g, c)
 		g.Expect(got.Status.ReadyReason()).To(Equal(keymintv1alpha1.ReasonKeyLimitReached))
-		g.Expect(apimeta.FindStatusCondition((got).Status.Conditions, keymintv1alpha1.ConditionReady).Message).To(
+		g.Expect(got.Status.Ready().Message).To(
 			Equal(fmt.Sprintf("user %s already holds 2 active keys (%s); this key is issued when one of them is deleted or expires", niaj,
 				strings.Join(slices.Sorted(slices.Values([]string{nsA + "/a", nsB + "/b"})), ", "))))
 	}).Should(Succeed())

@@ -200,7 +200,7 @@ func TestExpiringSoon(t *testing.T) {
 		k := keyWith(never(), keymintv1alpha1.APIKeyStatus{})
 		setActive(k, now, "k", keysecret.Issue{KeyID: "kid_1", ExpiresAt: tt.expires})
 		setExpiringSoon(k, now, window)
-		c := apimeta.FindStatusCondition((k).Status.Conditions, keymintv1alpha1.ConditionExpiringSoon)
+		c := apimeta.FindStatusCondition(k.Status.Conditions, keymintv1alpha1.ConditionExpiringSoon)
 		if (c != nil) != tt.want {
 			t.Fatalf("%s: ExpiringSoon %+v, want present %v", tt.name, c, tt.want)
 		}

@@ -7,7 +7,6 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
@@ -48,7 +47,7 @@ func TestExpiryAt(t *testing.T) {
 	g.Expect(time.Now()).To(BeTemporally(">=", expiresAt), "the Secret went before its expiry")
 
 	expired := waitForPhase(t, short, keymintv1alpha1.PhaseExpired)
-	ready := apimeta.FindStatusCondition((expired).Status.Conditions, keymintv1alpha1.ConditionReady)
+	ready := expired.Status.Ready()
 	g.Expect(ready.Status).To(Equal(metav1.ConditionFalse))
 	g.Expect(ready.Reason).To(Equal(keymintv1alpha1.ReasonExpired))
 	g.Expect(kstatusOf(g, expired)).To(Equal(status.FailedStatus), "an expired key needs a person: remove or replace it")

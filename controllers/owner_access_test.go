@@ -120,8 +120,8 @@ func TestSomeoneElsesRoleIsNeverBound(t *testing.T) {
 	g.Eventually(func(g Gomega) {
 		got := getKey(g, key)
 		g.Expect(got.Status.Phase).NotTo(Equal(keymintv1alpha1.PhaseActive))
-		g.Expect(apimeta.FindStatusCondition((got).Status.Conditions, keymintv1alpha1.ConditionReconciling)).NotTo(BeNil())
-		g.Expect(apimeta.FindStatusCondition((got).Status.Conditions, keymintv1alpha1.ConditionReconciling).Message).To(ContainSubstring(
+		g.Expect(apimeta.FindStatusCondition(got.Status.Conditions, keymintv1alpha1.ConditionReconciling)).NotTo(BeNil())
+		g.Expect(apimeta.FindStatusCondition(got.Status.Conditions, keymintv1alpha1.ConditionReconciling).Message).To(ContainSubstring(
 			"Role " + ns + "/" + controllers.OwnerAccessName(key.Name) + " exists and is not this APIKey's"))
 	}).Should(Succeed())
 	err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: controllers.OwnerAccessName(key.Name)}, &rbacv1.RoleBinding{})

@@ -211,12 +211,6 @@ func expiresShown(key *keymintv1alpha1.APIKey) string {
 // inactiveMessage is the Ready message of an Inactive key: who switched it
 // off and why, and that it is kept.
 func inactiveMessage(key *keymintv1alpha1.APIKey, keyID, secretName string) string {
-	msg := "key " + keyID + " is inactive"
-	if key.Spec.StateChangedBy != "" {
-		msg += " (set by " + key.Spec.StateChangedBy + ")"
-	}
-	if key.Spec.StateReason != "" {
-		msg += ": " + key.Spec.StateReason
-	}
-	return msg + "; Secret " + secretName + " keeps it and the verifier refuses it until spec.state is Active"
+	return "key " + keyID + " is inactive" + key.StateNote() +
+		"; Secret " + secretName + " keeps it and the verifier refuses it until spec.state is Active"
 }

@@ -284,3 +284,16 @@ func (s *APIKeyStatus) ReadyMessage() string {
 
 // Inactive reports whether the key is switched off (spec.state Inactive).
 func (k *APIKey) Inactive() bool { return k.Spec.State == StateInactive }
+
+// StateNote is who set spec.state and why, for messages:
+// " (set by alice): rotating"; empty when neither is known.
+func (k *APIKey) StateNote() string {
+	note := ""
+	if k.Spec.StateChangedBy != "" {
+		note += " (set by " + k.Spec.StateChangedBy + ")"
+	}
+	if k.Spec.StateReason != "" {
+		note += ": " + k.Spec.StateReason
+	}
+	return note
+}

@@ -102,28 +102,39 @@ func readKey(in io.Reader) (string, error) {
 // findOwner lists the APIKeys the caller may list, every namespace if
 // allowed, and returns the one whose key hash is hash.
 func (c *checkOptions) findOwner(ctx context.Context, hash string) (*keymintv1alpha1.APIKey, string, error) {
-	cl, err := c.Client()
+	// The client's error says what is wrong with the kubeconfig.
+	if _, err := c.Client(); err != nil {
+		return nil, "", err
+	}
+	ns, err := c.Namespace()
+	if err != nil {
+		return nil, "", err
+	}
+	items, scope, err := listAPIKeys(ctx, c.Options, ns)
+	if err != nil {
+		return nil, "", fmt.Errorf("listing APIKeys: %w", err)
+	}
+	for i := range items {
+		if items[i].Status.KeyHash == hash {
+			return &items[i], scope, nil
+		}
+	}
+	return nil, scope, nil
+}
+
+// listAPIKeys lists the APIKeys the caller may list: in every namespace
+// when allowed, else in namespace ns. scope says which.
+func listAPIKeys(ctx context.Context, o *Options, ns string) (items []keymintv1alpha1.APIKey, scope string, err error) {
+	cl, err := o.Client()
 	if err != nil {
 		return nil, "", err
 	}
 	list := &keymintv1alpha1.APIKeyList{}
-	scope := "all namespaces"
+	scope = "all namespaces"
 	err = cl.List(ctx, list)
 	if apierrors.IsForbidden(err) {
-		ns, nerr := c.Namespace()
-		if nerr != nil {
-			return nil, "", nerr
-		}
 		scope = "namespace " + ns
 		err = cl.List(ctx, list, client.InNamespace(ns))
 	}
-	if err != nil {
-		return nil, "", fmt.Errorf("listing APIKeys: %w", err)
-	}
-	for i := range list.Items {
-		if list.Items[i].Status.KeyHash == hash {
-			return &list.Items[i], scope, nil
-		}
-	}
-	return nil, scope, nil
+	return list.Items, scope, err
 }

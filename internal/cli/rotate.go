@@ -9,9 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 	authorizationv1 "k8s.io/api/authorization/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
 )
@@ -137,20 +135,12 @@ func (r *rotateOptions) activeKeysOf(ctx context.Context, old *keymintv1alpha1.A
 // every namespace when the caller may list them there, else in key's
 // namespace.
 func issuedKeysOf(ctx context.Context, o *Options, key *keymintv1alpha1.APIKey) ([]keymintv1alpha1.APIKey, error) {
-	cl, err := o.Client()
-	if err != nil {
-		return nil, err
-	}
-	list := &keymintv1alpha1.APIKeyList{}
-	err = cl.List(ctx, list)
-	if apierrors.IsForbidden(err) {
-		err = cl.List(ctx, list, client.InNamespace(key.Namespace))
-	}
+	items, _, err := listAPIKeys(ctx, o, key.Namespace)
 	if err != nil {
 		return nil, err
 	}
 	var issued []keymintv1alpha1.APIKey
-	for _, k := range list.Items {
+	for _, k := range items {
 		if k.Spec.User == key.Spec.User && k.Status.Phase.Issued() {
 			issued = append(issued, k)
 		}

@@ -116,12 +116,5 @@ func stateText(key *keymintv1alpha1.APIKey) string {
 	if !key.Inactive() {
 		return string(keymintv1alpha1.StateActive)
 	}
-	text := string(keymintv1alpha1.StateInactive)
-	if key.Spec.StateChangedBy != "" {
-		text += " (set by " + key.Spec.StateChangedBy + ")"
-	}
-	if key.Spec.StateReason != "" {
-		text += ": " + key.Spec.StateReason
-	}
-	return text
+	return string(keymintv1alpha1.StateInactive) + key.StateNote()
 }

@@ -324,6 +324,18 @@ func extAuthzClient(t *testing.T) authv3.AuthorizationClient {
 	return authv3.NewAuthorizationClient(conn)
 }
 
+// checkRequest is Envoy's Check of a request to /api with headers, from a
+// route whose keymint-namespace context extension is scope (none if "").
+func checkRequest(headers map[string]string, scope string) *authv3.CheckRequest {
+	req := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{Headers: headers, Path: "/api"}},
+	}}
+	if scope != "" {
+		req.Attributes.ContextExtensions = map[string]string{verify.ContextExtensionNamespace: scope}
+	}
+	return req
+}
+
 // TestVerifyOverGRPC: Envoy's Check, through a real gRPC client on the
 // go-control-plane types.
 func TestVerifyOverGRPC(t *testing.T) {
@@ -333,13 +345,7 @@ func TestVerifyOverGRPC(t *testing.T) {
 	valid := issue(t, ns, "grpc", "frank@"+ns, never())
 	authz := extAuthzClient(t)
 	check := func(headers map[string]string, scope string) *authv3.CheckResponse {
-		req := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
-			Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{Headers: headers, Path: "/api"}},
-		}}
-		if scope != "" {
-			req.Attributes.ContextExtensions = map[string]string{verify.ContextExtensionNamespace: scope}
-		}
-		resp, err := authz.Check(ctx, req)
+		resp, err := authz.Check(ctx, checkRequest(headers, scope))
 		g.Expect(err).NotTo(HaveOccurred())
 		return resp
 	}
@@ -412,10 +418,7 @@ func TestAnInactiveKeyIsRefusedAndBackWithinASecond(t *testing.T) {
 	k := issue(t, ns, "switched", "hana@"+ns, never())
 	authz := extAuthzClient(t)
 	grpcSays := func(g Gomega) (codes.Code, string) {
-		resp, err := authz.Check(ctx, &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
-			Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
-				Headers: map[string]string{"x-api-key": k.value}, Path: "/api"}},
-		}})
+		resp, err := authz.Check(ctx, checkRequest(map[string]string{"x-api-key": k.value}, ""))
 		g.Expect(err).NotTo(HaveOccurred())
 		return codes.Code(resp.GetStatus().GetCode()), resp.GetDeniedResponse().GetBody()
 	}
