@@ -93,6 +93,10 @@ CHAOS_FLAGS ?=
 chaos: controlplane ## The full chaos run (see docs/operations.md, "Failure and chaos"): SIGKILLs, two managers, API server outages of 30, 90 and 120 s.
 	go run ./hack/chaos $(CHAOS_FLAGS)
 
+.PHONY: e2e
+e2e: manifests ## keymint installed with its Helm chart on a one-node cluster (kubelet, containerd) in a network namespace, and test/e2e against it. As root; see docs/e2e.md.
+	hack/e2e/run.sh
+
 BENCH_FLAGS ?=
 .PHONY: bench
 bench: manifests controlplane build ## Measure keymint against the API server's floor (see docs/performance.md).
@@ -165,7 +169,7 @@ controlplane: ## Build kube-apiserver, etcd and kubectl from Go modules into bin
 
 .PHONY: nginx
 nginx: ## Install Debian's nginx (the gateway test's) when missing, as root; otherwise say in one line what to install.
-	@hack/need-nginx.sh
+	@hack/need-packages.sh "the gateway test (make test)" nginx=nginx
 
 .PHONY: kustomize helm
 kustomize: $(KUSTOMIZE) ## Build kustomize from the Go module proxy into bin/.

@@ -83,6 +83,27 @@ func TestSelfServiceIsEnforcedByTheAPIServer(t *testing.T) {
 	g.Expect(apierrors.IsForbidden(err)).To(BeTrue(), "want Forbidden, got %v", err)
 }
 
+// TestANamespaceBeingDeletedTakesItsKeys: the namespace controller, which
+// holds no delegate verb, deletes the APIKeys of a namespace being deleted
+// (make e2e found namespaces stuck in Terminating before the policy let it);
+// before the namespace is deleted, the same identity may not.
+func TestANamespaceBeingDeletedTakesItsKeys(t *testing.T) {
+	testenv.RequireControlPlane(t)
+	g := NewWithT(t)
+	ns := newRestrictedNamespace(t)
+	alice := userIn(ns, "alice")
+	bind(t, ns, "alice-keys", "keymint-user", userSubject(alice))
+	key := newKey(ns, "alice-key", alice, never())
+	g.Expect(clientAs(t, alice).Create(ctx, key)).To(Succeed())
+	// Its bootstrap ClusterRole lets it delete everything in a namespace.
+	nsController := clientAs(t, "system:serviceaccount:kube-system:namespace-controller")
+	err := nsController.Delete(ctx, key)
+	g.Expect(apierrors.IsForbidden(err)).To(BeTrue(), "want Forbidden, got %v", err)
+
+	g.Expect(k8sClient.Delete(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})).To(Succeed())
+	g.Eventually(func() error { return nsController.Delete(ctx, key) }).WithTimeout(10 * time.Second).Should(Succeed())
+}
+
 // TestAdministratorsNeverReadKeys: an identity bound only to keymint-admin
 // lists, reads and deletes every APIKey and sees keyID and keyHash, but
 // every read of Secrets is forbidden and nothing it can read holds a key.

@@ -1,0 +1,115 @@
+//go:build e2e
+
+// Package e2e runs keymint as its users do: installed with the Helm chart,
+// as Pods a kubelet starts, on the one-node cluster of hack/e2e/cluster.sh.
+// `make e2e` brings the cluster up, runs these tests inside its network
+// namespace and tears it down; they cannot run anywhere else.
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/keymint/keymint/internal/app"
+)
+
+const (
+	// systemNamespace is where the chart installs keymint.
+	systemNamespace = "keymint-system"
+	// image is the manager's image, built from this repository by hack/e2e/images.sh.
+	imageRepository = "keymint.io/e2e/keymint"
+	imageTag        = "dev"
+)
+
+var (
+	// cfg and admin are the cluster operator's (system:masters): they
+	// install the chart and set the scene. keymint itself runs as the
+	// chart's ServiceAccount, and users act through impersonation.
+	cfg   *rest.Config
+	admin client.Client
+	// repo is the repository's root, for the chart and bin/.
+	repo string
+)
+
+func TestMain(m *testing.M) {
+	if err := setUp(); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		os.Exit(1)
+	}
+	os.Exit(m.Run())
+}
+
+func setUp() error {
+	if os.Getenv("KEYMINT_E2E") != "1" {
+		return fmt.Errorf("these tests run on make e2e's cluster: run make e2e")
+	}
+	_, file, _, _ := runtime.Caller(0)
+	repo = filepath.Join(filepath.Dir(file), "..", "..")
+	log.SetLogger(logr.Discard())
+	var err error
+	if cfg, err = clientcmd.BuildConfigFromFlags("", os.Getenv("KUBECONFIG")); err != nil {
+		return err
+	}
+	cfg.QPS, cfg.Burst = 50, 100
+	if admin, err = client.New(cfg, client.Options{Scheme: app.Scheme}); err != nil {
+		return err
+	}
+	start := time.Now()
+	helm := exec.Command(filepath.Join(repo, "bin", "helm"), "upgrade", "--install", "keymint",
+		filepath.Join(repo, "charts", "keymint"), "--namespace", systemNamespace, "--create-namespace",
+		"--set", "image.repository="+imageRepository, "--set", "image.tag="+imageTag, "--set", "image.pullPolicy=Never",
+		"--wait", "--timeout", "3m")
+	helm.Stdout, helm.Stderr = os.Stderr, os.Stderr
+	if err := helm.Run(); err != nil {
+		return fmt.Errorf("helm install: %w", err)
+	}
+	fmt.Fprintf(os.Stderr, "e2e: the chart is installed and its Deployment Ready after %s\n", time.Since(start).Round(100*time.Millisecond))
+	return nil
+}
+
+// as returns a client that acts as user (impersonated by the operator).
+func as(t *testing.T, user string, groups ...string) client.Client {
+	t.Helper()
+	c := rest.CopyConfig(cfg)
+	c.Impersonate = rest.ImpersonationConfig{UserName: user, Groups: append(groups, "system:authenticated")}
+	cl, err := client.New(c, client.Options{Scheme: app.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cl
+}
+
+// newNamespace makes a namespace where user may hold keys (keymint-user),
+// deleted when the test ends.
+func newNamespace(t *testing.T, name, user string) {
+	t.Helper()
+	ctx := context.Background()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	if err := admin.Create(ctx, ns); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = admin.Delete(context.Background(), ns) })
+	rb := &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Namespace: name, Name: "keymint-user-" + user},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "keymint-user"},
+		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: user}},
+	}
+	if err := admin.Create(ctx, rb); err != nil {
+		t.Fatal(err)
+	}
+}
