@@ -9,6 +9,7 @@
 #   cluster.sh up       start it (state in $E2E_DIR), wait for the node to be Ready
 #   cluster.sh down     stop it and remove every process, mount, cgroup and the namespace
 #   cluster.sh exec CMD run CMD inside the namespace (kubectl, helm, the tests)
+#   cluster.sh restart-apiserver [FLAG...]  kube-apiserver again, with FLAGs added
 #
 # Needs root, bin/k8s (make controlplane) and bin/node (hack/e2e/build.sh).
 set -euo pipefail
@@ -156,6 +157,20 @@ serializeImagePulls: false
 EOF
 }
 
+# start_apiserver [FLAG...]: kube-apiserver, with FLAGs added, until it is ready.
+start_apiserver() {
+	local p=$E2E_DIR/pki
+	start kube-apiserver "$K8S/kube-apiserver" --etcd-servers=http://127.0.0.1:2379 \
+		--bind-address=$NODE_IP --advertise-address=$NODE_IP --secure-port=6443 --cert-dir="$p" \
+		--tls-cert-file="$p/apiserver.crt" --tls-private-key-file="$p/apiserver.key" --client-ca-file="$p/ca.crt" \
+		--service-account-issuer=https://kubernetes.default.svc --service-account-key-file="$p/sa.pub" \
+		--service-account-signing-key-file="$p/sa.key" --service-cluster-ip-range=$SERVICE_CIDR \
+		--authorization-mode=Node,RBAC --allow-privileged=true \
+		--kubelet-client-certificate="$p/apiserver-kubelet-client.crt" --kubelet-client-key="$p/apiserver-kubelet-client.key" \
+		--kubelet-certificate-authority="$p/ca.crt" --kubelet-preferred-address-types=InternalIP "$@"
+	wait_for kube-apiserver 60 kubectl get --raw /readyz
+}
+
 up() {
 	[[ $(id -u) == 0 ]] || { echo "make e2e needs root (network namespaces, a kubelet, containerd)" >&2; exit 1; }
 	if [[ -e /run/netns/$NETNS ]]; then
@@ -185,15 +200,7 @@ up() {
 	local p=$E2E_DIR/pki
 	start etcd "$K8S/etcd" --data-dir "$E2E_DIR/etcd" --listen-client-urls http://127.0.0.1:2379 \
 		--advertise-client-urls http://127.0.0.1:2379 --listen-peer-urls http://127.0.0.1:2380
-	start kube-apiserver "$K8S/kube-apiserver" --etcd-servers=http://127.0.0.1:2379 \
-		--bind-address=$NODE_IP --advertise-address=$NODE_IP --secure-port=6443 --cert-dir="$p" \
-		--tls-cert-file="$p/apiserver.crt" --tls-private-key-file="$p/apiserver.key" --client-ca-file="$p/ca.crt" \
-		--service-account-issuer=https://kubernetes.default.svc --service-account-key-file="$p/sa.pub" \
-		--service-account-signing-key-file="$p/sa.key" --service-cluster-ip-range=$SERVICE_CIDR \
-		--authorization-mode=Node,RBAC --allow-privileged=true \
-		--kubelet-client-certificate="$p/apiserver-kubelet-client.crt" --kubelet-client-key="$p/apiserver-kubelet-client.key" \
-		--kubelet-certificate-authority="$p/ca.crt" --kubelet-preferred-address-types=InternalIP
-	wait_for kube-apiserver 60 kubectl get --raw /readyz
+	start_apiserver
 	echo "e2e: kube-apiserver ready after $SECONDS s" >&2
 
 	start containerd env PATH="$NODE_BIN:$PATH" "$NODE_BIN/containerd" --config "$E2E_DIR/containerd/config.toml"
@@ -245,6 +252,7 @@ kill_leftovers() {
 	local procs
 	for procs in /sys/fs/cgroup/*/kubepods/ /sys/fs/cgroup/kubepods/; do
 		[[ -d $procs ]] || continue
+		# shellcheck disable=SC2038 # xargs reads the PIDs in the files, not file names
 		find "$procs" -name cgroup.procs -exec cat {} + 2>/dev/null | xargs -r kill -KILL 2>/dev/null || true
 	done
 }
@@ -272,7 +280,9 @@ down() {
 	fi
 	local h
 	for h in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods; do
-		[[ -d $h ]] && find "$h" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+		if [[ -d $h ]]; then
+			find "$h" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+		fi
 	done
 	[[ -e /run/netns/$NETNS ]] && ip netns del "$NETNS"
 	rm -rf "${E2E_DIR:?}/etcd" "$E2E_DIR/containerd/root" "$E2E_DIR/containerd/state" "$E2E_DIR/kubelet/root"
@@ -286,6 +296,13 @@ down() {
 case ${1:-} in
 up) up ;;
 down) down ;;
+restart-apiserver)
+	# restart-apiserver [FLAG...]: the same kube-apiserver with FLAGs added
+	# (a test's audit webhook), or without them again.
+	shift
+	stop kube-apiserver
+	start_apiserver "$@"
+	;;
 exec)
 	shift
 	inns "$@"

@@ -18,7 +18,7 @@ controlplane=$!
 node=$!
 make -s -C "$root" helm &
 helm=$!
-(cd "$root" && go test -c -tags e2e -o bin/e2e.test ./test/e2e) &
+(cd "$root" && go test -c -tags e2e -o bin/e2e.test ./test/e2e && go build -o bin/kubectl-apikey ./cmd/kubectl-apikey) &
 tests=$!
 wait $controlplane && wait $node && wait $helm && wait $tests
 echo "e2e: built in $((SECONDS - start)) s" >&2
@@ -29,6 +29,7 @@ if [[ ${E2E_KEEP:-} != 1 ]]; then
 fi
 "$root/hack/e2e/cluster.sh" up
 cd "$root/test/e2e"
+# shellcheck disable=SC2086 # E2E_TEST_FLAGS holds several flags
 "$root/hack/e2e/cluster.sh" exec env KEYMINT_E2E=1 KUBECONFIG="$E2E_DIR/admin.kubeconfig" E2E_DIR="$E2E_DIR" \
 	"$root/bin/e2e.test" -test.v -test.timeout=20m ${E2E_TEST_FLAGS:-}
 echo "e2e: passed in $((SECONDS - start)) s" >&2

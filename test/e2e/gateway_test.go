@@ -34,10 +34,7 @@ func gateway(t *testing.T, ns string) string {
 func TestGatewayPod(t *testing.T) {
 	g := NewWithT(t)
 	ns := "e2e-gateway"
-	newNamespace(t, ns, "alice")
-	alice := as(t, "alice")
-	newKey(t, alice, ns, "alice-gw", time.Minute)
-	key, id := keyIn(t, alice, ns, "alice-gw")
+	owner, key, id := aliceKey(t, ns, "alice-gw")
 	url := "http://" + gateway(t, ns) + ":8080/"
 
 	g.Eventually(func() (int, error) {
@@ -46,7 +43,7 @@ func TestGatewayPod(t *testing.T) {
 	}).WithTimeout(30*time.Second).WithPolling(200*time.Millisecond).Should(Equal(http.StatusOK), "the gateway never let the valid key in")
 	_, ans, err := ask(url, key)
 	g.Expect(err).NotTo(HaveOccurred())
-	g.Expect(ans).To(Equal(Answer{User: "alice", KeyID: id}))
+	g.Expect(ans).To(Equal(Answer{User: alice, KeyID: id}))
 
 	code, _, err := ask(url, "km_not-a-key")
 	g.Expect(err).NotTo(HaveOccurred())
@@ -55,7 +52,7 @@ func TestGatewayPod(t *testing.T) {
 	ak := &keymintv1alpha1.APIKey{}
 	ak.Namespace, ak.Name = ns, "alice-gw"
 	deleted := time.Now()
-	g.Expect(alice.Delete(context.Background(), ak)).To(Succeed())
+	g.Expect(owner.Delete(context.Background(), ak)).To(Succeed())
 	g.Eventually(func() (int, error) {
 		code, _, err := ask(url, key)
 		return code, err

@@ -34,7 +34,7 @@ func newKey(t *testing.T, c client.Client, ns, name string, within time.Duration
 	key := &keymintv1alpha1.APIKey{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
 		Spec: keymintv1alpha1.APIKeySpec{
-			User:       "alice",
+			User:       alice,
 			Expiration: keymintv1alpha1.Expiration{Never: new(true)},
 		},
 	}
@@ -42,6 +42,18 @@ func newKey(t *testing.T, c client.Client, ns, name string, within time.Duration
 	NewWithT(t).Eventually(func() error { return c.Create(context.Background(), key) }).
 		WithTimeout(30 * time.Second).WithPolling(500 * time.Millisecond).Should(Succeed())
 	waitActive(t, c, ns, name, within)
+}
+
+// aliceKey makes namespace ns where alice holds APIKey name, issued, and
+// returns alice's client, the key and its ID, read from its Secret as
+// alice may.
+func aliceKey(t *testing.T, ns, name string) (owner client.Client, key, id string) {
+	t.Helper()
+	newNamespace(t, ns)
+	owner = asAlice(t)
+	newKey(t, owner, ns, name, time.Minute)
+	key, id = keyIn(t, owner, ns, name)
+	return owner, key, id
 }
 
 // waitActive waits until APIKey ns/name is Active.

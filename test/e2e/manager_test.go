@@ -59,16 +59,16 @@ func TestTwoReplicasAndTheKilledLeader(t *testing.T) {
 	g.Expect(old).NotTo(BeNil(), "the lease holder %q is not one of the manager Pods", holder)
 
 	ns := "e2e-failover"
-	newNamespace(t, ns, "alice")
-	alice := as(t, "alice")
-	newKey(t, alice, ns, "before", time.Minute)
+	newNamespace(t, ns)
+	owner := asAlice(t)
+	newKey(t, owner, ns, "before", time.Minute)
 
 	// A crash, not a shutdown: SIGKILL, then the Pod goes at once (its
 	// replacement has another name, so it cannot claim the old lease).
 	ctr(t, "tasks", "kill", "--signal", "SIGKILL", containerID(t, old))
 	g.Expect(admin.Delete(context.Background(), old, client.GracePeriodSeconds(0))).To(Succeed())
 	killed := time.Now()
-	newKey(t, alice, ns, "after", leaseDuration+2*retryPeriod+15*time.Second)
+	newKey(t, owner, ns, "after", leaseDuration+2*retryPeriod+15*time.Second)
 	took := time.Since(killed)
 	next := leader(t)
 	g.Expect(next).NotTo(Or(BeEmpty(), Equal(holder)))

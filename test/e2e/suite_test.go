@@ -82,11 +82,14 @@ func setUp() error {
 	return nil
 }
 
-// as returns a client that acts as user (impersonated by the operator).
-func as(t *testing.T, user string, groups ...string) client.Client {
+// alice is the user who holds keys in the tests.
+const alice = "alice"
+
+// asAlice returns a client that acts as alice (impersonated by the operator).
+func asAlice(t *testing.T) client.Client {
 	t.Helper()
 	c := rest.CopyConfig(cfg)
-	c.Impersonate = rest.ImpersonationConfig{UserName: user, Groups: append(groups, "system:authenticated")}
+	c.Impersonate = rest.ImpersonationConfig{UserName: alice, Groups: []string{"system:authenticated"}}
 	cl, err := client.New(c, client.Options{Scheme: app.Scheme})
 	if err != nil {
 		t.Fatal(err)
@@ -94,9 +97,9 @@ func as(t *testing.T, user string, groups ...string) client.Client {
 	return cl
 }
 
-// newNamespace makes a namespace where user may hold keys (keymint-user),
+// newNamespace makes a namespace where alice may hold keys (keymint-user),
 // deleted when the test ends.
-func newNamespace(t *testing.T, name, user string) {
+func newNamespace(t *testing.T, name string) {
 	t.Helper()
 	ctx := context.Background()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
@@ -105,9 +108,9 @@ func newNamespace(t *testing.T, name, user string) {
 	}
 	t.Cleanup(func() { _ = admin.Delete(context.Background(), ns) })
 	rb := &rbacv1.RoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Namespace: name, Name: "keymint-user-" + user},
+		ObjectMeta: metav1.ObjectMeta{Namespace: name, Name: "keymint-user-" + alice},
 		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "keymint-user"},
-		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: user}},
+		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: alice}},
 	}
 	if err := admin.Create(ctx, rb); err != nil {
 		t.Fatal(err)

@@ -6,13 +6,12 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
@@ -42,17 +41,12 @@ func clientStatus(podIP string) (ClientStatus, error) {
 // immutable Secret once it has mounted it: the running Pod keeps the old
 // key, which the gateway refuses, for as long as it runs (well past the
 // node's syncFrequency of 10 s). A Pod started after the reissue mounts the
-// new key, and the gateway accepts it, once no Pod of the node mounts the
-// old one: until then the kubelet serves new Pods its cached copy too.
-// (Renewal into a mutable Secret, which running Pods do see, is
-// spec.rotation's.)
+// new key, and the gateway accepts it, once the old Pod is gone. (Renewal
+// into a mutable Secret, which running Pods do see, is spec.rotation's.)
 func TestAMountedKeyAfterAReissue(t *testing.T) {
 	g := NewWithT(t)
 	ns := "e2e-workload"
-	newNamespace(t, ns, "alice")
-	alice := as(t, "alice")
-	newKey(t, alice, ns, "alice-app", time.Minute)
-	_, first := keyIn(t, alice, ns, "alice-app")
+	owner, _, first := aliceKey(t, ns, "alice-app")
 	gw := gateway(t, ns)
 	workload := func(name string) map[string]string {
 		return map[string]string{"Namespace": ns, "Name": name, "Gateway": gw, "Secret": "alice-app"}
@@ -71,7 +65,7 @@ func TestAMountedKeyAfterAReissue(t *testing.T) {
 	g.Expect(admin.Delete(context.Background(), secret)).To(Succeed())
 	var second string
 	g.Eventually(func() string {
-		_, second = keyIn(t, alice, ns, "alice-app")
+		_, second = keyIn(t, owner, ns, "alice-app")
 		return second
 	}).WithTimeout(30*time.Second).WithPolling(100*time.Millisecond).ShouldNot(Equal(first), "keymint did not reissue the key")
 	t.Logf("key reissued %s after the Secret's delete", time.Since(deleted).Round(time.Millisecond))
@@ -86,22 +80,16 @@ func TestAMountedKeyAfterAReissue(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(st.Refused[first]).To(BeNumerically(">", 0))
 	g.Expect(st.Accepted).NotTo(HaveKey(second))
-	// So does a Pod started beside it, as in a rolling update.
-	apply(t, "client.yaml", workload("surge"))
-	surge := readyPods(t, ns, map[string]string{"instance": "surge"}, 1, time.Minute)[0]
-	g.Expect(clientStatus(surge.Status.PodIP)).To(HaveField("FileKeyID", first))
-	g.Expect(admin.Delete(context.Background(), &surge, client.GracePeriodSeconds(0))).To(Succeed())
 
-	// A Pod started once the kubelet has let go of the old one (its
-	// directory on the node is gone) mounts the reissued key.
-	g.Expect(admin.Delete(context.Background(), &pod, client.GracePeriodSeconds(0))).To(Succeed())
-	for _, p := range []corev1.Pod{pod, surge} {
-		dir := filepath.Join(os.Getenv("E2E_DIR"), "kubelet", "root", "pods", string(p.UID))
-		g.Eventually(func() bool {
-			_, err := os.Stat(dir)
-			return os.IsNotExist(err)
-		}).WithTimeout(time.Minute).WithPolling(200*time.Millisecond).Should(BeTrue(), "the kubelet kept %s", dir)
-	}
+	// A Pod started once the old one is gone mounts the reissued key. It is
+	// deleted gracefully: the kubelet lets go of a Pod's Secrets when it has
+	// finished the Pod, before the API server removes it. (A Pod deleted
+	// with no grace period is removed at once, and a Pod started then, or
+	// beside a Pod that still runs, may get the node's old copy: we saw both.)
+	g.Expect(admin.Delete(context.Background(), &pod, client.GracePeriodSeconds(1))).To(Succeed())
+	g.Eventually(func() error {
+		return admin.Get(context.Background(), client.ObjectKeyFromObject(&pod), &corev1.Pod{})
+	}).WithTimeout(time.Minute).Should(MatchError(ContainSubstring("not found")), "Pod %s", pod.Name)
 	apply(t, "client.yaml", workload("restarted"))
 	pod = readyPods(t, ns, map[string]string{"instance": "restarted"}, 1, time.Minute)[0]
 	g.Eventually(func() (ClientStatus, error) {
@@ -110,4 +98,37 @@ func TestAMountedKeyAfterAReissue(t *testing.T) {
 		HaveField("FileKeyID", second),
 		HaveField("Accepted", HaveKeyWithValue(second, BeNumerically(">", 0))),
 	), "a Pod started after the reissue does not use the new key")
+}
+
+// TestAChangedSecretReachesTheMountedFile measures what renewal into the
+// same Secret will rely on: a change to a mutable Secret reaches a Pod that
+// mounts it within the kubelet's sync period (syncFrequency 10s on this
+// node, so within about 15 s; with the default of 1 minute, 72 to 84 s were
+// measured on this kind of machine).
+func TestAChangedSecretReachesTheMountedFile(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	ns := "e2e-mounted"
+	newNamespace(t, ns)
+	secret := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "mutable"},
+		StringData: map[string]string{"api-key": "not-a-key", "key-id": "one"},
+	}
+	g.Expect(admin.Create(ctx, secret)).To(Succeed())
+	// The client needs a gateway address; nothing answers there, which is fine.
+	apply(t, "client.yaml", map[string]string{"Namespace": ns, "Name": "reader", "Gateway": "127.0.0.1", "Secret": "mutable"})
+	pod := readyPods(t, ns, map[string]string{"instance": "reader"}, 1, time.Minute)[0]
+	g.Eventually(func() (ClientStatus, error) { return clientStatus(pod.Status.PodIP) }).
+		WithTimeout(10 * time.Second).Should(HaveField("FileKeyID", "one"))
+
+	var took []time.Duration
+	for _, id := range []string{"two", "three", "four"} {
+		secret.StringData = map[string]string{"key-id": id}
+		g.Expect(admin.Update(ctx, secret)).To(Succeed())
+		changed := time.Now()
+		g.Eventually(func() (ClientStatus, error) { return clientStatus(pod.Status.PodIP) }).
+			WithTimeout(30 * time.Second).WithPolling(100 * time.Millisecond).Should(HaveField("FileKeyID", id))
+		took = append(took, time.Since(changed).Round(100*time.Millisecond))
+	}
+	t.Logf("a changed Secret reached the mounted file after %v", took)
 }

@@ -1,0 +1,133 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	certutil "k8s.io/client-go/util/cert"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// helm runs the chart's helm upgrade with the test's image and sets.
+func helm(t *testing.T, wait bool, sets ...string) {
+	t.Helper()
+	args := []string{"upgrade", "keymint", filepath.Join(repo, "charts", "keymint"), "--namespace", systemNamespace, "--reuse-values"}
+	for _, s := range sets {
+		args = append(args, "--set", s)
+	}
+	if wait {
+		args = append(args, "--wait", "--timeout", "3m")
+	}
+	if out, err := exec.Command(filepath.Join(repo, "bin", "helm"), args...).CombinedOutput(); err != nil {
+		t.Fatalf("helm %v: %v\n%s", sets, err, out)
+	}
+}
+
+// restartAPIServer restarts the cluster's kube-apiserver with flags.
+func restartAPIServer(t *testing.T, flags ...string) {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(repo, "hack", "e2e", "cluster.sh"), append([]string{"restart-apiserver"}, flags...)...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("restarting kube-apiserver: %v\n%s", err, out)
+	}
+}
+
+// TestTheAuditWebhookThroughItsService: with the chart's audit option on
+// (one manager, the audit log on a PersistentVolume, Service
+// keymint-audit), kube-apiserver sends its audit batches to keymint
+// through the Service's ClusterIP, kube-proxy and the Pod network. alice
+// reading her key's Secret is recorded as Viewed, with her name, and the
+// auditor exports the record with kubectl apikey audit export.
+func TestTheAuditWebhookThroughItsService(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+
+	// The volume of the audit log: a directory of the node (no provisioner here).
+	pvDir := filepath.Join(os.Getenv("E2E_DIR"), "audit-pv")
+	g.Expect(os.MkdirAll(pvDir, 0o777)).To(Succeed())
+	g.Expect(os.Chmod(pvDir, 0o777)).To(Succeed()) // the manager runs as 65532
+	pv := &corev1.PersistentVolume{
+		ObjectMeta: metav1.ObjectMeta{Name: "keymint-audit-log"},
+		Spec: corev1.PersistentVolumeSpec{
+			Capacity:               corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("2Gi")},
+			AccessModes:            []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			PersistentVolumeSource: corev1.PersistentVolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: pvDir}},
+		},
+	}
+	g.Expect(admin.Create(ctx, pv)).To(Succeed())
+	t.Cleanup(func() { _ = admin.Delete(context.Background(), pv) })
+	secret := make([]byte, 32)
+	_, _ = rand.Read(secret)
+	token := hex.EncodeToString(secret)
+	g.Expect(admin.Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: systemNamespace, Name: "keymint-audit-webhook"},
+		StringData: map[string]string{"token": token},
+	})).To(Succeed())
+
+	helm(t, false, "audit.enabled=true")
+	t.Cleanup(func() {
+		helm(t, true, "audit.enabled=false")
+		for _, o := range []client.Object{
+			&corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Namespace: systemNamespace, Name: "keymint-audit-log"}},
+			&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: systemNamespace, Name: "keymint-audit-tls"}},
+			&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: systemNamespace, Name: "keymint-audit-webhook"}},
+		} {
+			_ = admin.Delete(context.Background(), o)
+		}
+	})
+	// The serving certificate names the Service and its ClusterIP, which
+	// exists once the chart has made the Service.
+	ip := clusterIP(t, systemNamespace, "keymint-audit")
+	certPEM, keyPEM, err := certutil.GenerateSelfSignedCertKey("keymint-audit.keymint-system.svc", []net.IP{net.ParseIP(ip)}, nil)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(admin.Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: systemNamespace, Name: "keymint-audit-tls"},
+		Type:       corev1.SecretTypeTLS,
+		Data:       map[string][]byte{corev1.TLSCertKey: certPEM, corev1.TLSPrivateKeyKey: keyPEM},
+	})).To(Succeed())
+	ca := filepath.Join(dir, "ca.crt")
+	g.Expect(os.WriteFile(ca, certPEM, 0o600)).To(Succeed())
+	readyPods(t, systemNamespace, managerPods, 1, 2*time.Minute)
+
+	kubeconfig := filepath.Join(dir, "audit-webhook.kubeconfig")
+	g.Expect(clientcmd.WriteToFile(clientcmdapi.Config{
+		Clusters:       map[string]*clientcmdapi.Cluster{"keymint-audit": {Server: "https://" + ip + ":9443/audit/events", CertificateAuthorityData: certPEM}},
+		AuthInfos:      map[string]*clientcmdapi.AuthInfo{"kube-apiserver": {Token: token}},
+		Contexts:       map[string]*clientcmdapi.Context{"keymint-audit": {Cluster: "keymint-audit", AuthInfo: "kube-apiserver"}},
+		CurrentContext: "keymint-audit",
+	}, kubeconfig)).To(Succeed())
+	restartAPIServer(t, "--audit-policy-file="+filepath.Join(repo, "config", "audit", "policy.yaml"),
+		"--audit-webhook-config-file="+kubeconfig, "--audit-webhook-batch-max-wait=1s", "--audit-webhook-initial-backoff=1s")
+	t.Cleanup(func() { restartAPIServer(t) })
+
+	ns := "e2e-audit"
+	aliceKey(t, ns, "alice-audited") // alice reads her key: a view
+
+	tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: new(int64(600))}}
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: systemNamespace, Name: "auditor"}}
+	g.Expect(admin.SubResource("token").Create(ctx, sa, tr)).To(Succeed())
+	g.Eventually(func() (string, error) {
+		out, err := exec.Command(filepath.Join(repo, "bin", "kubectl-apikey"), "audit", "export", "-n", ns,
+			"--action", "Viewed", "--key", "alice-audited", "--audit-server", "https://"+ip+":9443",
+			"--audit-certificate-authority", ca, "--token", tr.Status.Token).CombinedOutput()
+		return string(out), err
+	}).WithTimeout(time.Minute).WithPolling(time.Second).Should(And(
+		ContainSubstring(`"action":"Viewed"`), ContainSubstring(`"username":"alice"`)), "alice's view was not recorded")
+}
