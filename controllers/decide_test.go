@@ -234,7 +234,7 @@ func TestTransitions(t *testing.T) {
 		want          []transition
 	}{
 		{"first issue", nil, issued("kid_1"), []transition{{eventType: corev1.EventTypeNormal, reason: keymintv1alpha1.ReasonIssued, note: "key kid_1 issued for user alice in Secret k, expires 2026-03-31T12:00:00Z"}}},
-		{"reissue", issued("kid_1"), issued("kid_2"), []transition{{eventType: corev1.EventTypeNormal, reason: keymintv1alpha1.ReasonReissued, note: "key kid_2 issued for user alice in Secret k, expires 2026-03-31T12:00:00Z"}}},
+		{"reissue", issued("kid_1"), issued("kid_2"), []transition{{eventType: corev1.EventTypeNormal, reason: keymintv1alpha1.ReasonReissued, note: "key kid_2 issued for user alice in Secret k, expires 2026-03-31T12:00:00Z; Pods that mount the Secret keep the previous key until they are replaced"}}},
 		{"still active", issued("kid_1"), issued("kid_1"), nil},
 		{"expired", issued("kid_1"), func(k *keymintv1alpha1.APIKey) { setExpired(k, now, &now, "m") },
 			[]transition{{eventType: corev1.EventTypeNormal, reason: keymintv1alpha1.ReasonExpired, note: "key kid_1 of user alice expired at 2026-03-01T12:00:00Z"}}},

@@ -42,8 +42,10 @@ func transitions(before *keymintv1alpha1.APIKeyStatus, after *keymintv1alpha1.AP
 	var out []transition
 	switch {
 	case st.Phase.Issued() && st.KeyID != before.KeyID:
-		out = append(out, transition{eventType: corev1.EventTypeNormal, reason: issueEvent(before.KeyID, st.KeyID),
-			note: fmt.Sprintf("key %s issued for user %s in Secret %s, %s%s", st.KeyID, after.Spec.User, st.SecretName, expiryText(after.KnownExpiry()), inactiveText(st.Phase))})
+		reason := issueEvent(before.KeyID, st.KeyID)
+		out = append(out, transition{eventType: corev1.EventTypeNormal, reason: reason,
+			note: fmt.Sprintf("key %s issued for user %s in Secret %s, %s%s%s", st.KeyID, after.Spec.User, st.SecretName,
+				expiryText(after.KnownExpiry()), inactiveText(st.Phase), reissueText(reason))})
 	case st.Phase == keymintv1alpha1.PhaseInactive && before.Phase == keymintv1alpha1.PhaseActive:
 		out = append(out, switched(after, keymintv1alpha1.ReasonDeactivated, "deactivated"))
 	case st.Phase == keymintv1alpha1.PhaseActive && before.Phase == keymintv1alpha1.PhaseInactive:
@@ -101,6 +103,16 @@ func switched(key *keymintv1alpha1.APIKey, reason, how string) transition {
 func inactiveText(phase keymintv1alpha1.Phase) string {
 	if phase == keymintv1alpha1.PhaseInactive {
 		return "; it is inactive (spec.state) until switched on"
+	}
+	return ""
+}
+
+// reissueText warns that a reissue does not reach running Pods: the Secret
+// is immutable, and the kubelet does not refresh what it mounted of it
+// (make e2e, TestAMountedKeyAfterAReissue).
+func reissueText(reason string) string {
+	if reason == keymintv1alpha1.ReasonReissued {
+		return "; Pods that mount the Secret keep the previous key until they are replaced"
 	}
 	return ""
 }

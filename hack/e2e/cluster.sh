@@ -23,6 +23,7 @@ NODE=keymint-e2e
 NODE_IP=10.99.0.1
 POD_CIDR=10.88.0.0/24
 SERVICE_CIDR=10.0.0.0/24
+CGROUP_ROOT=keymint-e2e
 export KUBECONFIG=$E2E_DIR/admin.kubeconfig
 
 inns() { nsenter --net="/run/netns/$NETNS" "$@"; }
@@ -150,6 +151,9 @@ failSwapOn: false
 syncFrequency: 10s
 resolvConf: ""
 clusterDomain: cluster.local
+# The Pods' cgroups under a root of their own, which down removes: never
+# another kubelet's kubepods.
+cgroupRoot: /$CGROUP_ROOT
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 evictionHard: {}
@@ -218,6 +222,10 @@ up() {
 	start kube-proxy "$NODE_BIN/kube-proxy" --kubeconfig="$E2E_DIR/proxy.kubeconfig" --hostname-override=$NODE \
 		--proxy-mode=iptables --cluster-cidr=$POD_CIDR --conntrack-max-per-core=0 \
 		--metrics-bind-address=127.0.0.1:10249 --healthz-bind-address=127.0.0.1:10256
+	local h
+	for h in /sys/fs/cgroup/*/; do
+		mkdir -p "$h$CGROUP_ROOT"
+	done
 	start kubelet env PATH="$NODE_BIN:$PATH" "$NODE_BIN/kubelet" --config="$E2E_DIR/kubelet/config.yaml" \
 		--kubeconfig="$E2E_DIR/kubelet.kubeconfig" --root-dir="$E2E_DIR/kubelet/root" \
 		--hostname-override=$NODE --node-ip=$NODE_IP --cert-dir="$E2E_DIR/kubelet/pki"
@@ -242,7 +250,7 @@ stop() {
 }
 
 # kill_leftovers: SIGKILL every process whose binary is in bin/node (the
-# runc shims outlive containerd) or that runs in the pods' cgroups.
+# runc shims outlive containerd) or that runs in the Pods' cgroups.
 kill_leftovers() {
 	local p exe
 	for p in /proc/[0-9]*; do
@@ -250,7 +258,7 @@ kill_leftovers() {
 		case $exe in "$NODE_BIN"/*) kill -KILL "${p#/proc/}" 2>/dev/null || true ;; esac
 	done
 	local procs
-	for procs in /sys/fs/cgroup/*/kubepods/ /sys/fs/cgroup/kubepods/; do
+	for procs in /sys/fs/cgroup/*/"$CGROUP_ROOT"/; do
 		[[ -d $procs ]] || continue
 		# shellcheck disable=SC2038 # xargs reads the PIDs in the files, not file names
 		find "$procs" -name cgroup.procs -exec cat {} + 2>/dev/null | xargs -r kill -KILL 2>/dev/null || true
@@ -279,7 +287,7 @@ down() {
 		done
 	fi
 	local h
-	for h in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods; do
+	for h in /sys/fs/cgroup/*/"$CGROUP_ROOT"; do
 		if [[ -d $h ]]; then
 			find "$h" -depth -type d -exec rmdir {} \; 2>/dev/null || true
 		fi
@@ -288,8 +296,8 @@ down() {
 	rm -rf "${E2E_DIR:?}/etcd" "$E2E_DIR/containerd/root" "$E2E_DIR/containerd/state" "$E2E_DIR/kubelet/root"
 	local mounts cgroups
 	mounts=$(grep -c " $E2E_DIR/" /proc/self/mountinfo || true)
-	cgroups=$(find /sys/fs/cgroup -maxdepth 2 -name kubepods 2>/dev/null | wc -l)
-	echo "e2e: down (left behind: $mounts mounts, $cgroups kubepods cgroups; logs in $E2E_DIR/logs)" >&2
+	cgroups=$(find /sys/fs/cgroup -maxdepth 2 -name "$CGROUP_ROOT" 2>/dev/null | wc -l)
+	echo "e2e: down (left behind: $mounts mounts, $cgroups cgroups; logs in $E2E_DIR/logs)" >&2
 	((mounts == 0 && cgroups == 0))
 }
 
