@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -142,4 +143,58 @@ func TestTheManagerRunsWithTheChartsRBAC(t *testing.T) {
 		g.Expect(c.LivenessProbe).NotTo(BeNil())
 		g.Expect(c.ReadinessProbe).NotTo(BeNil())
 	}
+}
+
+// TestTheKubeletsProbesTakeAStoppedManagerOut: the manager that does not
+// lead is stopped (SIGSTOP: it holds its sockets open and answers nothing).
+// The kubelet's readiness probe (/readyz) takes it out of keymint-verify's
+// endpoints, and the gateway keeps accepting keys through the other
+// manager; its liveness probe (/healthz) then has the container restarted,
+// and the Pod is Ready again.
+func TestTheKubeletsProbesTakeAStoppedManagerOut(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	pods := readyPods(t, systemNamespace, managerPods, 2, 2*time.Minute)
+	g.Eventually(func() string { return leader(t) }).WithTimeout(2 * leaseDuration).ShouldNot(BeEmpty())
+	var stopped *corev1.Pod
+	for i := range pods {
+		if pods[i].Name != leader(t) {
+			stopped = &pods[i]
+		}
+	}
+	g.Expect(stopped).NotTo(BeNil())
+	restarts := stopped.Status.ContainerStatuses[0].RestartCount
+
+	ns := "e2e-probes"
+	_, key, _ := aliceKey(t, ns, "alice-probes")
+	url := "http://" + gateway(t, ns) + ":8080/"
+
+	ctr(t, "tasks", "kill", "--signal", "SIGSTOP", containerID(t, stopped))
+	since := time.Now()
+	pod := &corev1.Pod{}
+	g.Eventually(func() (bool, error) {
+		err := admin.Get(ctx, client.ObjectKeyFromObject(stopped), pod)
+		return podReady(pod), err
+	}).WithTimeout(time.Minute).WithPolling(200*time.Millisecond).Should(BeFalse(), "the stopped manager stayed Ready")
+	t.Logf("the stopped manager was not Ready %s after SIGSTOP", time.Since(since).Round(100*time.Millisecond))
+	// kube-proxy follows the endpoints: every request goes to the other manager.
+	g.Eventually(func() (int, error) {
+		code, _, err := ask(url, key)
+		return code, err
+	}).WithTimeout(10 * time.Second).Should(Equal(http.StatusOK))
+	for range 20 {
+		code, _, err := ask(url, key)
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(code).To(Equal(http.StatusOK))
+	}
+
+	g.Eventually(func() (int32, error) {
+		err := admin.Get(ctx, client.ObjectKeyFromObject(stopped), pod)
+		if err != nil || len(pod.Status.ContainerStatuses) == 0 {
+			return 0, err
+		}
+		return pod.Status.ContainerStatuses[0].RestartCount, nil
+	}).WithTimeout(2*time.Minute).WithPolling(time.Second).Should(BeNumerically(">", restarts), "the liveness probe never restarted the stopped manager")
+	t.Logf("the kubelet restarted the stopped manager %s after SIGSTOP", time.Since(since).Round(time.Second))
+	readyPods(t, systemNamespace, managerPods, 2, time.Minute)
 }
