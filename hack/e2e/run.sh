@@ -20,7 +20,11 @@ make -s -C "$root" helm &
 helm=$!
 (cd "$root" && go test -c -tags e2e -o bin/e2e.test ./test/e2e && go build -o bin/kubectl-apikey ./cmd/kubectl-apikey) &
 tests=$!
-wait $controlplane && wait $node && wait $helm && wait $tests
+status=0
+for job in $controlplane $node $helm $tests; do
+	wait "$job" || status=$?
+done
+((status == 0)) || { echo "e2e: a build failed (see above)" >&2; exit "$status"; }
 echo "e2e: built in $((SECONDS - start)) s" >&2
 
 if [[ ${E2E_KEEP:-} != 1 ]]; then
