@@ -42,9 +42,9 @@ func init() {
 // Leader election rides out an API server outage of 30 s and more: the
 // leader keeps trying to renew for 40 s before it gives up its lease.
 const (
-	leaseDuration = 60 * time.Second
-	renewDeadline = 40 * time.Second
-	retryPeriod   = 5 * time.Second
+	LeaseDuration = 60 * time.Second
+	RenewDeadline = 40 * time.Second
+	RetryPeriod   = 5 * time.Second
 	// LeaderElectionID names the leader election Lease.
 	LeaderElectionID = "keymint.io"
 )
@@ -252,7 +252,7 @@ func managerOptions(cfg *rest.Config, o *Options, d Deps) (ctrl.Options, error) 
 	if o.SecureMetrics {
 		metricsOptions.FilterProvider = filters.WithAuthenticationAndAuthorization
 	}
-	lease, renew, retry := leaseDuration, renewDeadline, retryPeriod
+	lease, renew, retry := LeaseDuration, RenewDeadline, RetryPeriod
 	opts := ctrl.Options{
 		Scheme:                  Scheme,
 		Metrics:                 metricsOptions,

@@ -24,18 +24,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
-// helm runs the chart's helm upgrade with the test's image and sets.
-func helm(t *testing.T, wait bool, sets ...string) {
+// setChart changes the release's values (helm upgrade --reuse-values --set).
+func setChart(t *testing.T, wait bool, set string) {
 	t.Helper()
-	args := []string{"upgrade", "keymint", filepath.Join(repo, "charts", "keymint"), "--namespace", systemNamespace, "--reuse-values"}
-	for _, s := range sets {
-		args = append(args, "--set", s)
-	}
-	if wait {
-		args = append(args, "--wait", "--timeout", "3m")
-	}
-	if out, err := exec.Command(filepath.Join(repo, "bin", "helm"), args...).CombinedOutput(); err != nil {
-		t.Fatalf("helm %v: %v\n%s", sets, err, out)
+	if out, err := helm(wait, "--reuse-values", "--set", set); err != nil {
+		t.Fatalf("helm --set %s: %v\n%s", set, err, out)
 	}
 }
 
@@ -81,9 +74,9 @@ func TestTheAuditWebhookThroughItsService(t *testing.T) {
 		StringData: map[string]string{"token": token},
 	})).To(Succeed())
 
-	helm(t, false, "audit.enabled=true")
+	setChart(t, false, "audit.enabled=true")
 	t.Cleanup(func() {
-		helm(t, true, "audit.enabled=false")
+		setChart(t, true, "audit.enabled=false")
 		for _, o := range []client.Object{
 			&corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Namespace: systemNamespace, Name: "keymint-audit-log"}},
 			&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: systemNamespace, Name: "keymint-audit-tls"}},

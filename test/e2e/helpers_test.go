@@ -110,25 +110,20 @@ func apply(t *testing.T, file string, data any) {
 // kubelet's readiness probes passed) and returns them.
 func readyPods(t *testing.T, ns string, labels map[string]string, n int, within time.Duration) []corev1.Pod {
 	t.Helper()
-	var pods corev1.PodList
+	var ready []corev1.Pod
 	NewWithT(t).Eventually(func() (int, error) {
+		var pods corev1.PodList
 		if err := admin.List(context.Background(), &pods, client.InNamespace(ns), client.MatchingLabels(labels)); err != nil {
 			return 0, err
 		}
-		ready := 0
+		ready = ready[:0]
 		for _, p := range pods.Items {
 			if p.DeletionTimestamp == nil && podReady(&p) {
-				ready++
+				ready = append(ready, p)
 			}
 		}
-		return ready, nil
+		return len(ready), nil
 	}).WithTimeout(within).WithPolling(200*time.Millisecond).Should(Equal(n), "Ready Pods %v in %s", labels, ns)
-	var ready []corev1.Pod
-	for _, p := range pods.Items {
-		if p.DeletionTimestamp == nil && podReady(&p) {
-			ready = append(ready, p)
-		}
-	}
 	return ready
 }
 

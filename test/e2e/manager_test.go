@@ -22,13 +22,6 @@ import (
 // managerPods are the chart's manager Pods.
 var managerPods = map[string]string{"app.kubernetes.io/name": "keymint", "app.kubernetes.io/component": "manager"}
 
-// Leader election as the manager runs it (internal/app): a lease of 60 s,
-// tried every 5 s.
-const (
-	leaseDuration = 60 * time.Second
-	retryPeriod   = 5 * time.Second
-)
-
 func leader(t *testing.T) string {
 	t.Helper()
 	lease := &coordinationv1.Lease{}
@@ -50,7 +43,7 @@ func TestTwoReplicasAndTheKilledLeader(t *testing.T) {
 	g := NewWithT(t)
 	pods := readyPods(t, systemNamespace, managerPods, 2, 2*time.Minute)
 	var old *corev1.Pod
-	g.Eventually(func() string { return leader(t) }).WithTimeout(2 * leaseDuration).ShouldNot(BeEmpty())
+	g.Eventually(func() string { return leader(t) }).WithTimeout(2 * app.LeaseDuration).ShouldNot(BeEmpty())
 	holder := leader(t)
 	for i := range pods {
 		if pods[i].Name == holder {
@@ -69,11 +62,11 @@ func TestTwoReplicasAndTheKilledLeader(t *testing.T) {
 	ctr(t, "tasks", "kill", "--signal", "SIGKILL", containerID(t, old))
 	g.Expect(admin.Delete(context.Background(), old, client.GracePeriodSeconds(0))).To(Succeed())
 	killed := time.Now()
-	newKey(t, owner, ns, "after", leaseDuration+2*retryPeriod+15*time.Second)
+	newKey(t, owner, ns, "after", app.LeaseDuration+2*app.RetryPeriod+15*time.Second)
 	took := time.Since(killed)
 	next := leader(t)
 	g.Expect(next).NotTo(Or(BeEmpty(), Equal(holder)))
-	t.Logf("leader %s killed; %s issued the next key %s later (lease %s)", holder, next, took.Round(100*time.Millisecond), leaseDuration)
+	t.Logf("leader %s killed; %s issued the next key %s later (lease %s)", holder, next, took.Round(100*time.Millisecond), app.LeaseDuration)
 	// The Deployment is whole again: two Ready managers.
 	readyPods(t, systemNamespace, managerPods, 2, 2*time.Minute)
 }
@@ -155,7 +148,7 @@ func TestTheKubeletsProbesTakeAStoppedManagerOut(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
 	pods := readyPods(t, systemNamespace, managerPods, 2, 2*time.Minute)
-	g.Eventually(func() string { return leader(t) }).WithTimeout(2 * leaseDuration).ShouldNot(BeEmpty())
+	g.Eventually(func() string { return leader(t) }).WithTimeout(2 * app.LeaseDuration).ShouldNot(BeEmpty())
 	var stopped *corev1.Pod
 	for i := range pods {
 		if pods[i].Name != leader(t) {

@@ -70,16 +70,22 @@ func setUp() error {
 		return err
 	}
 	start := time.Now()
-	helm := exec.Command(filepath.Join(repo, "bin", "helm"), "upgrade", "--install", "keymint",
-		filepath.Join(repo, "charts", "keymint"), "--namespace", systemNamespace, "--create-namespace",
-		"--set", "image.repository="+imageRepository, "--set", "image.tag="+imageTag, "--set", "image.pullPolicy=Never",
-		"--wait", "--timeout", "3m")
-	helm.Stdout, helm.Stderr = os.Stderr, os.Stderr
-	if err := helm.Run(); err != nil {
-		return fmt.Errorf("helm install: %w", err)
+	if out, err := helm(true, "--install", "--create-namespace", "--set", "image.repository="+imageRepository,
+		"--set", "image.tag="+imageTag, "--set", "image.pullPolicy=Never"); err != nil {
+		return fmt.Errorf("helm install: %w\n%s", err, out)
 	}
 	fmt.Fprintf(os.Stderr, "e2e: the chart is installed and its Deployment Ready after %s\n", time.Since(start).Round(100*time.Millisecond))
 	return nil
+}
+
+// helm runs helm upgrade of the chart's release with args, waiting for it
+// to be Ready when wait is set.
+func helm(wait bool, args ...string) ([]byte, error) {
+	args = append([]string{"upgrade", "keymint", filepath.Join(repo, "charts", "keymint"), "--namespace", systemNamespace}, args...)
+	if wait {
+		args = append(args, "--wait", "--timeout", "3m")
+	}
+	return exec.Command(filepath.Join(repo, "bin", "helm"), args...).CombinedOutput()
 }
 
 // alice is the user who holds keys in the tests.
