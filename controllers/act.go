@@ -51,6 +51,12 @@ func (p *keyPass) act(ctx context.Context, plan Plan) error {
 		return p.claim(ctx)
 	case ActIssue:
 		return p.issue(ctx)
+	case ActRenew:
+		return p.renew(ctx, plan)
+	case ActBlockRotation:
+		return p.blockRotation(ctx, plan.Message)
+	case ActRetire:
+		return p.retire(ctx)
 	}
 	return nil
 }
@@ -170,7 +176,12 @@ func (p *keyPass) issue(ctx context.Context) error {
 			return err
 		}
 	}
+	if p.key.Status.KeyID != in.KeyID {
+		// A reissue revokes the previous key with the current one.
+		p.key.Status.PreviousKey = nil
+	}
 	setActive(p.key, p.now, name, in)
+	setRotation(p.key, p.now)
 	setExpiringSoon(p.key, p.now, p.ExpiryWarning)
 	return nil
 }

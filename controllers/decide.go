@@ -33,6 +33,15 @@ const (
 	ActClaim Action = "Claim"
 	// ActIssue mints or adopts the Secret of a key holding a slot.
 	ActIssue Action = "Issue"
+	// ActRenew mints the successor of an issued key into its Secret; the
+	// previous key works on for the plan's grace, in a second slot.
+	ActRenew Action = "Renew"
+	// ActBlockRotation records a renewal that waits for a slot; the key
+	// stays issued.
+	ActBlockRotation Action = "BlockRotation"
+	// ActRetire retires a previous key at its expiry and frees the slots
+	// the key holds beyond what it needs.
+	ActRetire Action = "Retire"
 )
 
 // Plan is what decide chose for a key.
@@ -45,6 +54,12 @@ type Plan struct {
 	Reason, Message string
 	// Reclaim are slots whose holder is gone, freed before the action.
 	Reclaim []coordinationv1.Lease
+	// Grace is how long a renewal's previous key keeps working (none: it
+	// is revoked at once); Scheduled renewals keep it until its own
+	// expiry. Request is the rotation request a renewal acts on.
+	Grace     time.Duration
+	Scheduled bool
+	Request   string
 }
 
 // check is one link of the chain: it decides, or passes (ok false).
@@ -62,6 +77,10 @@ var chain = []check{
 	{"AccessDeniedOrRemoved", accessDeniedOrRemoved},
 	{"SecretConflict", secretConflict},
 	{"NoSlotOrNotYourTurn", noSlotOrNotYourTurn},
+	{"PreviousKeyDue", previousKeyDue},
+	{"RotationRequested", rotationRequested},
+	{"RenewalDue", renewalDue},
+	{"SurplusSlots", surplusSlots},
 	{"ClaimMintOrAdopt", claimMintOrAdopt},
 }
 
@@ -145,7 +164,8 @@ func invalidAt(key *keymintv1alpha1.APIKey) bool {
 }
 
 // noSlotOrNotYourTurn: a key without a slot waits while its user's slots
-// are all held, or while older keys of the user wait ahead of it.
+// are all held, or while older keys of the user, or renewals, wait ahead
+// of it.
 func noSlotOrNotYourTurn(in *Input) (Plan, bool) {
 	if slots.HeldBy(in.Slots, in.Key) {
 		return Plan{}, false

@@ -84,8 +84,9 @@ func (r *APIKeyReconciler) slotEvents() handler.TypedFuncs[client.Object, reconc
 // not being deleted, with its Secret.
 func (r *APIKeyReconciler) stillActive(ctx context.Context, lease *coordinationv1.Lease, holder types.NamespacedName) bool {
 	key := &keymintv1alpha1.APIKey{}
+	// A key with a previous key frees its second slot when it retires it.
 	if err := r.Get(ctx, holder, key); err != nil || !slots.Holds(lease, key) ||
-		!key.DeletionTimestamp.IsZero() || !key.Status.Phase.Issued() {
+		!key.DeletionTimestamp.IsZero() || !key.Status.Phase.Issued() || key.Status.PreviousKey != nil {
 		return false
 	}
 	return r.Get(ctx, types.NamespacedName{Namespace: key.Namespace, Name: key.Status.SecretName}, &corev1.Secret{}) == nil
@@ -117,12 +118,14 @@ func (r *APIKeyReconciler) waitingKeysOfSlot(ctx context.Context, lease client.O
 }
 
 // specOrMetaChanged passes APIKey updates that may need work: spec, labels,
-// annotations, finalizers or deletion. The controller's own status writes
-// do not come back as another reconcile.
+// annotations, finalizers or deletion, and a use of a previous key (for
+// PreviousKeyInUse). The controller's own status writes do not come back
+// as another reconcile.
 var specOrMetaChanged = predicate.Funcs{
 	UpdateFunc: func(e event.UpdateEvent) bool {
 		o, n := e.ObjectOld, e.ObjectNew
 		return o.GetGeneration() != n.GetGeneration() ||
+			previousKeyUsed(o, n) ||
 			!maps.Equal(o.GetLabels(), n.GetLabels()) ||
 			!maps.Equal(o.GetAnnotations(), n.GetAnnotations()) ||
 			!slices.Equal(o.GetFinalizers(), n.GetFinalizers()) ||
@@ -130,10 +133,25 @@ var specOrMetaChanged = predicate.Funcs{
 	},
 }
 
-// secretCreatedOrGone passes the creation and deletion of minted Secrets:
-// minted Secrets are immutable.
+// previousKeyUsed reports whether an update recorded a use of the
+// previous key: the Usage writer does so at most once per key per
+// --last-used-interval.
+func previousKeyUsed(o, n client.Object) bool {
+	ok, okOld := o.(*keymintv1alpha1.APIKey)
+	nk, okNew := n.(*keymintv1alpha1.APIKey)
+	if !okOld || !okNew || nk.Status.PreviousKey == nil || nk.Status.PreviousKey.LastUsedAt == nil {
+		return false
+	}
+	return ok.Status.PreviousKey == nil || !nk.Status.PreviousKey.LastUsedAt.Equal(ok.Status.PreviousKey.LastUsedAt)
+}
+
+// secretCreatedOrGone passes the creation and deletion of minted Secrets,
+// and a change of what a mutable one says (its keymint.io annotations):
+// only a renewal writes one, and anything else is tampering.
 var secretCreatedOrGone = predicate.Funcs{
-	UpdateFunc:  func(event.UpdateEvent) bool { return false },
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		return !maps.Equal(e.ObjectOld.GetAnnotations(), e.ObjectNew.GetAnnotations())
+	},
 	GenericFunc: func(event.GenericEvent) bool { return false },
 }
 
@@ -156,6 +174,11 @@ func (r *APIKeyReconciler) secretEvents() handler.TypedFuncs[client.Object, reco
 		},
 		DeleteFunc: func(_ context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 			if req, _, ok := ownerOf(e.Object); ok {
+				addBehindQueuedWork(q, req)
+			}
+		},
+		UpdateFunc: func(_ context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			if req, _, ok := ownerOf(e.ObjectNew); ok {
 				addBehindQueuedWork(q, req)
 			}
 		},

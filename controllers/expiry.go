@@ -22,16 +22,23 @@ func issuance(key *keymintv1alpha1.APIKey, now time.Time) (issuedAt time.Time, e
 	}
 	// Status and Secret hold seconds; so does the expiry computed here.
 	issuedAt = now.UTC().Truncate(time.Second)
+	return issuedAt, lifetimeFrom(key, issuedAt)
+}
+
+// lifetimeFrom is the expiry of a key of key's spec issued at issuedAt: a
+// first issue's, or a renewal's successor's (a new lifetime of months; the
+// same date; never).
+func lifetimeFrom(key *keymintv1alpha1.APIKey, issuedAt time.Time) *time.Time {
 	exp := key.Spec.Expiration
 	switch {
 	case exp.Months != nil:
 		t := expiry.AddMonths(issuedAt, int(*exp.Months))
-		return issuedAt, &t
+		return &t
 	case exp.At != nil:
 		t := exp.At.UTC()
-		return issuedAt, &t
+		return &t
 	}
-	return issuedAt, nil
+	return nil
 }
 
 // DefaultExpiryWarning is --expiry-warning's default: a key is
@@ -57,10 +64,32 @@ func requeueAfter(key *keymintv1alpha1.APIKey, now time.Time, limit, warning tim
 			exp = &opens
 		}
 	}
+	// A rotating key looks again at its renewal time, and a renewed one
+	// when its previous key is due for retirement.
+	for _, t := range rotationTimes(key) {
+		if now.Before(t) && (exp == nil || t.Before(*exp)) {
+			exp = &t
+		}
+	}
 	if d := expiry.RequeueAfter(now, exp, limit); d > 0 {
 		return d
 	}
 	return limit
+}
+
+// rotationTimes are the times the rotation of an issued key acts at.
+func rotationTimes(key *keymintv1alpha1.APIKey) []time.Time {
+	if !key.Status.Phase.Issued() {
+		return nil
+	}
+	var out []time.Time
+	if t := key.Status.RenewalTime; t != nil {
+		out = append(out, t.Time)
+	}
+	if p := key.Status.PreviousKey; p != nil {
+		out = append(out, p.ExpiresAt.Time)
+	}
+	return out
 }
 
 // recheckLimit bounds every wait: by then a key's expiry and access are

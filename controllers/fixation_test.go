@@ -50,7 +50,7 @@ func plant(g Gomega, as client.Client, key *keymintv1alpha1.APIKey) string {
 	live := getKey(g, key)
 	k, err := keys.Mint()
 	g.Expect(err).NotTo(HaveOccurred())
-	s := keysecret.Build(live, k, live.Status.Revision+1, time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC), nil)
+	s := keysecret.Build(live, k, keysecret.Issue{Revision: live.Status.Revision + 1, IssuedAt: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)})
 	s.Annotations[keysecret.AnnotationSignature] = "forged"
 	g.Eventually(func() error { return as.Create(ctx, s.DeepCopy()) }).Should(Succeed())
 	return keys.Hash(k.Value)

@@ -42,14 +42,17 @@ func indexRoleRef(obj client.Object) []string {
 }
 
 // isWaiting reports whether key has no key yet and will get one when a
-// slot frees.
+// slot frees, or is issued and renews when one frees.
 func isWaiting(key *keymintv1alpha1.APIKey) bool {
-	return key.DeletionTimestamp.IsZero() &&
+	if !key.DeletionTimestamp.IsZero() {
+		return false
+	}
+	return renewalWaiting(key) ||
 		!key.Status.Phase.Issued() &&
-		key.Status.Phase != keymintv1alpha1.PhaseExpired &&
-		!apimeta.IsStatusConditionTrue(key.Status.Conditions, keymintv1alpha1.ConditionStalled)
+			key.Status.Phase != keymintv1alpha1.PhaseExpired &&
+			!apimeta.IsStatusConditionTrue(key.Status.Conditions, keymintv1alpha1.ConditionStalled)
 }
 
 func candidate(key *keymintv1alpha1.APIKey) slots.Candidate {
-	return slots.Candidate{Key: client.ObjectKeyFromObject(key), Created: key.CreationTimestamp.Time}
+	return slots.Candidate{Key: client.ObjectKeyFromObject(key), Created: key.CreationTimestamp.Time, Renewal: renewalWaiting(key)}
 }

@@ -87,7 +87,8 @@ func (r *APIKeyReconciler) secretConflict(ctx context.Context, key *keymintv1alp
 }
 
 // waitingKeys lists the keys of user that wait for a slot. A key that
-// holds one of the taken slots does not wait, whatever its cached status says.
+// holds one of the taken slots does not wait, whatever its cached status
+// says, unless it waits to renew.
 func (r *APIKeyReconciler) waitingKeys(ctx context.Context, user string, taken []coordinationv1.Lease) ([]slots.Candidate, error) {
 	list := &keymintv1alpha1.APIKeyList{}
 	if err := r.List(ctx, list, client.MatchingFields{IndexWaitingUser: slots.UserHash(user)}); err != nil {
@@ -96,7 +97,8 @@ func (r *APIKeyReconciler) waitingKeys(ctx context.Context, user string, taken [
 	var out []slots.Candidate
 	for i := range list.Items {
 		k := &list.Items[i]
-		if k.Spec.User == user && !slots.HeldBy(taken, k) {
+		// A renewal waits while holding its key's slot.
+		if k.Spec.User == user && (!slots.HeldBy(taken, k) || renewalWaiting(k)) {
 			out = append(out, candidate(k))
 		}
 	}

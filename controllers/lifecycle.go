@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"strconv"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -41,6 +42,8 @@ func transitions(before *keymintv1alpha1.APIKeyStatus, after *keymintv1alpha1.AP
 	st := &after.Status
 	var out []transition
 	switch {
+	case st.Phase.Issued() && before.KeyID != "" && st.KeyID != before.KeyID && renewed(before, st):
+		out = append(out, renewal(before, after))
 	case st.Phase.Issued() && st.KeyID != before.KeyID:
 		reason := issueEvent(before.KeyID, st.KeyID)
 		out = append(out, transition{eventType: corev1.EventTypeNormal, reason: reason,
@@ -62,6 +65,7 @@ func transitions(before *keymintv1alpha1.APIKeyStatus, after *keymintv1alpha1.AP
 		c := apimeta.FindStatusCondition(st.Conditions, keymintv1alpha1.ConditionExpiringSoon)
 		out = append(out, transition{eventType: corev1.EventTypeWarning, reason: keymintv1alpha1.ReasonExpiringSoon, note: c.Message})
 	}
+	out = append(out, rotationTransitions(before, after)...)
 	reason, was := after.Status.ReadyReason(), before.ReadyReason()
 	for _, w := range warnings {
 		if reason == w && was != w {
@@ -178,7 +182,7 @@ func (l lifecycle) recordAbout(ctx context.Context, key *keymintv1alpha1.APIKey,
 // recordID names what a record is about, the same on every replica and
 // every retry, so that the audit log keeps one record and a reader of stdout
 // can drop the repeats: an issue or a suspension per key ID, an expiry or a
-// deletion per APIKey, and a warning, which can recur, per the APIKey's
+// deletion per APIKey, a rotation's records per revision, and a warning, which can recur, per the APIKey's
 // version it was seen on (a retry sees the same version, since the status
 // is written only after the record), or per object it is about.
 func recordID(key *keymintv1alpha1.APIKey, reason, about string) string {
@@ -191,6 +195,14 @@ func recordID(key *keymintv1alpha1.APIKey, reason, about string) string {
 		return audit.KeyRecordID(uid, reason, key.Status.KeyID)
 	case keymintv1alpha1.ReasonExpired, keymintv1alpha1.ReasonDeleted, keymintv1alpha1.ReasonExpiringSoon:
 		return audit.KeyRecordID(uid, reason, "")
+	case keymintv1alpha1.ReasonRenewed, keymintv1alpha1.ReasonPreviousKeyRetired, keymintv1alpha1.ReasonPreviousKeyInUse:
+		return audit.KeyRecordID(uid, reason, "revision-"+strconv.FormatInt(key.Status.Revision, 10))
+	case keymintv1alpha1.ReasonRotationBlocked:
+		why := ""
+		if c := apimeta.FindStatusCondition(key.Status.Conditions, keymintv1alpha1.ConditionRotationBlocked); c != nil {
+			why = "/" + c.Reason
+		}
+		return audit.KeyRecordID(uid, reason, "revision-"+strconv.FormatInt(key.Status.Revision, 10)+why)
 	}
 	return audit.KeyRecordID(uid, reason, "rv"+key.ResourceVersion)
 }

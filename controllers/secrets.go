@@ -45,7 +45,7 @@ func (p *keyPass) ownedSecret(ctx context.Context, name string) (in keysecret.Is
 		return in, false, err
 	}
 	issuedAt, expiresAt := issuance(key, p.now)
-	secret = keysecret.Build(key, minted, key.Status.Revision+1, issuedAt, expiresAt)
+	secret = keysecret.Build(key, minted, keysecret.Issue{Revision: key.Status.Revision + 1, IssuedAt: issuedAt, ExpiresAt: expiresAt})
 	if err := p.Signer.Sign(secret, key); err != nil {
 		return in, false, err
 	}
@@ -98,8 +98,12 @@ func (r *APIKeyReconciler) trustedSecret(ctx context.Context, key *keymintv1alph
 		if keysecret.Current(key, in) {
 			return in, secretOurs, nil
 		}
-		// Only the status on the API server may condemn a signed Secret.
+		// Only the status on the API server may condemn a signed Secret,
+		// and only the Secret there: a renewal updates the same object.
 		if err := r.confirmCurrent(ctx, key); err != nil {
+			return in, secretOthers, err
+		}
+		if err := r.confirmSecretCurrent(ctx, secret); err != nil {
 			return in, secretOthers, err
 		}
 		why = fmt.Sprintf("it holds key %s of revision %d, which this APIKey has moved past (revision %d, %s)",
@@ -112,7 +116,9 @@ func (r *APIKeyReconciler) trustedSecret(ctx context.Context, key *keymintv1alph
 	if err := r.lifecycle().recordAbout(ctx, key, r.Clock.Now(), untrustedSecret(secret, why), string(secret.UID)); err != nil {
 		return in, secretDiscarded, err
 	}
-	if err := r.Delete(ctx, secret, client.Preconditions{UID: &secret.UID}); client.IgnoreNotFound(err) != nil {
+	if err := r.Delete(ctx, secret, client.Preconditions{UID: &secret.UID, ResourceVersion: &secret.ResourceVersion}); apierrors.IsConflict(err) {
+		return in, secretOthers, errCacheStale
+	} else if client.IgnoreNotFound(err) != nil {
 		return in, secretDiscarded, fmt.Errorf("deleting Secret %s/%s, which keymint did not mint: %w", secret.Namespace, secret.Name, err)
 	}
 	return in, secretDiscarded, nil
@@ -126,6 +132,19 @@ func (r *APIKeyReconciler) confirmCurrent(ctx context.Context, key *keymintv1alp
 		return err
 	}
 	if live.ResourceVersion != key.ResourceVersion {
+		return errCacheStale
+	}
+	return nil
+}
+
+// confirmSecretCurrent fails with errCacheStale when the API server holds
+// a newer version of secret, such as a renewal's.
+func (r *APIKeyReconciler) confirmSecretCurrent(ctx context.Context, secret *corev1.Secret) error {
+	live := &corev1.Secret{}
+	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(secret), live); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	if live.UID == secret.UID && live.ResourceVersion != secret.ResourceVersion {
 		return errCacheStale
 	}
 	return nil

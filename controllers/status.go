@@ -88,6 +88,7 @@ func windowText(d time.Duration) string {
 // setWaiting records a key that has no key yet but will get one without a
 // person's help when a slot frees (kstatus: InProgress).
 func setWaiting(key *keymintv1alpha1.APIKey, now time.Time, message string) {
+	endRotation(key)
 	reason := keymintv1alpha1.ReasonKeyLimitReached
 	key.Status.Phase = keymintv1alpha1.PhasePending
 	setCondition(key, now, keymintv1alpha1.ConditionReady, metav1.ConditionFalse, reason, message)
@@ -98,6 +99,7 @@ func setWaiting(key *keymintv1alpha1.APIKey, now time.Time, message string) {
 // setStalled records a key that cannot be issued until a person changes
 // something (kstatus: Failed). It holds no key and no slot.
 func setStalled(key *keymintv1alpha1.APIKey, now time.Time, reason, message string) {
+	endRotation(key)
 	key.Status.Phase = keymintv1alpha1.PhasePending
 	setCondition(key, now, keymintv1alpha1.ConditionReady, metav1.ConditionFalse, reason, message)
 	setCondition(key, now, keymintv1alpha1.ConditionStalled, metav1.ConditionTrue, reason, message)
@@ -108,6 +110,7 @@ func setStalled(key *keymintv1alpha1.APIKey, now time.Time, reason, message stri
 // the controller can do nothing about it, so it is Stalled (kstatus:
 // Failed): a GitOps tool shows it until someone removes or replaces it.
 func setExpired(key *keymintv1alpha1.APIKey, now time.Time, expiresAt *time.Time, message string) {
+	endRotation(key)
 	key.Status.Phase = keymintv1alpha1.PhaseExpired
 	apimeta.RemoveStatusCondition(&key.Status.Conditions, keymintv1alpha1.ConditionExpiringSoon)
 	key.Status.ExpiresAt = ptrTime(expiresAt)
@@ -119,6 +122,7 @@ func setExpired(key *keymintv1alpha1.APIKey, now time.Time, expiresAt *time.Time
 // setSuspended records an issued key whose user lost access: no Secret, no
 // slot, until an administrator grants access again (kstatus: Failed).
 func setSuspended(key *keymintv1alpha1.APIKey, now time.Time, message string) {
+	endRotation(key)
 	key.Status.Phase = keymintv1alpha1.PhaseSuspended
 	setCondition(key, now, keymintv1alpha1.ConditionReady, metav1.ConditionFalse, keymintv1alpha1.ReasonAccessRemoved, message)
 	setCondition(key, now, keymintv1alpha1.ConditionStalled, metav1.ConditionTrue, keymintv1alpha1.ReasonAccessRemoved, message)
@@ -213,4 +217,14 @@ func expiresShown(key *keymintv1alpha1.APIKey) string {
 func inactiveMessage(key *keymintv1alpha1.APIKey, keyID, secretName string) string {
 	return "key " + keyID + " is inactive" + key.StateNote() +
 		"; Secret " + secretName + " keeps it and the verifier refuses it until spec.state is Active"
+}
+
+// endRotation drops what only an issued key has: its previous key (it
+// stops working with the current one), its renewal and its rotation
+// conditions.
+func endRotation(key *keymintv1alpha1.APIKey) {
+	key.Status.PreviousKey = nil
+	key.Status.RenewalTime = nil
+	apimeta.RemoveStatusCondition(&key.Status.Conditions, keymintv1alpha1.ConditionRotationBlocked)
+	apimeta.RemoveStatusCondition(&key.Status.Conditions, keymintv1alpha1.ConditionPreviousKeyInUse)
 }

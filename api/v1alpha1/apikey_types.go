@@ -10,6 +10,8 @@ import (
 // APIKeySpec is what a user asks for: a key for a user, with an expiration.
 // +kubebuilder:validation:XValidation:rule="has(self.requester) == has(oldSelf.requester)",message="requester is immutable",fieldPath=".requester"
 // +kubebuilder:validation:XValidation:rule="has(self.secretName) == has(oldSelf.secretName) && (!has(self.secretName) || self.secretName == oldSelf.secretName)",message="secretName is immutable",fieldPath=".secretName"
+// +kubebuilder:validation:XValidation:rule="!has(self.rotation) || has(self.expiration.months)",message="spec.rotation: automatic renewal needs expiration.months",fieldPath=".rotation"
+// +kubebuilder:validation:XValidation:rule="!has(self.rotation) || !has(self.rotation.renewBefore) || !has(self.expiration.months) || duration(self.rotation.renewBefore).getSeconds() <= self.expiration.months * 1339200",message="spec.rotation.renewBefore: at most half of the key's lifetime, and expiration.months × 372h (15.5 days a month) is more than half of any",fieldPath=".rotation.renewBefore"
 type APIKeySpec struct {
 	// User is the Kubernetes username that owns the key.
 	// +required
@@ -31,6 +33,14 @@ type APIKeySpec struct {
 	// +kubebuilder:validation:MaxLength=253
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
 	SecretName string `json:"secretName,omitempty"`
+
+	// Rotation renews the key before it expires, into the same Secret: a
+	// successor key is minted renewBefore its expiry, and the previous key
+	// keeps working at the gateway until its own expiry, so that workloads
+	// that re-read the mounted Secret never see a refusal. It needs
+	// expiration.months, and may be added or removed at any time.
+	// +optional
+	Rotation *Rotation `json:"rotation,omitempty"`
 
 	// Description is free text for people, such as what the key is for.
 	// +optional
@@ -80,6 +90,21 @@ type Requester struct {
 	// +kubebuilder:validation:items:MaxLength=253
 	// +listType=atomic
 	Groups []string `json:"groups,omitempty"`
+}
+
+// Rotation says when a key renews itself.
+type Rotation struct {
+	// RenewBefore is how long before its expiry the key is renewed: the
+	// renewal time is expiresAt - renewBefore, and the previous key keeps
+	// working until expiresAt. A Go duration, at least 1h and at most half
+	// of the key's lifetime (issuedAt to expiresAt); one third of the
+	// lifetime when absent.
+	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1h')",message="renewBefore must be at least 1h"
+	RenewBefore *metav1.Duration `json:"renewBefore,omitempty"`
 }
 
 // Expiration holds exactly one of Months, At or Never.
@@ -182,22 +207,55 @@ type APIKeyStatus struct {
 	LastUsedAt *metav1.Time `json:"lastUsedAt,omitempty"`
 
 	// Revision counts the keys issued to this APIKey: 1 for the first, +1
-	// for each new key. The Secret's keymint.io/revision annotation says
-	// which issue it holds; a Secret of an earlier revision is never
-	// adopted.
+	// for each new key (a renewal, a rotation, a reissue). The Secret's
+	// keymint.io/revision annotation says which issue it holds; a Secret of
+	// an earlier revision is never adopted.
 	// +optional
 	Revision int64 `json:"revision,omitempty"`
+
+	// RenewalTime is when the key renews itself (expiresAt -
+	// spec.rotation.renewBefore); absent without spec.rotation, or while
+	// the renewal is blocked by an invalid renewBefore.
+	// +optional
+	RenewalTime *metav1.Time `json:"renewalTime,omitempty"`
+
+	// PreviousKey is the key the current one succeeded, while it still
+	// works at the gateway (until its expiresAt). It holds one of the
+	// user's slots until then. The Secret never holds its plaintext.
+	// +optional
+	PreviousKey *PreviousKey `json:"previousKey,omitempty"`
+
+	// LastRotationRequest is the keymint.io/rotate-requested-at value of
+	// the last in-place rotation request acted on: each request is acted
+	// on once.
+	// +optional
+	LastRotationRequest string `json:"lastRotationRequest,omitempty"`
 
 	// ObservedGeneration is the generation this status describes.
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
 	// Conditions are Ready, Reconciling and Stalled, as kstatus reads them,
-	// and ExpiringSoon, which kstatus ignores.
+	// and ExpiringSoon, RotationBlocked and PreviousKeyInUse, which kstatus
+	// ignores; those three are present only while they apply.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// PreviousKey is a renewed key that still works until its expiry.
+type PreviousKey struct {
+	// KeyID is the previous key's public identifier.
+	KeyID string `json:"keyID"`
+	// KeyHash is the previous key's hash, as status.keyHash.
+	KeyHash string `json:"keyHash"`
+	// ExpiresAt is when the previous key stops working and is retired.
+	ExpiresAt metav1.Time `json:"expiresAt"`
+	// LastUsedAt is when the previous key was last presented to the
+	// verifier and found valid, to within --last-used-interval.
+	// +optional
+	LastUsedAt *metav1.Time `json:"lastUsedAt,omitempty"`
 }
 
 // APIKey is a user's API key. The key itself lives only in the Secret the
@@ -212,6 +270,7 @@ type APIKeyStatus struct {
 // +kubebuilder:printcolumn:name="KeyID",type=string,JSONPath=`.status.keyID`
 // +kubebuilder:printcolumn:name="Expires",type=string,JSONPath=`.status.expires`
 // +kubebuilder:printcolumn:name="Last Used",type=date,JSONPath=`.status.lastUsedAt`,priority=1
+// +kubebuilder:printcolumn:name="Renews",type=string,JSONPath=`.status.renewalTime`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 63",message="metadata.name must be at most 63 characters: it is the value of the Secret's keymint.io/apikey label"
 type APIKey struct {

@@ -13,6 +13,13 @@ const (
 	// ConditionExpiringSoon is True from --expiry-warning before an Active
 	// key's expiry. It does not change the key's health.
 	ConditionExpiringSoon = "ExpiringSoon"
+	// ConditionRotationBlocked is True while a due renewal cannot happen
+	// (reasons KeyLimitReached, InvalidRenewBefore). The key stays Ready.
+	ConditionRotationBlocked = "RotationBlocked"
+	// ConditionPreviousKeyInUse is True when the previous key was presented
+	// at the gateway more than PreviousKeyInUseAfter after its successor
+	// was written to the Secret: a workload has not picked up the new key.
+	ConditionPreviousKeyInUse = "PreviousKeyInUse"
 )
 
 // Condition reasons. The same words name the Events the controller records.
@@ -57,6 +64,19 @@ const (
 	// spec.stateChangedBy.
 	ReasonDeactivated = "Deactivated"
 	ReasonReactivated = "Reactivated"
+	// ReasonRenewed names the Event and record of a key renewed into its
+	// Secret (on schedule or on request).
+	ReasonRenewed = "Renewed"
+	// ReasonPreviousKeyRetired names the Event and record of a previous key
+	// that stopped working at its expiry, or at once on a rotation request.
+	ReasonPreviousKeyRetired = "PreviousKeyRetired"
+	// ReasonRotationBlocked names the Warning Event of a blocked renewal.
+	ReasonRotationBlocked = "RotationBlocked"
+	// ReasonInvalidRenewBefore: spec.rotation.renewBefore is more than half
+	// of the key's lifetime; the key expires as without rotation.
+	ReasonInvalidRenewBefore = "InvalidRenewBefore"
+	// ReasonPreviousKeyInUse names the condition's reason and its Warning Event.
+	ReasonPreviousKeyInUse = "PreviousKeyInUse"
 	// ReasonProgressing: the controller is working on the key (or retrying an error).
 	ReasonProgressing = "Progressing"
 )

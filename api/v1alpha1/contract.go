@@ -52,4 +52,17 @@ const (
 	// first, +1 per issue), as status.revision does. It is signed, so a
 	// copy of an earlier Secret is told from the current one.
 	AnnotationRevision = "keymint.io/revision"
+	// AnnotationPreviousKeyHash, on a Secret a key was renewed into, is
+	// the hash of the key it succeeded, which keeps working until its own
+	// expiry (status.previousKey). It is signed.
+	AnnotationPreviousKeyHash = "keymint.io/previous-key-hash"
+
+	// AnnotationRotateRequestedAt, on an APIKey, asks for an in-place
+	// rotation (kubectl apikey rotate --in-place): an RFC 3339 time, acted
+	// on once (status.lastRotationRequest).
+	AnnotationRotateRequestedAt = "keymint.io/rotate-requested-at"
+	// AnnotationRotateGrace is how long the previous key keeps working
+	// after an in-place rotation: a Go duration, DefaultRotateGrace when
+	// absent; 0s revokes it at once.
+	AnnotationRotateGrace = "keymint.io/rotate-grace"
 )

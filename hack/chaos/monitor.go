@@ -19,13 +19,13 @@ import (
 
 // The invariants, in the order they are reported.
 const (
-	invCap       = "at most 2 live keys (Secrets) per user at every event"
+	invCap       = "at most 2 live keys (Secrets and previous keys) per user at every event"
 	invOneSecret = "at most one Secret per APIKey at every event"
 	invEarly     = "no key revoked while its APIKey lives (none expires in the run)"
 	invOrphans   = "no orphaned Secret or slot after convergence"
 	invLost      = "no acknowledged audit record lost"
 	invDuplicate = "no audit record twice in a file"
-	invLifecycle = "an Issued or Reissued record for every key issued"
+	invLifecycle = "an Issued, Reissued or Renewed record for every key issued"
 	invSettled   = "pending keys settled within 15s of the API server's return"
 )
 
@@ -100,6 +100,7 @@ func (m *monitor) observe(ev watch.Event) {
 		if o.Status.KeyID != "" {
 			m.issued[o.Status.KeyID] = true
 		}
+		m.checkCapLocked(o.Spec.User)
 	case *corev1.Secret:
 		if o.Type != keymintv1alpha1.SecretType {
 			return
@@ -114,17 +115,36 @@ func (m *monitor) observe(ev watch.Event) {
 			return
 		}
 		m.secrets[o.Name] = secretState{owner: owner, user: string(o.Data[keymintv1alpha1.DataUser])}
-		perUser, perOwner := map[string]int{}, map[string]int{}
+		perOwner := map[string]int{}
 		for _, s := range m.secrets {
-			perUser[s.user]++
 			perOwner[s.owner]++
 		}
-		if n := perUser[string(o.Data[keymintv1alpha1.DataUser])]; n > 2 {
-			m.violateLocked(invCap, fmt.Sprintf("user %s holds %d live keys", o.Data[keymintv1alpha1.DataUser], n))
-		}
+		m.checkCapLocked(string(o.Data[keymintv1alpha1.DataUser]))
 		if n := perOwner[owner]; n > 1 {
 			m.violateLocked(invOneSecret, fmt.Sprintf("APIKey %s has %d Secrets", owner, n))
 		}
+	}
+}
+
+// checkCapLocked counts user's live credentials: the keys in their minted
+// Secrets, and the previous keys of renewed APIKeys whose Secret lives,
+// until those expire; m.mu is held.
+func (m *monitor) checkCapLocked(user string) {
+	n := 0
+	live := map[string]bool{}
+	for _, s := range m.secrets {
+		if s.user == user {
+			n++
+			live[s.owner] = true
+		}
+	}
+	for uid, k := range m.keys {
+		if k.Spec.User == user && live[uid] && k.PreviousValidAt(time.Now()) {
+			n++
+		}
+	}
+	if n > 2 {
+		m.violateLocked(invCap, fmt.Sprintf("user %s holds %d live keys", user, n))
 	}
 }
 
@@ -193,7 +213,7 @@ func (m *monitor) checkFinal(ctx context.Context, c client.Client, posted *audit
 			}
 			inFile[r.ID] = true
 			seen[r.AuditID]++
-			if r.Action == audit.ActionIssued || r.Action == audit.ActionReissued {
+			if r.Action == audit.ActionIssued || r.Action == audit.ActionReissued || r.Action == audit.Action(keymintv1alpha1.ReasonRenewed) {
 				lifecycle[r.KeyID] = true
 			}
 			return nil
@@ -212,7 +232,7 @@ func (m *monitor) checkFinal(ctx context.Context, c client.Client, posted *audit
 	defer m.mu.Unlock()
 	for id := range m.issued {
 		if !lifecycle[id] {
-			m.violateLocked(invLifecycle, "no Issued or Reissued record of key "+id)
+			m.violateLocked(invLifecycle, "no Issued, Reissued or Renewed record of key "+id)
 		}
 	}
 	return nil

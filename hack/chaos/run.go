@@ -20,6 +20,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -281,12 +282,17 @@ func (h *harness) createKey(ctx context.Context, name, user string) (*keymintv1a
 	h.next++
 	h.mu.Unlock()
 	exp := keymintv1alpha1.Expiration{Never: new(true)}
+	var rotation *keymintv1alpha1.Rotation
 	if rand.N(2) == 0 {
+		// Half of the months keys rotate: churn renews them in place.
 		exp = keymintv1alpha1.Expiration{Months: ptr.To[int32](12)}
+		if rand.N(2) == 0 {
+			rotation = &keymintv1alpha1.Rotation{}
+		}
 	}
 	key := &keymintv1alpha1.APIKey{
 		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name},
-		Spec:       keymintv1alpha1.APIKeySpec{User: user, Expiration: exp},
+		Spec:       keymintv1alpha1.APIKeySpec{User: user, Expiration: exp, Rotation: rotation},
 	}
 	if err := h.env.Client.Create(ctx, key); err != nil {
 		return nil, err
@@ -297,10 +303,18 @@ func (h *harness) createKey(ctx context.Context, name, user string) (*keymintv1a
 	return key, nil
 }
 
-// churn creates and deletes keys of users until ctx ends.
+// churn creates, rotates in place and deletes keys of users until ctx
+// ends. An in-place rotation keeps the previous key for a grace of 2s
+// (a second slot) or none; only keys with spec.rotation are rotated, whose
+// Secret is updated in place (any other's is replaced, which the
+// invariant of no early revocation would count).
 func (h *harness) churn(ctx context.Context, users int) {
 	for ctx.Err() == nil {
 		pause(ctx, 30*time.Millisecond)
+		if rand.N(10) == 0 {
+			h.rotateOne(ctx)
+			continue
+		}
 		if rand.N(5) < 3 {
 			_, _ = h.createKey(ctx, "", fmt.Sprintf("u%d", rand.N(users)))
 			continue
@@ -316,6 +330,30 @@ func (h *harness) churn(ctx context.Context, users int) {
 		h.mu.Unlock()
 		_ = h.env.Client.Delete(ctx, &keymintv1alpha1.APIKey{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name}})
 	}
+}
+
+// rotateOne asks for the in-place rotation of a random key with
+// spec.rotation.
+func (h *harness) rotateOne(ctx context.Context) {
+	list := &keymintv1alpha1.APIKeyList{}
+	if h.env.Client.List(ctx, list, client.InNamespace(namespace)) != nil {
+		return
+	}
+	var rotating []keymintv1alpha1.APIKey
+	for _, k := range list.Items {
+		if k.Spec.Rotation != nil && k.Status.Phase.Issued() && k.DeletionTimestamp.IsZero() {
+			rotating = append(rotating, k)
+		}
+	}
+	if len(rotating) == 0 {
+		return
+	}
+	k := rotating[rand.N(len(rotating))]
+	grace := []string{"0s", "2s"}[rand.N(2)]
+	patch := fmt.Appendf(nil, `{"metadata":{"annotations":{%q:%q,%q:%q}}}`,
+		keymintv1alpha1.AnnotationRotateRequestedAt, time.Now().UTC().Format(time.RFC3339),
+		keymintv1alpha1.AnnotationRotateGrace, grace)
+	_ = h.env.Client.Patch(ctx, &k, client.RawPatch(types.MergePatchType, patch))
 }
 
 // waitReachable waits until the API server serves APIKeys again.
@@ -388,6 +426,9 @@ func unsettled(ctx context.Context, c client.Client) (string, error) {
 		byUID[string(k.UID)] = k
 		if k.Status.Phase == keymintv1alpha1.PhaseActive && k.DeletionTimestamp.IsZero() {
 			active[k.Spec.User]++
+			if k.PreviousValidAt(time.Now()) { // a renewed key's previous key holds a slot too
+				active[k.Spec.User]++
+			}
 		}
 	}
 	secretOf := map[string]string{}

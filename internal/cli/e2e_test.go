@@ -17,7 +17,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
@@ -287,4 +289,53 @@ func TestDeactivateAndActivate(t *testing.T) {
 	g.Expect(env.Client.Get(context.Background(), client.ObjectKeyFromObject(key), got)).To(Succeed())
 	g.Expect(got.Status.KeyHash).To(Equal(key.Status.KeyHash), "the same key")
 	g.Expect(got.Spec.StateReason).To(BeEmpty())
+}
+
+// TestRotateInPlace: the owner, holding only keymint-user, rotates a key
+// in place under the self-service policy: the same Secret object holds a
+// new key, the old one keeps working for the grace (status.previousKey),
+// and status tells both. A malformed request is refused at admission with
+// the annotation named; another user cannot rotate the key.
+func TestRotateInPlace(t *testing.T) {
+	testenv.RequireControlPlane(t)
+	g := NewWithT(t)
+	alice := newUser(t, "alice")
+	_, errOut, code := alice.run("create", "svc", "--months", "6", "--wait")
+	g.Expect(code).To(Equal(ExitOK), errOut)
+	before := &keymintv1alpha1.APIKey{}
+	g.Expect(env.Client.Get(context.Background(), client.ObjectKey{Namespace: alice.namespace, Name: "svc"}, before)).To(Succeed())
+	secret := &corev1.Secret{}
+	g.Expect(env.Client.Get(context.Background(), client.ObjectKey{Namespace: alice.namespace, Name: "svc"}, secret)).To(Succeed())
+
+	out, errOut, code := alice.run("rotate", "svc", "--in-place", "--grace", "30m")
+	g.Expect(code).To(Equal(ExitOK), errOut)
+	g.Expect(out).To(MatchRegexp(`apikey/svc now holds key kid_\w+ \(revision 2\) in Secret svc\.`))
+	g.Expect(out).To(ContainSubstring("The previous key " + before.Status.KeyID + " keeps working until"))
+	after := &keymintv1alpha1.APIKey{}
+	g.Expect(env.Client.Get(context.Background(), client.ObjectKeyFromObject(before), after)).To(Succeed())
+	g.Expect(after.Status.PreviousKey).NotTo(BeNil())
+	g.Expect(after.Status.PreviousKey.ExpiresAt.Sub(after.Status.IssuedAt.Time)).To(Equal(30 * time.Minute))
+	replaced := &corev1.Secret{}
+	g.Expect(env.Client.Get(context.Background(), client.ObjectKey{Namespace: alice.namespace, Name: "svc"}, replaced)).To(Succeed())
+	g.Expect(replaced.UID).NotTo(Equal(secret.UID), "a key without spec.rotation has an immutable Secret, which is replaced")
+	g.Expect(replaced.Annotations[keymintv1alpha1.AnnotationRevision]).To(Equal("2"))
+
+	out, _, code = alice.run("status", "svc")
+	g.Expect(code).To(Equal(ExitOK))
+	g.Expect(out).To(MatchRegexp(`Revision:\s+2`))
+	g.Expect(out).To(MatchRegexp(`Previous key:\s+` + before.Status.KeyID + `, works until `))
+
+	cfg, err := clientcmd.BuildConfigFromFlags("", alice.kubeconfig)
+	g.Expect(err).NotTo(HaveOccurred())
+	asAlice, err := client.New(cfg, client.Options{Scheme: env.Client.Scheme()})
+	g.Expect(err).NotTo(HaveOccurred())
+	err = asAlice.Patch(context.Background(), after.DeepCopy(), client.RawPatch(types.MergePatchType,
+		[]byte(`{"metadata":{"annotations":{"keymint.io/rotate-grace":"soon"}}}`)))
+	g.Expect(err).To(HaveOccurred())
+	g.Expect(err.Error()).To(ContainSubstring("metadata.annotations[keymint.io/rotate-grace] must be a duration"))
+
+	bob := newUserIn(t, "bob", &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: alice.namespace}})
+	_, errOut, code = bob.run("rotate", "svc", "--in-place")
+	g.Expect(code).To(Equal(ExitError))
+	g.Expect(errOut).To(ContainSubstring("rotating another user's key needs the delegate verb"))
 }

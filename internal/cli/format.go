@@ -39,6 +39,20 @@ func lastUsedText(key *keymintv1alpha1.APIKey, now time.Time) string {
 	return "never used"
 }
 
+// renewsText is when a key renews itself: "2026-03-18 (in 3 days)", or
+// "-" for a key without spec.rotation, or whose renewal is blocked by its
+// renewBefore.
+func renewsText(key *keymintv1alpha1.APIKey, now time.Time) string {
+	t := key.Status.RenewalTime
+	switch {
+	case t == nil || !key.Status.Phase.Issued():
+		return "-"
+	case t.After(now):
+		return t.UTC().Format("2006-01-02") + " (in " + span(now, t.Time) + ")"
+	}
+	return t.UTC().Format("2006-01-02") + " (due)"
+}
+
 // relative is "in 3 months" or "expired 2 days ago".
 func relative(now, t time.Time) string {
 	if t.After(now) {

@@ -54,7 +54,7 @@ func sampleKeys() []keymintv1alpha1.APIKey {
 	keys := []keymintv1alpha1.APIKey{
 		mk("team-a", "ci", "alice", goldenNow.Add(-40*24*time.Hour), keymintv1alpha1.Expiration{Months: ptr.To[int32](5)},
 			keymintv1alpha1.APIKeyStatus{Phase: keymintv1alpha1.PhaseActive, KeyID: "kid_0fSwgOivseDGV", ExpiresAt: at(time.Date(2027, 3, 18, 12, 0, 0, 0, time.UTC)),
-				LastUsedAt: at(goldenNow.Add(-3 * time.Hour))}),
+				LastUsedAt: at(goldenNow.Add(-3 * time.Hour)), RenewalTime: at(time.Date(2027, 2, 18, 12, 0, 0, 0, time.UTC))}),
 		mk("team-a", "ci-next", "alice", goldenNow.Add(-2*time.Hour), keymintv1alpha1.Expiration{Never: new(true)},
 			keymintv1alpha1.APIKeyStatus{Phase: keymintv1alpha1.PhaseActive, KeyID: "kid_1QuMFy5iG2vWg"}),
 		mk("team-a", "extra", "alice", goldenNow.Add(-time.Minute), keymintv1alpha1.Expiration{Months: ptr.To[int32](12)},
@@ -126,6 +126,8 @@ func TestErrorsGolden(t *testing.T) {
 	run("create")
 	run("create", "ci", "--bogus")
 	run("rotate", "ci", "--delete-old", "--wait=false")
+	run("rotate", "ci", "--grace", "0s")
+	run("rotate", "ci", "--in-place", "--successor", "ci-2")
 	run("list", "--kubeconfig", "/nonexistent")
 	run("create", "ci", "--months", "six")
 	run("list", "-o", "wrong")

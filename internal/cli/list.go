@@ -100,7 +100,8 @@ func (l *listOptions) run(ctx context.Context) error {
 	return l.table(l.Streams.Out, list.Items, wide)
 }
 
-// table prints the keys; wide adds why a key is not Ready, and its Secret.
+// table prints the keys; wide adds why a key is not Ready, when it
+// renews, and its Secret.
 func (l *listOptions) table(out io.Writer, items []keymintv1alpha1.APIKey, wide bool) error {
 	w := printers.GetNewTabWriter(out)
 	now := l.Clock.Now()
@@ -113,7 +114,7 @@ func (l *listOptions) table(out io.Writer, items []keymintv1alpha1.APIKey, wide 
 	}
 	fmt.Fprint(w, "KEY\tEXPIRES\tLAST USED\t")
 	if wide {
-		fmt.Fprint(w, "SECRET\t")
+		fmt.Fprint(w, "RENEWS\tSECRET\t")
 	}
 	fmt.Fprintln(w, "AGE")
 	for i := range items {
@@ -131,7 +132,7 @@ func (l *listOptions) table(out io.Writer, items []keymintv1alpha1.APIKey, wide 
 		}
 		fmt.Fprintf(w, "%s\t%s\t%s\t", orDash(k.Status.KeyID), expiresText(k, now), strings.TrimPrefix(lastUsedText(k, now), "last used "))
 		if wide {
-			fmt.Fprintf(w, "%s\t", orDash(k.Status.SecretName))
+			fmt.Fprintf(w, "%s\t%s\t", renewsText(k, now), orDash(k.Status.SecretName))
 		}
 		fmt.Fprintln(w, age(k, now))
 	}

@@ -22,6 +22,8 @@ type rotateOptions struct {
 	successor  string
 	wait       bool
 	deleteOld  bool
+	inPlace    bool
+	grace      time.Duration
 	timeout    time.Duration
 	expiration expirationFlags
 }
@@ -30,30 +32,49 @@ func newRotateCommand(o *Options) *cobra.Command {
 	r := &rotateOptions{Options: o}
 	cmd := &cobra.Command{
 		Use:   "rotate NAME",
-		Short: "Create a successor key with the same user and expiration, for a rollover without downtime",
-		Long: `rotate creates a successor of an API key (same user, same expiration choice,
-unless --months, --never or --expires-at gives it another), waits until it is
-Active, and prints how to switch workloads to it. The old key keeps working
-until you delete it, or until --delete-old deletes it once the successor is
-Active. A successor that cannot become Active (its user holds the most keys,
-or its expiry is past) is deleted again: rotate leaves nothing behind.`,
-		Example: `  kubectl apikey rotate ci
+		Short: "Rotate a key: in place into its own Secret (--in-place), or into a successor APIKey",
+		Long: `rotate --in-place renews an API key into the Secret it already has: workloads
+that mount the Secret as a volume pick up the new key without a change, and
+the old key keeps working for --grace (1h by default, never past its own
+expiry) so that they have time to. --grace 0s revokes the old key at once:
+use it for a key that leaked. A months key gets a new lifetime from now. Prefer
+--in-place; keys with spec.rotation also renew themselves before they expire.
+
+Without --in-place, rotate creates a successor APIKey (same user, same
+expiration choice, unless --months, --never or --expires-at gives it
+another) with a Secret of its own, waits until it is Active, and prints how
+to switch workloads to it. The old key keeps working until you delete it,
+or until --delete-old deletes it once the successor is Active. A successor
+that cannot become Active (its user holds the most keys, or its expiry is
+past) is deleted again: rotate leaves nothing behind.`,
+		Example: `  kubectl apikey rotate ci --in-place              # the old key works for 1h more
+  kubectl apikey rotate ci --in-place --grace 0s   # the old key leaked: revoke it now
   kubectl apikey rotate ci --successor ci-2027 --delete-old
   kubectl apikey rotate reporting --months 12   # its expires-at has passed`,
 		Args:              exactlyOneName,
 		ValidArgsFunction: completeAPIKeyNames(o),
-		RunE:              func(cmd *cobra.Command, args []string) error { return r.run(cmd.Context(), args[0]) },
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if cmd.Flags().Changed("grace") && !r.inPlace {
+				return usageErrorf("--grace goes with --in-place: a successor APIKey leaves the old key working until you delete it")
+			}
+			return r.run(cmd.Context(), args[0])
+		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&r.successor, "successor", "", "name of the new APIKey (default: NAME-YYYYMMDDhhmmss)")
 	f.BoolVar(&r.wait, "wait", true, "wait until the successor is Active")
 	f.BoolVar(&r.deleteOld, "delete-old", false, "delete the old key once the successor is Active")
 	f.DurationVar(&r.timeout, "timeout", time.Minute, "how long to wait for the successor")
+	f.BoolVar(&r.inPlace, "in-place", false, "renew the key into its own Secret (same name), instead of creating a successor APIKey")
+	f.DurationVar(&r.grace, "grace", keymintv1alpha1.DefaultRotateGrace, "with --in-place: how long the old key keeps working (0s: revoked at once)")
 	r.expiration.add(cmd)
 	return cmd
 }
 
 func (r *rotateOptions) run(ctx context.Context, name string) error {
+	if r.inPlace {
+		return r.rotateInPlace(ctx, name)
+	}
 	if r.deleteOld && !r.wait {
 		return usageErrorf("--delete-old needs --wait: the old key goes only once its successor works")
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -48,6 +49,11 @@ func status(ctx context.Context, o *Options, name string) error {
 	}
 	row("Expires", expiresText(key, now))
 	row("Last used", lastUsedText(key, now))
+	row("Revision", revisionText(key))
+	row("Renews", renewsText(key, now))
+	if p := key.Status.PreviousKey; p != nil {
+		row("Previous key", previousKeyText(p, now))
+	}
 	if key.Status.Phase != keymintv1alpha1.PhaseActive {
 		row("Why", waitingReason(key))
 	}
@@ -97,6 +103,24 @@ func eventTime(e corev1.Event) time.Time {
 		return e.EventTime.Time
 	}
 	return e.LastTimestamp.Time
+}
+
+// revisionText is how many keys the APIKey has been issued.
+func revisionText(key *keymintv1alpha1.APIKey) string {
+	if key.Status.Revision == 0 {
+		return "-"
+	}
+	return strconv.FormatInt(key.Status.Revision, 10)
+}
+
+// previousKeyText is a renewed key's predecessor, which still works: its
+// ID, until when, and its last use.
+func previousKeyText(p *keymintv1alpha1.PreviousKey, now time.Time) string {
+	used := "never used since the renewal"
+	if p.LastUsedAt != nil {
+		used = "last used " + span(p.LastUsedAt.Time, now) + " ago"
+	}
+	return fmt.Sprintf("%s, works until %s (%s), %s", p.KeyID, p.ExpiresAt.UTC().Format(time.RFC3339), relative(now, p.ExpiresAt.Time), used)
 }
 
 // secretText is where the key is: its Secret while issued (Active or

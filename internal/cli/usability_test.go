@@ -202,8 +202,8 @@ func TestColumnsTellStatesApart(t *testing.T) {
 
 	wide, _, code := alice.run("list", "-o", "wide")
 	g.Expect(code).To(Equal(ExitOK))
-	g.Expect(wide).To(MatchRegexp(`NAME\s+USER\s+PHASE\s+READY\s+REASON\s+KEY\s+EXPIRES\s+LAST USED\s+SECRET\s+AGE`))
-	g.Expect(wide).To(MatchRegexp(`forever\s+alice@\S+\s+Active\s+True\s+Active\s+kid_\w+\s+never\s+never used\s+forever\s+`))
+	g.Expect(wide).To(MatchRegexp(`NAME\s+USER\s+PHASE\s+READY\s+REASON\s+KEY\s+EXPIRES\s+LAST USED\s+RENEWS\s+SECRET\s+AGE`))
+	g.Expect(wide).To(MatchRegexp(`forever\s+alice@\S+\s+Active\s+True\s+Active\s+kid_\w+\s+never\s+never used\s+-\s+forever\s+`))
 }
 
 // TestSomeoneElsesKeySaysSo: a user who reveals or rotates another user's

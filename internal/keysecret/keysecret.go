@@ -25,16 +25,24 @@ type Issue struct {
 	// Revision is the issue's number (status.revision); 0 for a Secret
 	// minted before revisions were kept.
 	Revision int64
+	// PreviousKeyHash is the hash of the key this one succeeded by a
+	// renewal, which keeps working until its own expiry; empty for a key
+	// that succeeded none (a first issue, a reissue, a rotation that
+	// revoked the previous key at once).
+	PreviousKeyHash string
 }
 
-// Build returns the Secret that holds key for owner, as its issue number
-// revision.
-func Build(owner *keymintv1alpha1.APIKey, key keys.Key, revision int64, issuedAt time.Time, expiresAt *time.Time) *corev1.Secret {
+// Build returns the Secret that holds key for owner, as in says (its
+// revision, times and the key it succeeds; the key ID and hash are key's).
+// The Secret of a key with spec.rotation is mutable, so that a renewal
+// updates it in place and the kubelet refreshes the volumes that mount it;
+// any other is immutable.
+func Build(owner *keymintv1alpha1.APIKey, key keys.Key, in Issue) *corev1.Secret {
 	expires := keymintv1alpha1.ExpiresNever
-	if expiresAt != nil {
-		expires = expiresAt.UTC().Format(time.RFC3339)
+	if in.ExpiresAt != nil {
+		expires = in.ExpiresAt.UTC().Format(time.RFC3339)
 	}
-	return &corev1.Secret{
+	secret := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:      owner.SecretNameOrDefault(),
 			Namespace: owner.Namespace,
@@ -43,9 +51,9 @@ func Build(owner *keymintv1alpha1.APIKey, key keys.Key, revision int64, issuedAt
 				keymintv1alpha1.LabelAPIKey:    owner.Name,
 			},
 			Annotations: map[string]string{
-				keymintv1alpha1.AnnotationIssuedAt: issuedAt.UTC().Format(time.RFC3339),
+				keymintv1alpha1.AnnotationIssuedAt: in.IssuedAt.UTC().Format(time.RFC3339),
 				keymintv1alpha1.AnnotationKeyHash:  keys.Hash(key.Value),
-				keymintv1alpha1.AnnotationRevision: strconv.FormatInt(revision, 10),
+				keymintv1alpha1.AnnotationRevision: strconv.FormatInt(in.Revision, 10),
 			},
 			OwnerReferences: []metav1.OwnerReference{{
 				APIVersion:         keymintv1alpha1.GroupVersion.String(),
@@ -57,7 +65,7 @@ func Build(owner *keymintv1alpha1.APIKey, key keys.Key, revision int64, issuedAt
 			}},
 		},
 		Type:      keymintv1alpha1.SecretType,
-		Immutable: new(true),
+		Immutable: new(owner.Spec.Rotation == nil),
 		Data: map[string][]byte{
 			keymintv1alpha1.DataKey:       []byte(key.Value),
 			keymintv1alpha1.DataKeyID:     []byte(key.ID),
@@ -65,6 +73,10 @@ func Build(owner *keymintv1alpha1.APIKey, key keys.Key, revision int64, issuedAt
 			keymintv1alpha1.DataExpiresAt: []byte(expires),
 		},
 	}
+	if in.PreviousKeyHash != "" {
+		secret.Annotations[keymintv1alpha1.AnnotationPreviousKeyHash] = in.PreviousKeyHash
+	}
+	return secret
 }
 
 // Current reports whether in, read from a Secret keymint signed for owner,
@@ -118,9 +130,10 @@ func Read(secret *corev1.Secret) (Issue, error) {
 		return Issue{}, fmt.Errorf("secret %s/%s: annotation %s: %w", secret.Namespace, secret.Name, keymintv1alpha1.AnnotationIssuedAt, err)
 	}
 	in := Issue{
-		KeyID:    string(secret.Data[keymintv1alpha1.DataKeyID]),
-		KeyHash:  hash,
-		IssuedAt: issuedAt,
+		KeyID:           string(secret.Data[keymintv1alpha1.DataKeyID]),
+		KeyHash:         hash,
+		IssuedAt:        issuedAt,
+		PreviousKeyHash: secret.Annotations[keymintv1alpha1.AnnotationPreviousKeyHash],
 	}
 	if raw, ok := secret.Annotations[keymintv1alpha1.AnnotationRevision]; ok {
 		if in.Revision, err = strconv.ParseInt(raw, 10, 64); err != nil || in.Revision < 1 {

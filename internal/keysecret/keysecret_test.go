@@ -26,7 +26,7 @@ func TestBuildThenRead(t *testing.T) {
 	issued := time.Date(2026, 1, 31, 10, 0, 0, 0, time.UTC)
 	expires := time.Date(2026, 2, 28, 10, 0, 0, 0, time.UTC)
 	for _, exp := range []*time.Time{&expires, nil} {
-		s := Build(owner(), k, 1, issued, exp)
+		s := Build(owner(), k, Issue{Revision: 1, IssuedAt: issued, ExpiresAt: exp})
 		if !OwnedBy(s, owner()) {
 			t.Fatal("a built Secret is not owned by its APIKey")
 		}
@@ -57,7 +57,7 @@ func TestBuildThenRead(t *testing.T) {
 
 func TestOwnedByChecksTheUID(t *testing.T) {
 	k, _ := keys.Mint()
-	s := Build(owner(), k, 1, time.Now(), nil)
+	s := Build(owner(), k, Issue{Revision: 1, IssuedAt: time.Now(), ExpiresAt: nil})
 	other := owner()
 	other.UID = "uid-2" // a later APIKey of the same name
 	if OwnedBy(s, other) {
@@ -71,7 +71,7 @@ func TestOwnedByChecksTheUID(t *testing.T) {
 
 func TestReadRejectsAMalformedKeyWithoutPrintingIt(t *testing.T) {
 	k, _ := keys.Mint()
-	s := Build(owner(), k, 1, time.Now(), nil)
+	s := Build(owner(), k, Issue{Revision: 1, IssuedAt: time.Now(), ExpiresAt: nil})
 	last := "x"
 	if strings.HasSuffix(k.Value, last) {
 		last = "y"

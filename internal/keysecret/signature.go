@@ -81,7 +81,7 @@ func (s *Signer) signature(secret *corev1.Secret, owner *keymintv1alpha1.APIKey,
 }
 
 // mac covers the APIKey's UID, where the Secret is, and everything the
-// status takes from it, the revision included. The fields are JSON-encoded,
+// status takes from it, the revision and the previous key included. The fields are JSON-encoded,
 // so no choice of names can make two different Secrets sign alike. A
 // Secret minted before revisions (0) is signed without one, and Current
 // adopts it only as the very key its status records.
@@ -97,6 +97,12 @@ func (s *Signer) mac(secret *corev1.Secret, owner *keymintv1alpha1.APIKey, in Is
 	if in.Revision > 0 {
 		list[0] = "keymint.io/v2"
 		list = append(list, strconv.FormatInt(in.Revision, 10))
+	}
+	if in.PreviousKeyHash != "" {
+		// The previous key works while this Secret says so: signed, so
+		// that no one can name another key as this one's predecessor.
+		list[0] = "keymint.io/v3"
+		list = append(list, in.PreviousKeyHash)
 	}
 	fields, _ := json.Marshal(list)
 	h := s.macs.Get().(hash.Hash)

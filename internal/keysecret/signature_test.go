@@ -22,7 +22,7 @@ func TestSignedSecretsVerifyAndForgedOnesDoNot(t *testing.T) {
 	planted, _ := keys.Mint()
 	issued := time.Date(2026, 1, 31, 10, 0, 0, 0, time.UTC)
 	expires := time.Date(2026, 2, 28, 10, 0, 0, 0, time.UTC)
-	signed := Build(owner(), k, 1, issued, &expires)
+	signed := Build(owner(), k, Issue{Revision: 1, IssuedAt: issued, ExpiresAt: &expires})
 	if err := signer.Sign(signed, owner()); err != nil {
 		t.Fatal(err)
 	}
@@ -54,6 +54,9 @@ func TestSignedSecretsVerifyAndForgedOnesDoNot(t *testing.T) {
 		"garbage signature": func(s *corev1.Secret) { s.Annotations[AnnotationSignature] = "!!" },
 		"another revision":  func(s *corev1.Secret) { s.Annotations[keymintv1alpha1.AnnotationRevision] = "7" },
 		"revision removed":  func(s *corev1.Secret) { delete(s.Annotations, keymintv1alpha1.AnnotationRevision) },
+		"a previous key named": func(s *corev1.Secret) {
+			s.Annotations[keymintv1alpha1.AnnotationPreviousKeyHash] = keys.Hash(planted.Value)
+		},
 	} {
 		t.Run(name, func(t *testing.T) {
 			forged := signed.DeepCopy()
@@ -101,5 +104,43 @@ func TestCurrentAdoptsOnlyTheIssueTheStatusRecordsOrTheNext(t *testing.T) {
 		if got := Current(o, tt.in); got != tt.want {
 			t.Errorf("%s: Current = %v, want %v", tt.name, got, tt.want)
 		}
+	}
+}
+
+// TestARenewedSecretVouchesOnlyForItsSignedPredecessor: the previous key
+// a renewal's Secret names is signed: it cannot be changed or removed.
+func TestARenewedSecretVouchesOnlyForItsSignedPredecessor(t *testing.T) {
+	signer, _ := NewSigner(bytes.Repeat([]byte{7}, SigningKeySize))
+	k, _ := keys.Mint()
+	prev, _ := keys.Mint()
+	other, _ := keys.Mint()
+	issued := time.Date(2026, 1, 31, 10, 0, 0, 0, time.UTC)
+	renewed := Build(owner(), k, Issue{Revision: 2, IssuedAt: issued, PreviousKeyHash: keys.Hash(prev.Value)})
+	if err := signer.Sign(renewed, owner()); err != nil {
+		t.Fatal(err)
+	}
+	in, err := signer.Verify(renewed, owner())
+	if err != nil || in.PreviousKeyHash != keys.Hash(prev.Value) || in.Revision != 2 {
+		t.Fatalf("a renewed Secret does not verify with its previous key: %v %+v", err, in)
+	}
+	for name, forge := range map[string]func(s *corev1.Secret){
+		"another previous key": func(s *corev1.Secret) {
+			s.Annotations[keymintv1alpha1.AnnotationPreviousKeyHash] = keys.Hash(other.Value)
+		},
+		"previous key removed": func(s *corev1.Secret) { delete(s.Annotations, keymintv1alpha1.AnnotationPreviousKeyHash) },
+	} {
+		forged := renewed.DeepCopy()
+		forge(forged)
+		if _, err := signer.Verify(forged, owner()); !errors.Is(err, ErrUntrusted) {
+			t.Errorf("%s: Verify = %v, want ErrUntrusted", name, err)
+		}
+	}
+	if renewed.Immutable == nil || !*renewed.Immutable {
+		t.Errorf("the Secret of a key without spec.rotation is mutable")
+	}
+	rotating := owner()
+	rotating.Spec.Rotation = &keymintv1alpha1.Rotation{}
+	if s := Build(rotating, k, Issue{Revision: 1, IssuedAt: issued}); s.Immutable == nil || *s.Immutable {
+		t.Errorf("the Secret of a key with spec.rotation is immutable: the kubelet would never refresh it")
 	}
 }

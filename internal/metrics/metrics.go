@@ -8,6 +8,7 @@ import (
 	runtimemetrics "runtime/metrics"
 
 	"github.com/prometheus/client_golang/prometheus"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
@@ -39,12 +40,33 @@ var (
 		Help:    "Time the verifier took to answer, from request to response, by protocol (http, grpc).",
 		Buckets: prometheus.ExponentialBuckets(25e-6, 2, 14),
 	}, []string{"protocol"})
+	// Renewals counts renewals by result: renewed (the successor is in the
+	// Secret), blocked (a renewal began to wait for a slot), failed (a
+	// write failed; it is retried).
+	Renewals = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "keymint_renewals_total",
+		Help: "Key renewals (scheduled or requested), by result (renewed, blocked, failed).",
+	}, []string{"result"})
+	// RenewalLag is how long after its renewal time a key's successor was
+	// written.
+	RenewalLag = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "keymint_renewal_lag_seconds",
+		Help:    "Time from a key's renewal time until its successor was written into the Secret.",
+		Buckets: prometheus.ExponentialBuckets(0.01, 2, 16),
+	})
 	// ExpiryLag is how long after its expiresAt a key's Secret was deleted.
 	ExpiryLag = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "keymint_expiry_lag_seconds",
 		Help:    "Time from a key's expiresAt until the controller expired it.",
 		Buckets: prometheus.ExponentialBuckets(0.01, 2, 16),
 	})
+)
+
+// The results of keymint_renewals_total.
+const (
+	RenewalRenewed = "renewed"
+	RenewalBlocked = "blocked"
+	RenewalFailed  = "failed"
 )
 
 // heapLive reports the heap the last garbage collection found live: what
@@ -66,9 +88,11 @@ var heapLive = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 // scrape, so the gauges never drift from the keys, and publishes the
 // expiry of each Active key that expires.
 type keysByPhase struct {
-	reader client.Reader
-	desc   *prometheus.Desc
-	expiry *prometheus.Desc
+	reader  client.Reader
+	desc    *prometheus.Desc
+	expiry  *prometheus.Desc
+	renewal *prometheus.Desc
+	inUse   *prometheus.Desc
 }
 
 func newKeysByPhase(reader client.Reader) keysByPhase {
@@ -76,10 +100,19 @@ func newKeysByPhase(reader client.Reader) keysByPhase {
 		desc: prometheus.NewDesc("keymint_apikeys", "APIKeys by phase.", []string{"phase"}, nil),
 		expiry: prometheus.NewDesc("keymint_apikey_expiry_timestamp_seconds",
 			"When an issued (Active or Inactive) key expires, in seconds since the epoch; keys that never expire have none.", []string{"namespace", "name", "user"}, nil),
+		renewal: prometheus.NewDesc("keymint_apikey_renewal_timestamp_seconds",
+			"When an issued key with spec.rotation renews itself (status.renewalTime), in seconds since the epoch.", []string{"namespace", "name", "user"}, nil),
+		inUse: prometheus.NewDesc("keymint_apikey_previous_key_in_use",
+			"1 for a renewed key whose previous key is still presented (condition PreviousKeyInUse); absent otherwise.", []string{"namespace", "name", "user"}, nil),
 	}
 }
 
-func (c keysByPhase) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc; ch <- c.expiry }
+func (c keysByPhase) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.desc
+	ch <- c.expiry
+	ch <- c.renewal
+	ch <- c.inUse
+}
 
 func (c keysByPhase) Collect(ch chan<- prometheus.Metric) {
 	list := &keymintv1alpha1.APIKeyList{}
@@ -100,6 +133,13 @@ func (c keysByPhase) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(c.expiry, prometheus.GaugeValue, float64(k.Status.ExpiresAt.Unix()),
 				k.Namespace, k.Name, k.Spec.User)
 		}
+		if k := &list.Items[i]; phase.Issued() && k.Status.RenewalTime != nil {
+			ch <- prometheus.MustNewConstMetric(c.renewal, prometheus.GaugeValue, float64(k.Status.RenewalTime.Unix()),
+				k.Namespace, k.Name, k.Spec.User)
+		}
+		if k := &list.Items[i]; apimeta.IsStatusConditionTrue(k.Status.Conditions, keymintv1alpha1.ConditionPreviousKeyInUse) {
+			ch <- prometheus.MustNewConstMetric(c.inUse, prometheus.GaugeValue, 1, k.Namespace, k.Name, k.Spec.User)
+		}
 	}
 	for phase, n := range counts {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), string(phase))
@@ -110,7 +150,7 @@ func (c keysByPhase) Collect(ch chan<- prometheus.Metric) {
 // is the manager's cache.
 func Register(reader client.Reader) error {
 	for _, c := range []prometheus.Collector{
-		IssueLatency, ExpiryLag, AccessReviews, Verifications, VerifyDuration, heapLive,
+		IssueLatency, ExpiryLag, RenewalLag, Renewals, AccessReviews, Verifications, VerifyDuration, heapLive,
 	} {
 		if err := ctrlmetrics.Registry.Register(c); err != nil && !errors.As(err, new(prometheus.AlreadyRegisteredError)) {
 			return err

@@ -28,6 +28,8 @@ func TestKeysByPhaseCountsTheCache(t *testing.T) {
 	expiring := key("b", keymintv1alpha1.PhaseActive)
 	expiring.Spec.User = "bob"
 	expiring.Status.ExpiresAt = &metav1.Time{Time: time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)}
+	expiring.Status.RenewalTime = &metav1.Time{Time: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)}
+	expiring.Status.Conditions = []metav1.Condition{{Type: keymintv1alpha1.ConditionPreviousKeyInUse, Status: metav1.ConditionTrue}}
 	expired := key("e", keymintv1alpha1.PhaseExpired)
 	expired.Status.ExpiresAt = expiring.Status.ExpiresAt
 	reader := fake.NewClientBuilder().WithScheme(scheme).WithObjects(
@@ -35,10 +37,17 @@ func TestKeysByPhaseCountsTheCache(t *testing.T) {
 		key("c", ""), key("d", keymintv1alpha1.PhasePending), expired,
 	).Build()
 	c := newKeysByPhase(reader)
-	// Only an issued key that expires has an expiry.
+	// Only an issued key that expires has an expiry; only one that renews a
+	// renewal time.
 	want := `# HELP keymint_apikey_expiry_timestamp_seconds When an issued (Active or Inactive) key expires, in seconds since the epoch; keys that never expire have none.
 # TYPE keymint_apikey_expiry_timestamp_seconds gauge
 keymint_apikey_expiry_timestamp_seconds{name="b",namespace="ns",user="bob"} 1.7987616e+09
+# HELP keymint_apikey_previous_key_in_use 1 for a renewed key whose previous key is still presented (condition PreviousKeyInUse); absent otherwise.
+# TYPE keymint_apikey_previous_key_in_use gauge
+keymint_apikey_previous_key_in_use{name="b",namespace="ns",user="bob"} 1
+# HELP keymint_apikey_renewal_timestamp_seconds When an issued key with spec.rotation renews itself (status.renewalTime), in seconds since the epoch.
+# TYPE keymint_apikey_renewal_timestamp_seconds gauge
+keymint_apikey_renewal_timestamp_seconds{name="b",namespace="ns",user="bob"} 1.7960832e+09
 # HELP keymint_apikeys APIKeys by phase.
 # TYPE keymint_apikeys gauge
 keymint_apikeys{phase="Active"} 2

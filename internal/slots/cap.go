@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -66,11 +67,20 @@ type Claim struct {
 // API server's list: a slot this key claimed a moment ago, not yet in the
 // cache, is found and kept, so that the key never holds two.
 func (c *Cap) Claim(ctx context.Context, key *keymintv1alpha1.APIKey, now time.Time) (Claim, error) {
+	return c.ClaimUpTo(ctx, key, now, 1)
+}
+
+// ClaimUpTo makes key the holder of want of its user's slots, claiming
+// those it lacks: two while a renewed key's previous key still works. Slots
+// the key claimed in a pass that did not finish count, so a retry never
+// takes more than want.
+func (c *Cap) ClaimUpTo(ctx context.Context, key *keymintv1alpha1.APIKey, now time.Time, want int) (Claim, error) {
 	taken, err := c.list(ctx, c.Live, client.MatchingLabels{LabelUserHash: UserHash(key.Spec.User)})
 	if err != nil {
 		return Claim{}, err
 	}
-	if HeldBy(taken, key) {
+	held := HeldCount(taken, key)
+	if held >= want {
 		return Claim{Held: true}, nil
 	}
 	if len(taken) >= c.Max {
@@ -83,7 +93,10 @@ func (c *Cap) Claim(ctx context.Context, key *keymintv1alpha1.APIKey, now time.T
 		}
 		err := c.Writer.Create(ctx, c.lease(key, name, now))
 		if err == nil {
-			return Claim{Held: true}, nil
+			if held++; held >= want {
+				return Claim{Held: true}, nil
+			}
+			continue
 		}
 		if !apierrors.IsAlreadyExists(err) {
 			return Claim{}, fmt.Errorf("claiming slot %s: %w", name, err)
@@ -98,7 +111,9 @@ func (c *Cap) Claim(ctx context.Context, key *keymintv1alpha1.APIKey, now time.T
 			return Claim{}, err
 		}
 		if Holds(existing, key) {
-			return Claim{Held: true}, nil
+			if held++; held >= want {
+				return Claim{Held: true}, nil
+			}
 		}
 		taken = append(taken, *existing)
 	}
@@ -132,6 +147,20 @@ func (c *Cap) Release(ctx context.Context, key *keymintv1alpha1.APIKey) error {
 	return c.ReleaseOf(ctx, client.ObjectKeyFromObject(key), func(l *coordinationv1.Lease) bool { return Holds(l, key) })
 }
 
+// ReleaseSurplus frees the slots key holds beyond keep, from the API
+// server's list: the slot of a previous key that is retired, or one a
+// renewal claimed before it stopped. The first keep, by name, stay.
+func (c *Cap) ReleaseSurplus(ctx context.Context, key *keymintv1alpha1.APIKey, keep int) error {
+	kept := 0
+	return c.ReleaseOf(ctx, client.ObjectKeyFromObject(key), func(l *coordinationv1.Lease) bool {
+		if !Holds(l, key) {
+			return false
+		}
+		kept++
+		return kept > keep
+	})
+}
+
 // ReleaseOf frees the slots labelled with the APIKey name for which
 // release says so, such as those of an APIKey of that name that is gone.
 func (c *Cap) ReleaseOf(ctx context.Context, name types.NamespacedName, release func(*coordinationv1.Lease) bool) error {
@@ -142,6 +171,7 @@ func (c *Cap) ReleaseOf(ctx context.Context, name types.NamespacedName, release 
 	if err != nil {
 		return err
 	}
+	slices.SortFunc(leases, func(a, b coordinationv1.Lease) int { return strings.Compare(a.Name, b.Name) })
 	for i := range leases {
 		if release(&leases[i]) {
 			if err := c.delete(ctx, &leases[i]); err != nil {
@@ -201,6 +231,18 @@ func (c *Cap) delete(ctx context.Context, lease *coordinationv1.Lease) error {
 // the same name does not count.
 func Holds(lease *coordinationv1.Lease, key *keymintv1alpha1.APIKey) bool {
 	return ptr.Deref(lease.Spec.HolderIdentity, "") == string(key.UID)
+}
+
+// HeldCount is how many of leases key holds: two while a renewed key's
+// previous key still works.
+func HeldCount(leases []coordinationv1.Lease, key *keymintv1alpha1.APIKey) int {
+	n := 0
+	for i := range leases {
+		if Holds(&leases[i], key) {
+			n++
+		}
+	}
+	return n
 }
 
 // HeldBy reports whether one of leases is held by key.

@@ -165,3 +165,35 @@ func TestReleaseListsTheAPIServer(t *testing.T) {
 		t.Fatalf("%d slots still held after Release", n)
 	}
 }
+
+// TestARenewalHoldsTwoSlotsAndReleasesTheSurplus: ClaimUpTo takes a second
+// slot for a renewed key's previous key, once however often it is retried,
+// and never past the cap; ReleaseSurplus gives back all but keep.
+func TestARenewalHoldsTwoSlotsAndReleasesTheSurplus(t *testing.T) {
+	ctx := context.Background()
+	key, other := apikey("k", "uid-k"), apikey("o", "uid-o")
+	sc, base := newCap(t, interceptor.Funcs{})
+	for range 2 {
+		if c, err := sc.ClaimUpTo(ctx, key, now, 2); err != nil || !c.Held {
+			t.Fatalf("ClaimUpTo 2 = %+v, %v", c, err)
+		}
+	}
+	if n := heldBy(t, base, key); n != 2 {
+		t.Fatalf("the key holds %d slots after two claims of two, want 2", n)
+	}
+	if c, err := sc.Claim(ctx, other, now); err != nil || c.Held {
+		t.Fatalf("another key of the user took a slot while a renewal holds both: %+v, %v", c, err)
+	}
+	if err := sc.ReleaseSurplus(ctx, key, 1); err != nil {
+		t.Fatal(err)
+	}
+	if n := heldBy(t, base, key); n != 1 {
+		t.Fatalf("the key holds %d slots after ReleaseSurplus(1), want 1", n)
+	}
+	if c, err := sc.Claim(ctx, other, now); err != nil || !c.Held {
+		t.Fatalf("the freed slot was not free: %+v, %v", c, err)
+	}
+	if c, err := sc.ClaimUpTo(ctx, key, now, 2); err != nil || c.Held {
+		t.Fatalf("a renewal took a slot past the cap: %+v, %v", c, err)
+	}
+}

@@ -47,11 +47,21 @@ func Name(user string, index int) string {
 type Candidate struct {
 	Key     types.NamespacedName
 	Created time.Time
+	// Renewal: an issued key whose renewal waits for a slot. It is served
+	// before every key that waits for its first issue: it expires if it
+	// waits too long.
+	Renewal bool
 }
 
-// compare orders candidates oldest first, then by namespace and name, so
-// that every reconcile agrees on the order.
+// compare orders candidates renewals first, then oldest first, then by
+// namespace and name, so that every reconcile agrees on the order.
 func compare(a, b Candidate) int {
+	if a.Renewal != b.Renewal {
+		if a.Renewal {
+			return -1
+		}
+		return 1
+	}
 	if c := a.Created.Compare(b.Created); c != 0 {
 		return c
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
+	"github.com/keymint/keymint/internal/keysecret"
 )
 
 // Reason says why a key was refused; it is the JSON body's "reason".
@@ -43,6 +44,24 @@ type Verdict struct {
 	// Key is the APIKey the key belongs to; nil when none was found. It is
 	// the cache's copy: read it, never change it.
 	Key *keymintv1alpha1.APIKey
+	// Previous: the key presented is the APIKey's previous key (renewed,
+	// and working until status.previousKey.expiresAt), not its current one.
+	Previous bool
+	// Next, when set, is the key presented: the successor a renewal wrote
+	// into the Secret, which the APIKey's status does not name yet.
+	Next *keysecret.Issue
+}
+
+// KeyID is the ID of the key presented: the previous key's, the
+// successor's, or the current one's.
+func (v Verdict) KeyID() string {
+	switch {
+	case v.Previous:
+		return v.Key.Status.PreviousKey.KeyID
+	case v.Next != nil:
+		return v.Next.KeyID
+	}
+	return v.Key.Status.KeyID
 }
 
 // Valid reports whether the key may pass.
@@ -57,7 +76,8 @@ func (v Verdict) Result() string {
 }
 
 // decide is the verdict on a well-formed key whose hash status.keyHash of
-// key matches (key nil: no APIKey does), at now, for a gateway that accepts
+// key matches, or status.previousKey.keyHash when previous (key nil: no
+// APIKey does), at now, for a gateway that accepts
 // only the namespaces in scope (nil: any). inSecret says the key's Secret
 // exists, signed by keymint, with this key. It reads nothing but its
 // arguments.
@@ -66,7 +86,9 @@ func (v Verdict) Result() string {
 // about it is told. Expiry is the verifier's own clock against expiresAt:
 // it does not wait for the controller to expire the key, nor to report a
 // key switched off: spec.state decides at once.
-func decide(now time.Time, scope []string, key *keymintv1alpha1.APIKey, inSecret bool) Reason {
+//
+// A previous key is refused from its own expiresAt, on the same clock.
+func decide(now time.Time, scope []string, key *keymintv1alpha1.APIKey, previous, inSecret bool) Reason {
 	switch {
 	case key == nil:
 		return ReasonUnknown
@@ -74,7 +96,7 @@ func decide(now time.Time, scope []string, key *keymintv1alpha1.APIKey, inSecret
 		return ReasonWrongNamespace
 	case !key.DeletionTimestamp.IsZero():
 		return ReasonUnknown // revoked: its APIKey is being deleted
-	case key.Status.Phase == keymintv1alpha1.PhaseExpired, key.DueAt(now):
+	case key.Status.Phase == keymintv1alpha1.PhaseExpired, key.DueAt(now), previous && !key.PreviousValidAt(now):
 		return ReasonExpired
 	case key.Status.Phase == keymintv1alpha1.PhaseSuspended:
 		return ReasonSuspended

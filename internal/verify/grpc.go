@@ -69,7 +69,7 @@ func (a *ExtAuthz) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3
 	verdict := v.Verify(ctx, presentedKey(headers["authorization"], headers[strings.ToLower(HeaderAPIKey)]), scope, caller)
 	if verdict.Valid() {
 		var set []*corev3.HeaderValueOption
-		identity(verdict.Key, func(name, value string) { set = append(set, header(name, value)) })
+		identity(verdict, func(name, value string) { set = append(set, header(name, value)) })
 		return &authv3.CheckResponse{
 			Status: &rpcstatus.Status{Code: int32(codes.OK)},
 			HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{

@@ -27,7 +27,7 @@ func BenchmarkHandler(b *testing.B) {
 		Spec: keymintv1alpha1.APIKeySpec{User: "alice", Expiration: keymintv1alpha1.Expiration{Never: new(true)}}}
 	minted, _ := keys.Mint()
 	now := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
-	secret := keysecret.Build(key, minted, 1, now, nil)
+	secret := keysecret.Build(key, minted, keysecret.Issue{Revision: 1, IssuedAt: now})
 	_ = signer.Sign(secret, key)
 	in, _ := keysecret.Read(secret)
 	key.Status = keymintv1alpha1.APIKeyStatus{Phase: keymintv1alpha1.PhaseActive, KeyID: in.KeyID, KeyHash: in.KeyHash, SecretName: secret.Name}

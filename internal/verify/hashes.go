@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -36,7 +37,9 @@ func parseHash(s string) (hash, bool) {
 type hashes struct {
 	mu     sync.RWMutex
 	byHash map[hash]types.NamespacedName
-	synced toolscache.InformerSynced
+	// bySecret maps the key hash of every minted Secret to that Secret.
+	bySecret map[hash]types.NamespacedName
+	synced   toolscache.InformerSynced
 }
 
 // watchHashes keeps a hashes from the APIKey informer of c.
@@ -62,23 +65,91 @@ func watchHashes(ctx context.Context, c cache.Cache) (*hashes, error) {
 		return nil, fmt.Errorf("watching APIKeys for the verifier: %w", err)
 	}
 	h.synced = reg.HasSynced
-	return h, nil
+	return h, h.watchSecrets(ctx, c)
 }
 
-// set replaces old's hash by obj's.
+// watchSecrets keeps bySecret, the hash of the key each minted Secret
+// holds, from the Secret informer: a renewal writes its successor into the
+// Secret a moment before the APIKey's status names it, and a client that
+// reads the Secret in that moment must not be refused.
+func (h *hashes) watchSecrets(ctx context.Context, c cache.Cache) error {
+	inf, err := c.GetInformer(ctx, &corev1.Secret{})
+	if err != nil {
+		return err
+	}
+	h.bySecret = map[hash]types.NamespacedName{}
+	set := func(obj any, add bool) {
+		if tomb, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+			obj = tomb.Obj
+		}
+		s, ok := obj.(*corev1.Secret)
+		if !ok || s.Type != keymintv1alpha1.SecretType {
+			return
+		}
+		sum, ok := parseHash(s.Annotations[keymintv1alpha1.AnnotationKeyHash])
+		if !ok {
+			return
+		}
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		if add {
+			h.bySecret[sum] = types.NamespacedName{Namespace: s.Namespace, Name: s.Name}
+		} else if h.bySecret[sum] == (types.NamespacedName{Namespace: s.Namespace, Name: s.Name}) {
+			delete(h.bySecret, sum)
+		}
+	}
+	_, err = inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) { set(obj, true) },
+		UpdateFunc: func(old, obj any) {
+			set(old, false)
+			set(obj, true)
+		},
+		DeleteFunc: func(obj any) { set(obj, false) },
+	})
+	return err
+}
+
+// secretOf names the minted Secret that holds the key of hash s.
+func (h *hashes) secretOf(s string) (types.NamespacedName, bool) {
+	sum, ok := parseHash(s)
+	if !ok {
+		return types.NamespacedName{}, false
+	}
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	name, ok := h.bySecret[sum]
+	return name, ok
+}
+
+// set replaces old's hashes by obj's: the current key's, and the
+// previous key's while status.previousKey holds it.
 func (h *hashes) set(old, obj any) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if k, ok := old.(*keymintv1alpha1.APIKey); ok {
-		if sum, ok := parseHash(k.Status.KeyHash); ok && h.byHash[sum] == (types.NamespacedName{Namespace: k.Namespace, Name: k.Name}) {
-			delete(h.byHash, sum)
+		name := types.NamespacedName{Namespace: k.Namespace, Name: k.Name}
+		for _, s := range keyHashes(k) {
+			if sum, ok := parseHash(s); ok && h.byHash[sum] == name {
+				delete(h.byHash, sum)
+			}
 		}
 	}
 	if k, ok := obj.(*keymintv1alpha1.APIKey); ok {
-		if sum, ok := parseHash(k.Status.KeyHash); ok {
-			h.byHash[sum] = types.NamespacedName{Namespace: k.Namespace, Name: k.Name}
+		for _, s := range keyHashes(k) {
+			if sum, ok := parseHash(s); ok {
+				h.byHash[sum] = types.NamespacedName{Namespace: k.Namespace, Name: k.Name}
+			}
 		}
 	}
+}
+
+// keyHashes are the hashes k's status names.
+func keyHashes(k *keymintv1alpha1.APIKey) [2]string {
+	out := [2]string{k.Status.KeyHash}
+	if p := k.Status.PreviousKey; p != nil {
+		out[1] = p.KeyHash
+	}
+	return out
 }
 
 // get names the APIKey whose status holds the hash s.

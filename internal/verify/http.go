@@ -45,7 +45,7 @@ func (v *Verifier) Handler() http.Handler {
 		}
 		verdict := v.Verify(r.Context(), presentedKey(r.Header.Get("Authorization"), r.Header.Get(HeaderAPIKey)), scope, caller)
 		if verdict.Valid() {
-			identity(verdict.Key, func(name, value string) { h[name] = []string{value} })
+			identity(verdict, func(name, value string) { h[name] = []string{value} })
 			w.WriteHeader(http.StatusOK)
 			return
 		}

@@ -13,7 +13,11 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
 	"github.com/keymint/keymint/internal/testenv"
 )
 
@@ -41,7 +45,8 @@ func (b *backend) seen() []string {
 
 // nginxConf puts nginx on port in front of upstream, asking the verifier
 // with auth_request for every request, scoped to namespace ns, and passing
-// the key's user, never the key, upstream.
+// the key's user, never the key, upstream. Its access log has each
+// request's status and the ID of the key presented.
 const nginxConf = `
 daemon off;
 master_process off;
@@ -50,7 +55,8 @@ pid %[1]s/nginx.pid;
 error_log %[1]s/error.log warn;
 events { worker_connections 64; }
 http {
-	access_log off;
+	log_format keymint '$status $keymint_key_id';
+	access_log %[1]s/access.log keymint;
 	client_body_temp_path %[1]s/body;
 	proxy_temp_path %[1]s/proxy;
 	fastcgi_temp_path %[1]s/fastcgi;
@@ -61,6 +67,7 @@ http {
 		location / {
 			auth_request /_keymint;
 			auth_request_set $keymint_user $upstream_http_x_keymint_user;
+			auth_request_set $keymint_key_id $upstream_http_x_keymint_key_id;
 			proxy_set_header X-Keymint-User $keymint_user;
 			proxy_set_header Authorization "";
 			proxy_set_header X-API-Key "";
@@ -77,8 +84,9 @@ http {
 }
 `
 
-// startNginx runs Debian's nginx with nginxConf until the test ends.
-func startNginx(t *testing.T, upstream, ns string) string {
+// startNginx runs Debian's nginx with nginxConf until the test ends; it
+// returns its URL and the path of its access log.
+func startNginx(t *testing.T, upstream, ns string) (string, string) {
 	t.Helper()
 	bin, err := exec.LookPath("nginx")
 	if err != nil {
@@ -118,7 +126,7 @@ func startNginx(t *testing.T, upstream, ns string) string {
 		}
 		return err
 	}).WithTimeout(10*time.Second).Should(Succeed(), "nginx did not start")
-	return url
+	return url, filepath.Join(dir, "access.log")
 }
 
 // TestNginxGateway: real nginx with auth_request to /verify/ns/<ns> in
@@ -131,7 +139,7 @@ func TestNginxGateway(t *testing.T) {
 	be := &backend{}
 	upstream := httptest.NewServer(be)
 	defer upstream.Close()
-	gateway := startNginx(t, upstream.URL, s.ns)
+	gateway, _ := startNginx(t, upstream.URL, s.ns)
 
 	get := func(header, key string, forged bool) int {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, gateway+"/api/orders", nil)
@@ -167,4 +175,95 @@ func TestNginxGateway(t *testing.T) {
 		g.Expect(get("Authorization", key, false)).To(Equal(http.StatusUnauthorized), name)
 	}
 	g.Expect(be.seen()).To(HaveLen(2), "no refused request reached the backend")
+}
+
+// TestAWorkloadThroughARenewal is a workload's view of a renewal: real
+// nginx in front of the verifier, and a client that presents the key in a
+// file which a stand-in for the kubelet rewrites from the Secret each time
+// the Secret changes (what a mounted volume gives). Through one renewal no
+// request is refused, and the gateway's log shows the key ID switch.
+func TestAWorkloadThroughARenewal(t *testing.T) {
+	testenv.RequireControlPlane(t)
+	g := NewWithT(t)
+	ns := namespace(t, true)
+	key := &keymintv1alpha1.APIKey{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "workload"},
+		Spec: keymintv1alpha1.APIKeySpec{User: "wendy@" + ns, Expiration: keymintv1alpha1.Expiration{Months: new(int32(3))},
+			Rotation: &keymintv1alpha1.Rotation{}}}
+	g.Expect(env.Client.Create(ctx, key)).To(Succeed())
+	first := waitFor(g, key, func(k *keymintv1alpha1.APIKey) bool { return k.Status.Phase == keymintv1alpha1.PhaseActive })
+	upstream := httptest.NewServer(&backend{})
+	defer upstream.Close()
+	gateway, accessLog := startNginx(t, upstream.URL, ns)
+
+	// The volume: the file follows the Secret, as the kubelet's refresh does.
+	file := filepath.Join(t.TempDir(), "api-key")
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		written := ""
+		for {
+			s := &corev1.Secret{}
+			if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "workload"}, s); err == nil {
+				if v := string(s.Data[keymintv1alpha1.DataKey]); v != written {
+					presented.Store(v, true)
+					tmp := file + ".tmp"
+					if os.WriteFile(tmp, []byte(v), 0o600) == nil && os.Rename(tmp, file) == nil {
+						written = v
+					}
+				}
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	})
+	// The workload: re-reads the file for every request.
+	var mu sync.Mutex
+	codes := map[int]int{}
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			raw, err := os.ReadFile(file)
+			if err != nil {
+				continue
+			}
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, gateway+"/api/orders", nil)
+			req.Header.Set("X-API-Key", string(raw))
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				continue
+			}
+			_ = resp.Body.Close()
+			mu.Lock()
+			codes[resp.StatusCode]++
+			mu.Unlock()
+		}
+	})
+	sent := func() int { mu.Lock(); defer mu.Unlock(); return codes[http.StatusOK] + codes[http.StatusUnauthorized] }
+	g.Eventually(sent).Should(BeNumerically(">=", 50))
+
+	clk.SetTime(first.Status.RenewalTime.Time)
+	poke(g, key)
+	renewed := waitFor(g, key, func(k *keymintv1alpha1.APIKey) bool { return k.Status.Revision == 2 })
+	g.Eventually(func() string { raw, _ := os.ReadFile(accessLog); return string(raw) }).
+		Should(ContainSubstring("200 "+renewed.Status.KeyID), "the workload never presented the renewed key")
+	at := sent()
+	g.Eventually(sent).Should(BeNumerically(">=", at+50))
+	close(stop)
+	wg.Wait()
+
+	t.Logf("through one renewal: %v (status: requests)", codes)
+	g.Expect(codes[http.StatusOK]).To(BeNumerically(">", 100))
+	g.Expect(codes).To(HaveLen(1), "a request was refused through the renewal: %v", codes)
+	raw, err := os.ReadFile(accessLog)
+	g.Expect(err).NotTo(HaveOccurred())
+	log := string(raw)
+	g.Expect(strings.Index(log, "200 "+first.Status.KeyID)).To(BeNumerically("<", strings.Index(log, "200 "+renewed.Status.KeyID)),
+		"the gateway log shows the key ID switch")
 }

@@ -28,7 +28,7 @@ func TestOnlyASignedSecretHoldsAKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	signed := keysecret.Build(key, minted, 1, time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC), nil)
+	signed := keysecret.Build(key, minted, keysecret.Issue{Revision: 1, IssuedAt: time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)})
 	if err := signer.Sign(signed, key); err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +56,7 @@ func TestOnlyASignedSecretHoldsAKey(t *testing.T) {
 		{"signed, then changed", tampered, false},
 	} {
 		v.Cache = objectsReader{key: key, secret: tt.secret}
-		if got := v.inSecret(context.Background(), key); got != tt.want {
+		if got := v.inSecret(context.Background(), key, key.Status.KeyHash, false); got != tt.want {
 			t.Errorf("%s: inSecret = %v, want %v", tt.name, got, tt.want)
 		}
 	}

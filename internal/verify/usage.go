@@ -43,27 +43,33 @@ type Usage struct {
 }
 
 type useKey struct {
-	uid    types.UID
-	action audit.Action
+	uid      types.UID
+	action   audit.Action
+	previous bool
 }
 
 type use struct {
-	key    types.NamespacedName
-	uid    types.UID
-	user   string
-	keyID  string
-	action audit.Action
-	reason Reason
-	at     time.Time
-	caller Caller
+	key   types.NamespacedName
+	uid   types.UID
+	user  string
+	keyID string
+	// previous: the use is of the APIKey's previous key.
+	previous bool
+	action   audit.Action
+	reason   Reason
+	at       time.Time
+	caller   Caller
 }
 
 // Saw takes note of a verdict on an existing key; it never blocks.
 func (u *Usage) Saw(v Verdict, caller Caller, now time.Time) {
+	if v.Next != nil {
+		return // a successor the status does not name yet: its uses come in a moment
+	}
 	var action audit.Action
 	switch {
 	case v.Valid():
-		if last := v.Key.Status.LastUsedAt; last != nil && now.Sub(last.Time) < u.Interval {
+		if !u.due(v, now) {
 			return // another replica, or an earlier pass, wrote it already
 		}
 		action = audit.ActionUsed
@@ -72,23 +78,56 @@ func (u *Usage) Saw(v Verdict, caller Caller, now time.Time) {
 	default:
 		return
 	}
-	k := useKey{uid: v.Key.UID, action: action}
+	k := useKey{uid: v.Key.UID, action: action, previous: v.Previous}
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	u.initLocked()
-	if last, ok := u.done[k]; ok && now.Sub(last) < u.Interval {
+	if last, ok := u.done[k]; ok && now.Sub(last) < u.Interval && !crossed(v, last, now) {
 		return
 	}
-	if _, ok := u.pending[k]; ok {
+	if pend, ok := u.pending[k]; ok {
+		// A use of a previous key past its mark must not be lost behind one
+		// before it that is not written yet.
+		if crossed(v, pend.at, now) {
+			pend.at = now
+			u.pending[k] = pend
+		}
 		return
 	}
 	u.pending[k] = use{key: types.NamespacedName{Namespace: v.Key.Namespace, Name: v.Key.Name}, uid: v.Key.UID,
-		user: v.Key.Spec.User, keyID: v.Key.Status.KeyID, action: action, reason: v.Reason, at: now,
+		user: v.Key.Spec.User, keyID: v.KeyID(), previous: v.Previous, action: action, reason: v.Reason, at: now,
 		caller: Caller{Address: audit.Truncate(caller.Address), UserAgent: audit.Truncate(caller.UserAgent)}}
 	select {
 	case u.kick <- struct{}{}:
 	default:
 	}
+}
+
+// due reports whether a valid key's use is worth a write at now: once per
+// Interval, and for a previous key also the first use past its in-use
+// mark (see crossed).
+func (u *Usage) due(v Verdict, now time.Time) bool {
+	last := v.Key.Status.LastUsedAt
+	if v.Previous {
+		last = v.Key.Status.PreviousKey.LastUsedAt
+	}
+	if last == nil {
+		return true
+	}
+	return now.Sub(last.Time) >= u.Interval || crossed(v, last.Time, now)
+}
+
+// crossed reports whether a use of a previous key at now is its first past
+// PreviousKeyInUseAfter after its successor was written, its last one
+// having been at last: that use makes PreviousKeyInUse True, without
+// waiting for the interval.
+func crossed(v Verdict, last, now time.Time) bool {
+	issued := v.Key.Status.IssuedAt
+	if !v.Previous || issued == nil {
+		return false
+	}
+	mark := issued.Add(keymintv1alpha1.PreviousKeyInUseAfter)
+	return now.After(mark) && !last.After(mark)
 }
 
 // initLocked makes the maps on first use; u.mu is held.
@@ -140,9 +179,12 @@ func (u *Usage) flush(ctx context.Context) {
 			log.FromContext(ctx).Error(err, "recording a key's use failed; retrying", "apikey", p.key.String(), "action", p.action)
 			continue
 		}
+		k := useKey{uid: p.uid, action: p.action, previous: p.previous}
 		u.mu.Lock()
-		delete(u.pending, useKey{uid: p.uid, action: p.action})
-		u.done[useKey{uid: p.uid, action: p.action}] = p.at
+		if u.pending[k].at.Equal(p.at) { // else a later use came meanwhile
+			delete(u.pending, k)
+		}
+		u.done[k] = p.at
 		u.mu.Unlock()
 	}
 }
@@ -158,6 +200,9 @@ func (u *Usage) write(ctx context.Context, p use) error {
 		}
 	}
 	bucket := strconv.FormatInt(p.at.Truncate(u.Interval).Unix(), 10)
+	if p.previous {
+		bucket = p.keyID + "/" + bucket
+	}
 	id := audit.KeyRecordID(string(p.uid), string(p.action), bucket)
 	msg := "key " + p.keyID + " of user " + p.user + " was presented and accepted"
 	if p.action == audit.ActionRejectedUse {
@@ -186,11 +231,20 @@ func (u *Usage) claim(ctx context.Context, p use) (bool, error) {
 		if key.UID != p.uid {
 			return false, nil
 		}
-		if last := key.Status.LastUsedAt; last != nil && p.at.Sub(last.Time) < u.Interval {
-			return false, nil
-		}
 		base := key.DeepCopy()
-		key.Status.LastUsedAt = &metav1.Time{Time: p.at.UTC().Truncate(time.Second)}
+		at := &metav1.Time{Time: p.at.UTC().Truncate(time.Second)}
+		if p.previous {
+			prev := key.Status.PreviousKey
+			if prev == nil || prev.KeyID != p.keyID || !u.due(Verdict{Key: key, Previous: true}, p.at) {
+				return false, nil
+			}
+			prev.LastUsedAt = at
+		} else {
+			if !u.due(Verdict{Key: key}, p.at) {
+				return false, nil
+			}
+			key.Status.LastUsedAt = at
+		}
 		err := u.Client.Status().Patch(ctx, key, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}))
 		if !apierrors.IsConflict(err) {
 			return err == nil, client.IgnoreNotFound(err)

@@ -68,51 +68,101 @@ func (v *Verifier) verdict(ctx context.Context, presented string, scope []string
 	if keys.Validate(presented) != nil {
 		return Verdict{Reason: ReasonMalformed}
 	}
-	key, err := v.lookup(ctx, keys.Hash(presented))
-	if err != nil || key == nil {
+	hash := keys.Hash(presented)
+	key, previous, err := v.lookup(ctx, hash)
+	if err == nil && key == nil {
+		return v.successor(ctx, hash, scope, now)
+	}
+	if err != nil {
 		// A cache that cannot answer refuses, as for a key it has not seen.
 		return Verdict{Reason: ReasonUnknown}
 	}
-	return Verdict{Reason: decide(now, scope, key, v.inSecret(ctx, key)), Key: key}
+	return Verdict{Reason: decide(now, scope, key, previous, v.inSecret(ctx, key, hash, previous)), Key: key, Previous: previous}
 }
 
-// lookup finds the APIKey whose status holds hash. The cache's own copy is
-// read, not a deep copy: this runs for every request.
-func (v *Verifier) lookup(ctx context.Context, hash string) (*keymintv1alpha1.APIKey, error) {
-	name, ok := v.hashes.get(hash)
+// successor decides on a key no APIKey's status names, which may be the
+// successor a renewal has just written into its Secret: the Secret, signed
+// by keymint for its APIKey, holds it as the revision after the status's.
+// Anything else is unknown.
+func (v *Verifier) successor(ctx context.Context, hash string, scope []string, now time.Time) Verdict {
+	ref, ok := v.hashes.secretOf(hash)
 	if !ok {
-		return nil, nil
+		return Verdict{Reason: ReasonUnknown}
+	}
+	secret := &corev1.Secret{}
+	if err := v.Cache.Get(ctx, ref, secret, client.UnsafeDisableDeepCopy); err != nil || !secret.DeletionTimestamp.IsZero() {
+		return Verdict{Reason: ReasonUnknown}
 	}
 	key := &keymintv1alpha1.APIKey{}
+	name := types.NamespacedName{Namespace: ref.Namespace, Name: secret.Labels[keymintv1alpha1.LabelAPIKey]}
+	if err := v.Cache.Get(ctx, name, key, client.UnsafeDisableDeepCopy); err != nil || key.Status.SecretName != ref.Name {
+		return Verdict{Reason: ReasonUnknown}
+	}
+	in, err := v.Signer.Verify(secret, key)
+	if err != nil || in.KeyHash != hash || in.Revision != key.Status.Revision+1 || in.PreviousKeyHash == "" {
+		return Verdict{Reason: ReasonUnknown}
+	}
+	reason := decide(now, scope, key, false, true)
+	if reason == "" && in.ExpiresAt != nil && !now.Before(*in.ExpiresAt) {
+		reason = ReasonExpired
+	}
+	return Verdict{Reason: reason, Key: key, Next: &in}
+}
+
+// lookup finds the APIKey whose status holds hash, as its current key or
+// its previous one. The cache's own copy is read, not a deep copy: this
+// runs for every request.
+func (v *Verifier) lookup(ctx context.Context, hash string) (key *keymintv1alpha1.APIKey, previous bool, err error) {
+	name, ok := v.hashes.get(hash)
+	if !ok {
+		return nil, false, nil
+	}
+	key = &keymintv1alpha1.APIKey{}
 	if err := v.Cache.Get(ctx, name, key, client.UnsafeDisableDeepCopy); err != nil {
-		return nil, client.IgnoreNotFound(err)
+		return nil, false, client.IgnoreNotFound(err)
 	}
 	// The map follows the cache's events; the cache holds the last word.
-	if key.Status.KeyHash != hash {
-		return nil, nil
+	switch {
+	case key.Status.KeyHash == hash:
+		return key, false, nil
+	case key.Status.PreviousKey != nil && key.Status.PreviousKey.KeyHash == hash:
+		return key, true, nil
 	}
-	return key, nil
+	return nil, false, nil
 }
 
 // inSecret reports whether key's Secret exists in the cache, signed by
-// keymint for key, and holds the key of key's status: a deleted Secret is a
-// revoked key, and a planted one proves nothing.
-func (v *Verifier) inSecret(ctx context.Context, key *keymintv1alpha1.APIKey) bool {
+// keymint for key, and vouches for hash: a deleted Secret is a revoked key,
+// and a planted one proves nothing. The Secret vouches for the key it
+// holds, and for the key that one succeeded by a renewal (its signed
+// keymint.io/previous-key-hash): the status's previous key, or, for the
+// moment between the Secret's update and the status's, its current one.
+func (v *Verifier) inSecret(ctx context.Context, key *keymintv1alpha1.APIKey, hash string, previous bool) bool {
 	secret := &corev1.Secret{}
 	ref := types.NamespacedName{Namespace: key.Namespace, Name: key.Status.SecretName}
 	if err := v.Cache.Get(ctx, ref, secret, client.UnsafeDisableDeepCopy); err != nil || !secret.DeletionTimestamp.IsZero() {
 		return false
 	}
-	version := signedVersion{secret: secret.UID, resourceVersion: secret.ResourceVersion, owner: key.UID, keyHash: key.Status.KeyHash}
+	version := signedVersion{secret: secret.UID, resourceVersion: secret.ResourceVersion, owner: key.UID, keyHash: hash}
 	if v.signatures.has(version) {
 		return true
 	}
 	in, err := v.Signer.Verify(secret, key)
-	if err != nil || in.KeyHash != key.Status.KeyHash {
+	if err != nil || !vouches(in, key.Status.Revision, hash, previous) {
 		return false
 	}
 	v.signatures.add(version)
 	return true
+}
+
+// vouches reports whether a Secret that says in vouches for hash, the
+// status's previous key or its current one, of status revision revision.
+func vouches(in keysecret.Issue, revision int64, hash string, previous bool) bool {
+	succeeded := in.PreviousKeyHash == hash
+	if previous {
+		return succeeded && in.Revision == revision
+	}
+	return in.KeyHash == hash || succeeded && in.Revision == revision+1
 }
 
 // ParseScope reads the namespaces a gateway's verify path accepts. Only
@@ -151,12 +201,20 @@ func ParseScope(path string) (scope []string, ok bool) {
 // UnknownPathMessage is the one line of a 404 for a path ParseScope refuses.
 const UnknownPathMessage = "keymint: not a verify path: use /verify (every namespace), /verify/all/<path> or /verify/ns/<namespace>[,<namespace>...]\n"
 
-// expiresAtHeader is X-Keymint-Expires-At: RFC 3339, or "never".
-func expiresAtHeader(key *keymintv1alpha1.APIKey) string {
-	if key.Status.ExpiresAt == nil {
+// expiresAtHeader is X-Keymint-Expires-At of the key presented: RFC
+// 3339, or "never".
+func expiresAtHeader(v Verdict) string {
+	switch {
+	case v.Previous:
+		return v.Key.Status.PreviousKey.ExpiresAt.UTC().Format(time.RFC3339)
+	case v.Next != nil && v.Next.ExpiresAt == nil:
+		return keymintv1alpha1.ExpiresNever
+	case v.Next != nil:
+		return v.Next.ExpiresAt.UTC().Format(time.RFC3339)
+	case v.Key.Status.ExpiresAt == nil:
 		return keymintv1alpha1.ExpiresNever
 	}
-	return key.Status.ExpiresAt.UTC().Format(time.RFC3339)
+	return v.Key.Status.ExpiresAt.UTC().Format(time.RFC3339)
 }
 
 // Identity headers a valid key's request carries upstream.
@@ -173,12 +231,15 @@ const (
 
 // identity calls set with each header of a valid key, in a fixed order:
 // the one list of them, for HTTP and gRPC, that allocates nothing itself.
-func identity(key *keymintv1alpha1.APIKey, set func(name, value string)) {
+// The key ID and expiry are those of the key presented, so a gateway's log
+// shows who still uses a previous key.
+func identity(v Verdict, set func(name, value string)) {
+	key := v.Key
 	set(HeaderUser, key.Spec.User)
 	set(HeaderNamespace, key.Namespace)
 	set(HeaderName, key.Name)
-	set(HeaderKeyID, key.Status.KeyID)
-	set(HeaderExpiresAt, expiresAtHeader(key))
+	set(HeaderKeyID, v.KeyID())
+	set(HeaderExpiresAt, expiresAtHeader(v))
 }
 
 // presentedKey reads a key from an Authorization: Bearer header or, when
