@@ -146,11 +146,15 @@ func previousKeyUsed(o, n client.Object) bool {
 }
 
 // secretCreatedOrGone passes the creation and deletion of minted Secrets,
-// and a change of what a mutable one says (its keymint.io annotations):
-// only a renewal writes one, and anything else is tampering.
+// and a change of what a mutable one says (its annotations) that is not a
+// renewal's (a new keymint.io/revision), which is someone's tampering: the
+// key's pass deletes such a Secret and mints anew. A renewal's write, the
+// controller's own, does not come back as another pass; a forged one's
+// signature fails at the verifier at once, and the key's next pass finds it.
 var secretCreatedOrGone = predicate.Funcs{
 	UpdateFunc: func(e event.UpdateEvent) bool {
-		return !maps.Equal(e.ObjectOld.GetAnnotations(), e.ObjectNew.GetAnnotations())
+		o, n := e.ObjectOld.GetAnnotations(), e.ObjectNew.GetAnnotations()
+		return !maps.Equal(o, n) && o[keymintv1alpha1.AnnotationRevision] == n[keymintv1alpha1.AnnotationRevision]
 	},
 	GenericFunc: func(event.GenericEvent) bool { return false },
 }

@@ -69,8 +69,12 @@ func (p *keyPass) renew(ctx context.Context, plan Plan) error {
 	setRotation(key, p.now)
 	setExpiringSoon(key, p.now, p.ExpiryWarning)
 	metrics.Renewals.WithLabelValues(metrics.RenewalRenewed).Inc()
-	// A successor without a previous key (no grace) leaves the key one slot.
-	return p.cap().ReleaseSurplus(ctx, key, slotsNeeded(key, p.now))
+	if want == 1 {
+		// A successor without a previous key (no grace) leaves the key
+		// one slot; with one, it holds the two it claimed.
+		return p.cap().ReleaseSurplus(ctx, key, slotsNeeded(key, p.now))
+	}
+	return nil
 }
 
 // blockRotation records a renewal that waits for a slot; the key stays
@@ -106,10 +110,11 @@ func (p *keyPass) retire(ctx context.Context) error {
 func (p *keyPass) writeSuccessor(ctx context.Context, plan Plan) (keysecret.Issue, error) {
 	key := p.key
 	ref := types.NamespacedName{Namespace: key.Namespace, Name: key.Status.SecretName}
-	// Live: an update needs the current resourceVersion, and an adoption
-	// must not be a stale copy's.
+	// From the cache: a stale copy only makes the write conflict (the
+	// update carries its resourceVersion, the delete its UID and
+	// resourceVersion), and the retry reads again.
 	old := &corev1.Secret{}
-	err := p.APIReader.Get(ctx, ref, old)
+	err := p.Get(ctx, ref, old)
 	if err != nil && !apierrors.IsNotFound(err) {
 		return keysecret.Issue{}, err
 	}

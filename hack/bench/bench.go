@@ -376,7 +376,8 @@ func (b *bench) deleteFloor(ctx context.Context, n int) (p50, p99 float64, err e
 	return p50, p99, nil
 }
 
-// deletionWatch records when each Secret of a namespace was seen deleted.
+// deletionWatch records when each Secret of a namespace was seen deleted
+// (or, from watchSecrets, first seen as asked).
 type deletionWatch struct {
 	mu   sync.Mutex
 	gone map[string]time.Time
@@ -386,10 +387,16 @@ type deletionWatch struct {
 // Stop ends the watch.
 func (dw *deletionWatch) Stop() { dw.stop() }
 
-// watchDeletions notes when each Secret in ns is seen deleted. When the API
-// server ends the watch (under load it drops watchers it finds slow), it
-// watches again from the last event it saw, so that no deletion is missed.
+// watchDeletions notes when each Secret in ns is seen deleted.
 func (b *bench) watchDeletions(ctx context.Context, ns string) (*deletionWatch, error) {
+	return b.watchSecrets(ctx, ns, func(ev watch.Event, _ *corev1.Secret) bool { return ev.Type == watch.Deleted })
+}
+
+// watchSecrets notes when each Secret in ns is first seen in an event that
+// matches. When the API server ends the watch (under load it drops
+// watchers it finds slow), it watches again from the last event it saw, so
+// that no event is missed.
+func (b *bench) watchSecrets(ctx context.Context, ns string, match func(watch.Event, *corev1.Secret) bool) (*deletionWatch, error) {
 	list := &corev1.SecretList{}
 	if err := b.env.Client.List(ctx, list, client.InNamespace(ns)); err != nil {
 		return nil, err
@@ -411,9 +418,11 @@ func (b *bench) watchDeletions(ctx context.Context, ns string) (*deletionWatch, 
 					continue // an error event: the watch ends and starts again
 				}
 				rv = s.ResourceVersion
-				if ev.Type == watch.Deleted {
+				if match(ev, s) {
 					dw.mu.Lock()
-					dw.gone[s.Name] = time.Now()
+					if _, seen := dw.gone[s.Name]; !seen {
+						dw.gone[s.Name] = time.Now()
+					}
 					dw.mu.Unlock()
 				}
 			}

@@ -64,8 +64,8 @@ func main() {
 		return
 	}
 	var (
-		scenarios = flag.String("scenarios", "throughput,idle,cap,expiry,access,verify", "comma-separated: throughput, idle, cap, expiry, isolation, scale, access, verify")
-		n         = flag.Int("n", 1000, "keys in the throughput, idle and expiry scenarios")
+		scenarios = flag.String("scenarios", "throughput,idle,cap,expiry,access,verify,rotation", "comma-separated: throughput, idle, cap, expiry, isolation, scale, access, verify, rotation")
+		n         = flag.Int("n", 1000, "keys in the throughput, idle, expiry and rotation scenarios")
 		workers   = flag.Int("workers", 16, "concurrent clients creating objects")
 		scaleN    = flag.Int("scale-n", 10000, "keys in the scale, access and verify scenarios")
 		unrelated = flag.Int("unrelated", 10000, "unrelated 100 KiB Secrets in the isolation scenario")
@@ -128,6 +128,8 @@ func run(scenarios []string, n, workers, scaleN, unrelated int, out string) erro
 			r, err = b.access(ctx, scaleN)
 		case "verify":
 			rs, err = b.verifyLoad(ctx, scaleN)
+		case "rotation":
+			r, err = b.rotation(ctx, n)
 		default:
 			err = fmt.Errorf("unknown scenario %q", s)
 		}
