@@ -21,6 +21,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -167,6 +168,20 @@ func runWithInstalledRBAC(t *testing.T, manifest []byte) {
 		g.Expect(key.Status.LastUsedAt).NotTo(BeNil())
 	}, 30*time.Second).Should(Succeed(), "lastUsedAt was not written")
 
+	// A renewal into the same Secret (an in-place rotation of a key with
+	// spec.rotation, the owner's request): the manager updates the Secret.
+	rotating := &keymintv1alpha1.APIKey{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "rotating"},
+		Spec: keymintv1alpha1.APIKeySpec{User: alice, Expiration: keymintv1alpha1.Expiration{Months: new(int32(3))},
+			Rotation: &keymintv1alpha1.Rotation{}}}
+	g.Expect(asAlice.Create(ctx, rotating)).To(Succeed())
+	g.Eventually(func() keymintv1alpha1.Phase { return phase("rotating") }, time.Minute).Should(Equal(keymintv1alpha1.PhaseActive))
+	request := []byte(`{"metadata":{"annotations":{"keymint.io/rotate-requested-at":"2026-12-06T12:00:00Z","keymint.io/rotate-grace":"0s"}}}`)
+	g.Expect(asAlice.Patch(ctx, rotating, client.RawPatch(types.MergePatchType, request))).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		g.Expect(admin.Get(ctx, client.ObjectKeyFromObject(rotating), rotating)).To(Succeed())
+		g.Expect(rotating.Status.Revision).To(Equal(int64(2)))
+	}, 30*time.Second).Should(Succeed(), "the key was not renewed")
+
 	// Expiry, on the manager's real clock.
 	soon := metav1.NewTime(time.Now().Add(6 * time.Second).Truncate(time.Second))
 	expiring := &keymintv1alpha1.APIKey{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "short"},
@@ -177,7 +192,7 @@ func runWithInstalledRBAC(t *testing.T, manifest []byte) {
 	// Access removed: the key is suspended; then deleted.
 	g.Expect(admin.Delete(ctx, grant)).To(Succeed())
 	g.Eventually(func() keymintv1alpha1.Phase { return phase("ci") }, time.Minute).Should(Equal(keymintv1alpha1.PhaseSuspended))
-	for _, name := range []string{"ci", "short"} {
+	for _, name := range []string{"ci", "short", "rotating"} {
 		g.Expect(admin.Delete(ctx, &keymintv1alpha1.APIKey{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}})).To(Succeed())
 		g.Eventually(func() bool {
 			return apierrors.IsNotFound(admin.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &keymintv1alpha1.APIKey{}))

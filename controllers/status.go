@@ -58,10 +58,14 @@ func setActive(key *keymintv1alpha1.APIKey, now time.Time, secretName string, in
 
 // setExpiringSoon makes the ExpiringSoon condition of an Active key say
 // whether it expires within window of now: present and True while it does,
-// absent otherwise. It does not touch the key's health.
+// absent otherwise, and for a key with a renewal time. It does not touch
+// the key's health.
 func setExpiringSoon(key *keymintv1alpha1.APIKey, now time.Time, window time.Duration) {
 	exp := key.Status.ExpiresAt
-	if !key.Status.Phase.Issued() || exp == nil || now.Before(exp.Add(-window)) {
+	// A key that renews itself needs nobody's successor: RotationBlocked
+	// says when its renewal cannot happen.
+	renews := key.Status.RenewalTime != nil
+	if !key.Status.Phase.Issued() || exp == nil || renews || now.Before(exp.Add(-window)) {
 		apimeta.RemoveStatusCondition(&key.Status.Conditions, keymintv1alpha1.ConditionExpiringSoon)
 		return
 	}

@@ -62,10 +62,16 @@ func (r *rotateOptions) rotateInPlace(ctx context.Context, name string) error {
 	}
 	fmt.Fprintf(r.Streams.Out, "apikey/%s now holds key %s (revision %d) in Secret %s.\n", name, done.Status.KeyID, done.Status.Revision, done.Status.SecretName)
 	if p := done.Status.PreviousKey; p != nil {
-		fmt.Fprintf(r.Streams.Out, "The previous key %s keeps working until %s: workloads that mount the Secret as a volume pick up the new key within about a minute.\n",
-			p.KeyID, p.ExpiresAt.UTC().Format(time.RFC3339))
+		fmt.Fprintf(r.Streams.Out, "The previous key %s keeps working until %s.\n", p.KeyID, p.ExpiresAt.UTC().Format(time.RFC3339))
 	} else {
 		fmt.Fprintf(r.Streams.Out, "The previous key %s no longer works.\n", old)
+	}
+	if key.Spec.Rotation == nil {
+		// Its Secret was immutable, and is a new object now.
+		fmt.Fprintf(r.Streams.Out, "Secret %s was immutable and has been replaced: Pods that mount it keep the previous key until they are replaced; "+
+			"give the key spec.rotation for renewals that reach mounted volumes in place.\n", done.Status.SecretName)
+	} else {
+		fmt.Fprintln(r.Streams.Out, "Workloads that mount the Secret as a volume (not subPath, not an environment variable) see the new key within about a minute.")
 	}
 	return nil
 }

@@ -12,7 +12,10 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
 )
 
 // ClientStatus is what hack/e2e/app's client serves on /status.
@@ -131,4 +134,55 @@ func TestAChangedSecretReachesTheMountedFile(t *testing.T) {
 		took = append(took, time.Since(changed).Round(100*time.Millisecond))
 	}
 	t.Logf("a changed Secret reached the mounted file after %v", took)
+}
+
+// TestAMountedKeyThroughAnInPlaceRotation: a workload that mounts the
+// Secret of a key with spec.rotation and re-reads the file for every
+// request goes through an in-place rotation (the owner's request, a grace
+// of 2 minutes) with no refused request: the kubelet refreshes the mutable
+// Secret's volume, and the gateway accepts the previous key until the
+// workload has moved. This is the renewal a key's renewal time brings.
+func TestAMountedKeyThroughAnInPlaceRotation(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	ns := "e2e-rotation"
+	newNamespace(t, ns)
+	owner := asAlice(t)
+	key := &keymintv1alpha1.APIKey{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "rotating"},
+		Spec: keymintv1alpha1.APIKeySpec{User: alice, Expiration: keymintv1alpha1.Expiration{Months: new(int32(3))},
+			Rotation: &keymintv1alpha1.Rotation{}},
+	}
+	g.Eventually(func() error { return owner.Create(ctx, key) }).WithTimeout(30 * time.Second).WithPolling(500 * time.Millisecond).Should(Succeed())
+	waitActive(t, owner, ns, "rotating", time.Minute)
+	_, first := keyIn(t, owner, ns, "rotating")
+	gw := gateway(t, ns)
+	apply(t, "client.yaml", map[string]string{"Namespace": ns, "Name": "client", "Gateway": gw, "Secret": "rotating"})
+	pod := readyPods(t, ns, map[string]string{"instance": "client"}, 1, time.Minute)[0]
+	g.Eventually(func() (int, error) {
+		st, err := clientStatus(pod.Status.PodIP)
+		return st.Accepted[first], err
+	}).WithTimeout(30*time.Second).WithPolling(200*time.Millisecond).Should(BeNumerically(">", 0), "the workload's key was never accepted")
+
+	patch := []byte(`{"metadata":{"annotations":{"keymint.io/rotate-requested-at":"` + time.Now().UTC().Format(time.RFC3339) + `","keymint.io/rotate-grace":"2m"}}}`)
+	requested := time.Now()
+	g.Expect(owner.Patch(ctx, key, client.RawPatch(types.MergePatchType, patch))).To(Succeed())
+	var second string
+	g.Eventually(func() string {
+		_, second = keyIn(t, owner, ns, "rotating")
+		return second
+	}).WithTimeout(30*time.Second).WithPolling(100*time.Millisecond).ShouldNot(Equal(first), "keymint did not rotate the key")
+	renewed := time.Since(requested)
+	g.Eventually(func() (ClientStatus, error) { return clientStatus(pod.Status.PodIP) }).
+		WithTimeout(90*time.Second).WithPolling(100*time.Millisecond).Should(HaveField("FileKeyID", second), "the mounted file never got the new key")
+	moved := time.Since(requested)
+	g.Eventually(func() (int, error) {
+		st, err := clientStatus(pod.Status.PodIP)
+		return st.Accepted[second], err
+	}).WithTimeout(30*time.Second).WithPolling(200*time.Millisecond).Should(BeNumerically(">", 0))
+	st, err := clientStatus(pod.Status.PodIP)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(st.Refused).To(BeEmpty(), "requests were refused through the rotation: %+v", st)
+	t.Logf("in-place rotation: the Secret held the new key %v after the request, the mounted file %v after; accepted %v, refused %v",
+		renewed.Round(time.Millisecond), moved.Round(100*time.Millisecond), st.Accepted, st.Refused)
 }
