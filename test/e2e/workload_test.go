@@ -179,7 +179,7 @@ func TestAMountedKeyThroughAnInPlaceRotation(t *testing.T) {
 	g.Eventually(func() (int, error) {
 		st, err := clientStatus(pod.Status.PodIP)
 		return st.Accepted[second], err
-	}).WithTimeout(30*time.Second).WithPolling(200*time.Millisecond).Should(BeNumerically(">", 0))
+	}).WithTimeout(30 * time.Second).WithPolling(200 * time.Millisecond).Should(BeNumerically(">", 0))
 	st, err := clientStatus(pod.Status.PodIP)
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(st.Refused).To(BeEmpty(), "requests were refused through the rotation: %+v", st)
