@@ -19,17 +19,18 @@ import (
 
 // The invariants, in the order they are reported.
 const (
-	invCap       = "at most 2 live keys (Secrets and previous keys) per user at every event"
-	invOneSecret = "at most one Secret per APIKey at every event"
-	invEarly     = "no key revoked while its APIKey lives (none expires in the run)"
-	invOrphans   = "no orphaned Secret or slot after convergence"
-	invLost      = "no acknowledged audit record lost"
-	invDuplicate = "no audit record twice in a file"
-	invLifecycle = "an Issued, Reissued or Renewed record for every key issued"
-	invSettled   = "pending keys settled within 15s of the API server's return"
+	invCap        = "at most 2 live keys (Secrets and previous keys) per user at every event"
+	invOneSecret  = "at most one Secret per APIKey at every event"
+	invEarly      = "no key revoked while its APIKey lives (none expires in the run)"
+	invOrphans    = "no orphaned Secret or slot after convergence"
+	invLost       = "no acknowledged audit record lost"
+	invDuplicate  = "no audit record twice in a file"
+	invLifecycle  = "an Issued, Reissued or Renewed record for every key issued"
+	invSettled    = "pending keys settled within 15s of the API server's return"
+	invPastExpiry = "no key accepted past its expiresAt (a rotated key's previous key, probed)"
 )
 
-var invariants = []string{invCap, invOneSecret, invEarly, invOrphans, invLost, invDuplicate, invLifecycle, invSettled}
+var invariants = []string{invCap, invOneSecret, invEarly, invOrphans, invLost, invDuplicate, invLifecycle, invSettled, invPastExpiry}
 
 // monitor watches the namespace's APIKeys and Secrets, from the API server,
 // and checks the invariants at every event.

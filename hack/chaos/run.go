@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -18,6 +20,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -60,8 +63,15 @@ type harness struct {
 
 	mu       sync.Mutex
 	managers []*exec.Cmd
-	keyNames []string
-	next     int
+	// verifiers are the verify addresses of the running managers; frozen
+	// says until when one was paused (SIGSTOP) into a stale cache.
+	verifiers []string
+	frozen    map[string]time.Time
+	// rotations, probed and probes count the in-place rotations, the
+	// retired keys presented to the verifiers, and the presentations.
+	rotations, probed, probes atomic.Int64
+	keyNames                  []string
+	next                      int
 }
 
 func run(ctx context.Context, c config, out io.Writer) (int, error) {
@@ -142,9 +152,7 @@ func run(ctx context.Context, c config, out io.Writer) (int, error) {
 	}
 	pause(ctx, c.twoManagers/3)
 	second := h.lastManager()
-	_ = second.Process.Signal(syscall.SIGSTOP)
-	pause(ctx, c.twoManagers/3)
-	_ = second.Process.Signal(syscall.SIGCONT)
+	h.freeze(ctx, second, c.twoManagers/3)
 	pause(ctx, c.twoManagers/3)
 	h.killManagers()
 	if err := h.startManager(); err != nil {
@@ -189,8 +197,8 @@ func run(ctx context.Context, c config, out io.Writer) (int, error) {
 	if err := h.mon.checkFinal(ctx, h.env.Client, h.audit, filepath.Join(dir, "audit.log"), filepath.Join(dir, "audit-2.log")); err != nil {
 		return 0, err
 	}
-	h.say("%d SIGKILLs, %d APIKeys created, %d keys issued, %d audit batches acknowledged (%d sent twice), outages: %s",
-		c.kills, h.next, h.mon.issuedCount(), h.audit.acknowledgedCount(), h.audit.twice, strings.Join(settled, "; "))
+	h.say("%d SIGKILLs, %d APIKeys created, %d keys issued, %d rotated in place (%d retired keys presented to the verifiers %d times), %d audit batches acknowledged (%d sent twice), outages: %s",
+		c.kills, h.next, h.mon.issuedCount(), h.rotations.Load(), h.probed.Load(), h.probes.Load(), h.audit.acknowledgedCount(), h.audit.twice, strings.Join(settled, "; "))
 	return h.mon.report(out), nil
 }
 
@@ -225,14 +233,20 @@ func (h *harness) startManager() error {
 	if err != nil {
 		return err
 	}
+	port, err := testenv.FreePort()
+	if err != nil {
+		return err
+	}
+	verifier := fmt.Sprintf("127.0.0.1:%d", port)
 	cmd := exec.Command(filepath.Join(h.dir, "manager"), "--slot-namespace="+testenv.SlotNamespace,
-		"--health-probe-bind-address=0", "--metrics-bind-address=0", "--verify-bind-address=0", "--ext-authz-bind-address=0",
-		"--audit-log-path="+filepath.Join(h.dir, "audit.log"), "--audit-bind-address="+w.Addr,
-		"--audit-tls-cert-file="+w.CertFile, "--audit-tls-key-file="+w.KeyFile, "--audit-webhook-token-file="+w.TokenFile)
+		"--health-probe-bind-address=0", "--metrics-bind-address=0", "--verify-bind-address="+verifier, "--ext-authz-bind-address=0")
 	// Only one manager can serve the audit port: a second one keeps its
 	// records in a file of its own and serves no webhook.
 	if len(h.managers) > 0 {
-		cmd.Args = append(cmd.Args[:4], "--audit-log-path="+filepath.Join(h.dir, "audit-2.log"))
+		cmd.Args = append(cmd.Args, "--audit-log-path="+filepath.Join(h.dir, "audit-2.log"))
+	} else {
+		cmd.Args = append(cmd.Args, "--audit-log-path="+filepath.Join(h.dir, "audit.log"), "--audit-bind-address="+w.Addr,
+			"--audit-tls-cert-file="+w.CertFile, "--audit-tls-key-file="+w.KeyFile, "--audit-webhook-token-file="+w.TokenFile)
 	}
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+h.kubeconfig)
 	cmd.Stdout, cmd.Stderr = log, log
@@ -241,7 +255,24 @@ func (h *harness) startManager() error {
 		return err
 	}
 	h.managers = append(h.managers, cmd)
+	h.verifiers = append(h.verifiers, verifier)
 	return nil
+}
+
+// freeze pauses manager m (SIGSTOP) for d. Its verifier then answers from
+// a cache as old as the pause until it catches up: the probe of expired
+// keys leaves it out for the pause and a second after.
+func (h *harness) freeze(ctx context.Context, m *exec.Cmd, d time.Duration) {
+	h.mu.Lock()
+	addr := h.verifiers[len(h.verifiers)-1]
+	if h.frozen == nil {
+		h.frozen = map[string]time.Time{}
+	}
+	h.frozen[addr] = time.Now().Add(d + time.Second)
+	h.mu.Unlock()
+	_ = m.Process.Signal(syscall.SIGSTOP)
+	pause(ctx, d)
+	_ = m.Process.Signal(syscall.SIGCONT)
 }
 
 func (h *harness) lastManager() *exec.Cmd {
@@ -260,7 +291,7 @@ func (h *harness) killManagers() {
 		_ = m.Process.Kill()
 		_ = m.Wait()
 	}
-	h.managers = nil
+	h.managers, h.verifiers = nil, nil
 }
 
 func (h *harness) stopManagers() {
@@ -270,7 +301,7 @@ func (h *harness) stopManagers() {
 		_ = m.Process.Signal(syscall.SIGTERM)
 		_ = m.Wait()
 	}
-	h.managers = nil
+	h.managers, h.verifiers = nil, nil
 }
 
 // createKey creates an APIKey for user, named name or the next free name.
@@ -350,10 +381,70 @@ func (h *harness) rotateOne(ctx context.Context) {
 	}
 	k := rotating[rand.N(len(rotating))]
 	grace := []string{"0s", "2s"}[rand.N(2)]
+	old := &corev1.Secret{}
+	if h.env.Client.Get(ctx, client.ObjectKey{Namespace: namespace, Name: k.Status.SecretName}, old) != nil {
+		return
+	}
 	patch := fmt.Appendf(nil, `{"metadata":{"annotations":{%q:%q,%q:%q}}}`,
 		keymintv1alpha1.AnnotationRotateRequestedAt, time.Now().UTC().Format(time.RFC3339),
 		keymintv1alpha1.AnnotationRotateGrace, grace)
-	_ = h.env.Client.Patch(ctx, &k, client.RawPatch(types.MergePatchType, patch))
+	requested := time.Now()
+	if h.env.Client.Patch(ctx, &k, client.RawPatch(types.MergePatchType, patch)) == nil {
+		h.rotations.Add(1)
+		go h.probePastExpiry(ctx, client.ObjectKeyFromObject(&k), string(old.Data[keymintv1alpha1.DataKeyID]), string(old.Data[keymintv1alpha1.DataKey]), requested)
+	}
+}
+
+// probePastExpiry waits until the rotated key's previous key, keyID, is
+// due to stop working, then presents it to every running manager's
+// verifier: none may accept it.
+func (h *harness) probePastExpiry(ctx context.Context, ref client.ObjectKey, keyID, value string, requested time.Time) {
+	var until time.Time
+	_ = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		k := &keymintv1alpha1.APIKey{}
+		if err := h.env.Client.Get(ctx, ref, k); err != nil {
+			return apierrors.IsNotFound(err), nil
+		}
+		if p := k.Status.PreviousKey; p != nil && p.KeyID == keyID {
+			until = p.ExpiresAt.Time
+			return true, nil
+		}
+		// Revoked at once (no grace): due now.
+		if k.Status.KeyID != keyID && k.Status.PreviousKey == nil {
+			until = time.Now()
+			return true, nil
+		}
+		return false, nil
+	})
+	if until.IsZero() {
+		return
+	}
+	pause(ctx, time.Until(until)+200*time.Millisecond)
+	h.mu.Lock()
+	var verifiers []string
+	for _, addr := range h.verifiers {
+		if h.frozen[addr].Before(requested) { // not frozen since the request
+			verifiers = append(verifiers, addr)
+		}
+	}
+	h.mu.Unlock()
+	h.probed.Add(1)
+	for _, addr := range verifiers {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/verify", nil)
+		if err != nil {
+			continue
+		}
+		req.Header.Set("X-API-Key", value)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			continue // a manager being killed
+		}
+		_ = resp.Body.Close()
+		h.probes.Add(1)
+		if resp.StatusCode == http.StatusOK {
+			h.mon.violate(invPastExpiry, fmt.Sprintf("key %s accepted by the verifier at %s after it stopped working at %s", keyID, addr, until.UTC().Format(time.RFC3339)))
+		}
+	}
 }
 
 // waitReachable waits until the API server serves APIKeys again.
