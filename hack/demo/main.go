@@ -206,6 +206,11 @@ func run() error {
 	exportAudit(root, carol, webhook)
 	_ = kubectl("get", "events", "-n", "default", "--field-selector=reason=Viewed")
 
+	step("bob rotates bob-reporting in place (it has spec.rotation): the same Secret holds a new key, and the gateway accepts the old one for the grace")
+	if err := showRotation(plugin, assets, kubeconfig, verifyURL+"/verify/ns/default", kubectl); err != nil {
+		return err
+	}
+
 	step("carol removes bob's access: his key is suspended and its Secret deleted")
 	_ = kubectlAs(carol, "delete", "rolebinding", "bob-api-keys", "-n", "default")
 	waitFor("wait", "--for=jsonpath={.status.phase}=Suspended", "--timeout=1s", "-n", "default", "apikey/bob-reporting")
@@ -362,6 +367,32 @@ func showGateway(assets, kubeconfig, url, revoked string) error {
 		return err
 	}
 	return askVerifier(url, "alice-ci (revoked)", revoked)
+}
+
+// showRotation has bob rotate bob-reporting in place with the plugin, then
+// asks the verifier about the old key and the new one: both work, each
+// named in X-Keymint-Key-Id.
+func showRotation(plugin, assets, kubeconfig, url string, kubectl func(...string) error) error {
+	old, err := secretKey(assets, kubeconfig, "bob-reporting")
+	if err != nil {
+		return err
+	}
+	args := []string{"rotate", "bob-reporting", "--in-place", "--grace", "10m", "-n", "default"}
+	fmt.Printf("\n$ bin/kubectl-apikey %s   # as bob\n", strings.Join(args, " "))
+	rotate := exec.Command(plugin, append(args, "--kubeconfig", kubeconfig, "--as", "bob")...)
+	rotate.Stdout, rotate.Stderr = os.Stdout, os.Stdout
+	if err := rotate.Run(); err != nil {
+		return fmt.Errorf("rotating bob-reporting: %w", err)
+	}
+	_ = kubectl("get", "apikey", "-n", "default", "bob-reporting", "-o", "wide")
+	current, err := secretKey(assets, kubeconfig, "bob-reporting")
+	if err != nil {
+		return err
+	}
+	if err := askVerifier(url, "bob-reporting (previous)", old); err != nil {
+		return err
+	}
+	return askVerifier(url, "bob-reporting (renewed)", current)
 }
 
 // exportAudit has the administrator (kubeconfig carol) export the
