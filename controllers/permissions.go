@@ -24,7 +24,7 @@ func RequiredPermissions(slotNamespace string) []authorizationv1.ResourceAttribu
 	add("keymint.io", "apikeys", "", "get", "list", "watch", "update", "patch", keymintv1alpha1.VerbDelegate)
 	add("keymint.io", "apikeys/status", "", "get", "update", "patch")
 	add("keymint.io", "apikeys/finalizers", "", "update")
-	add("", "secrets", "", "get", "list", "watch", "create", "delete")
+	add("", "secrets", "", "get", "list", "watch", "create", "update", "delete")
 	add("coordination.k8s.io", "leases", slotNamespace, "get", "list", "watch", "create", "delete")
 	add("events.k8s.io", "events", "", "create", "patch")
 	add("authorization.k8s.io", "subjectaccessreviews", "", "create")

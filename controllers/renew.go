@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -49,7 +50,9 @@ func (p *keyPass) renew(ctx context.Context, plan Plan) error {
 	due, _ := key.RenewalAt()
 	in, err := p.writeSuccessor(ctx, plan)
 	if err != nil {
-		metrics.Renewals.WithLabelValues(metrics.RenewalFailed).Inc()
+		if !errors.Is(err, errCacheStale) { // a stale read is a quiet retry, not a failure
+			metrics.Renewals.WithLabelValues(metrics.RenewalFailed).Inc()
+		}
 		return err
 	}
 	if plan.Scheduled && due != nil {
@@ -125,8 +128,11 @@ func (p *keyPass) writeSuccessor(ctx context.Context, plan Plan) (keysecret.Issu
 		}
 		in, err := p.Signer.Verify(old, key)
 		if err != nil {
-			_, _, err := p.trustedSecret(ctx, key, old)
-			return keysecret.Issue{}, fmt.Errorf("the Secret %s was not minted by keymint (%v): it is deleted, and the key reissued", ref, err)
+			// Planted: deleted and recorded; the retry mints into its place.
+			if _, _, err := p.trustedSecret(ctx, key, old); err != nil {
+				return keysecret.Issue{}, err
+			}
+			return keysecret.Issue{}, fmt.Errorf("the Secret %s was not minted by keymint for this APIKey: it is deleted, and the successor is minted once it is gone", ref)
 		}
 		if in.Revision == key.Status.Revision+1 {
 			return in, nil

@@ -124,7 +124,7 @@ func setRotation(key *keymintv1alpha1.APIKey, now time.Time) {
 		if blocked == nil || blocked.Reason != keymintv1alpha1.ReasonInvalidRenewBefore || blocked.Message != err.Error() {
 			setCondition(key, now, keymintv1alpha1.ConditionRotationBlocked, metav1.ConditionTrue, keymintv1alpha1.ReasonInvalidRenewBefore, err.Error())
 		}
-	case blocked != nil && (blocked.Reason != keymintv1alpha1.ReasonKeyLimitReached || key.Spec.Rotation == nil && !hasPendingRequest(key)):
+	case blocked != nil && (blocked.Reason != keymintv1alpha1.ReasonKeyLimitReached || !renewalWanted(key, at, now)):
 		apimeta.RemoveStatusCondition(&st.Conditions, keymintv1alpha1.ConditionRotationBlocked)
 	}
 	if !key.PreviousValidAt(now) {
@@ -133,9 +133,15 @@ func setRotation(key *keymintv1alpha1.APIKey, now time.Time) {
 	setPreviousKeyInUse(key, now)
 }
 
-func hasPendingRequest(key *keymintv1alpha1.APIKey) bool {
-	_, ok := pendingRequest(key)
-	return ok
+// renewalWanted reports whether the key still wants a renewal at now: a
+// request not acted on, or a renewal time (at) reached. A blocked renewal
+// no longer wanted, such as one whose spec.rotation was removed, is not
+// blocked any more.
+func renewalWanted(key *keymintv1alpha1.APIKey, at *time.Time, now time.Time) bool {
+	if _, ok := pendingRequest(key); ok {
+		return true
+	}
+	return at != nil && !now.Before(*at)
 }
 
 // setRotationBlocked records a renewal that waits for a slot.

@@ -204,3 +204,25 @@ func TestARotatingKeyLooksAgainAtItsRenewalAndItsPreviousKeysExpiry(t *testing.T
 		t.Errorf("requeue %v, want the previous key's expiry, 10m", got)
 	}
 }
+
+// TestABlockedRenewalNoLongerWantedIsNotBlocked: RotationBlocked for want
+// of a slot stays while the renewal is due or requested, and goes when it
+// is neither (spec.rotation removed, no request).
+func TestABlockedRenewalNoLongerWantedIsNotBlocked(t *testing.T) {
+	issued := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	expires := time.Date(2026, 4, 1, 12, 0, 0, 0, time.UTC)
+	now := time.Date(2026, 3, 20, 12, 0, 0, 0, time.UTC) // past a 336h renewal time
+	k := keyWith(keymintv1alpha1.Expiration{Months: new(int32(3))}, keymintv1alpha1.APIKeyStatus{})
+	k.Spec.Rotation = &keymintv1alpha1.Rotation{RenewBefore: &metav1.Duration{Duration: 336 * time.Hour}}
+	setActive(k, issued, "k", keysecret.Issue{KeyID: "kid", IssuedAt: issued, ExpiresAt: &expires})
+	setRotationBlocked(k, now, "m")
+	setRotation(k, now)
+	if !renewalWaiting(k) {
+		t.Fatalf("a due renewal's RotationBlocked went away")
+	}
+	k.Spec.Rotation = nil
+	setRotation(k, now)
+	if apimeta.FindStatusCondition(k.Status.Conditions, keymintv1alpha1.ConditionRotationBlocked) != nil {
+		t.Errorf("RotationBlocked stayed after spec.rotation was removed")
+	}
+}
