@@ -29,14 +29,17 @@ type createOptions struct {
 	dryRun      string
 	print       *genericclioptions.PrintFlags
 	queue       bool
+	renew       bool
+	renewBefore time.Duration
 }
 
 func newCreateCommand(o *Options) *cobra.Command {
 	c := &createOptions{Options: o, print: genericclioptions.NewPrintFlags("created").WithTypeSetter(Scheme)}
 	cmd := &cobra.Command{
-		Use:   "create NAME (--months N | --never | --expires-at TIME)",
+		Use:   "create NAME (--months N | --never | --expires-at TIME) [--renew [--renew-before DURATION]]",
 		Short: "Generate an API key",
 		Example: `  kubectl apikey create ci --months 12 --wait
+  kubectl apikey create ci --months 3 --renew   # renews itself into its Secret before it expires
   export API_KEY=$(kubectl apikey create ci --months 12 --show)
   kubectl apikey create reporting --expires-at 2027-06-30T00:00:00Z
   kubectl apikey create ci --never --dry-run=client -o yaml > apikey.yaml   # for a GitOps repository`,
@@ -53,6 +56,8 @@ func newCreateCommand(o *Options) *cobra.Command {
 	f.BoolVar(&c.show, "show", false, "wait until the key is Active, then print the key alone on stdout (the read is audited); the rest goes to stderr")
 	f.DurationVar(&c.timeout, "timeout", time.Minute, "how long --wait waits")
 	f.StringVar(&c.dryRun, "dry-run", "none", `"client" prints the APIKey without creating it`)
+	f.BoolVar(&c.renew, "renew", false, "with --months: the key renews itself into the same Secret before it expires (spec.rotation), the old key working until its own expiry")
+	f.DurationVar(&c.renewBefore, "renew-before", 0, "with --renew: how long before its expiry the key renews (at least 1h; default a third of its lifetime)")
 	c.print.AddFlags(cmd)
 	return cmd
 }
@@ -69,11 +74,16 @@ func (c *createOptions) run(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
+	rotation, err := c.rotation(exp)
+	if err != nil {
+		return err
+	}
 	key := &keymintv1alpha1.APIKey{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
 		Spec: keymintv1alpha1.APIKeySpec{
 			User:        c.user,
 			Expiration:  exp,
+			Rotation:    rotation,
 			SecretName:  c.secretName,
 			Description: c.description,
 		},
@@ -183,4 +193,23 @@ func exactlyOneName(_ *cobra.Command, args []string) error {
 		return usageErrorf("give the API key's NAME")
 	}
 	return nil
+}
+
+// rotation is the spec.rotation --renew and --renew-before ask for; the
+// API server checks the rest (at most half the lifetime).
+func (c *createOptions) rotation(exp keymintv1alpha1.Expiration) (*keymintv1alpha1.Rotation, error) {
+	if c.renewBefore != 0 {
+		c.renew = true
+	}
+	switch {
+	case !c.renew:
+		return nil, nil
+	case exp.Months == nil:
+		return nil, usageErrorf("--renew needs --months: a key renews itself only with a lifetime in calendar months")
+	case c.renewBefore != 0 && c.renewBefore < keymintv1alpha1.MinRenewBefore:
+		return nil, usageErrorf("--renew-before must be at least 1h (a renewal needs time to reach the workloads)")
+	case c.renewBefore != 0:
+		return &keymintv1alpha1.Rotation{RenewBefore: &metav1.Duration{Duration: c.renewBefore}}, nil
+	}
+	return &keymintv1alpha1.Rotation{}, nil
 }

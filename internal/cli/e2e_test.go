@@ -334,6 +334,25 @@ func TestRotateInPlace(t *testing.T) {
 	g.Expect(err).To(HaveOccurred())
 	g.Expect(err.Error()).To(ContainSubstring("metadata.annotations[keymint.io/rotate-grace] must be a duration"))
 
+	// Alice's renewed key holds both her slots until its previous key
+	// stops working, and says so.
+	_, errOut, code = alice.run("create", "third", "--never", "--wait")
+	g.Expect(code).To(Equal(ExitError))
+	g.Expect(errOut).To(ContainSubstring("/svc, " + alice.namespace + "/svc (its previous key))"))
+
+	// create --renew makes a key with spec.rotation, whose Secret is mutable.
+	carol := newUser(t, "carol")
+	_, errOut, code = carol.run("create", "renewing", "--months", "3", "--renew-before", "240h", "--wait")
+	g.Expect(code).To(Equal(ExitOK), errOut)
+	renewing := &keymintv1alpha1.APIKey{}
+	g.Expect(env.Client.Get(context.Background(), client.ObjectKey{Namespace: carol.namespace, Name: "renewing"}, renewing)).To(Succeed())
+	g.Expect(renewing.Spec.Rotation).NotTo(BeNil())
+	g.Expect(renewing.Spec.Rotation.RenewBefore.Duration).To(Equal(240 * time.Hour))
+	g.Expect(renewing.Status.RenewalTime.Time).To(BeTemporally("==", renewing.Status.ExpiresAt.Add(-240*time.Hour)))
+	mutable := &corev1.Secret{}
+	g.Expect(env.Client.Get(context.Background(), client.ObjectKey{Namespace: carol.namespace, Name: "renewing"}, mutable)).To(Succeed())
+	g.Expect(mutable.Immutable).To(HaveValue(BeFalse()))
+
 	bob := newUserIn(t, "bob", &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: alice.namespace}})
 	_, errOut, code = bob.run("rotate", "svc", "--in-place")
 	g.Expect(code).To(Equal(ExitError))

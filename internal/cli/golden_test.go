@@ -127,6 +127,8 @@ func TestErrorsGolden(t *testing.T) {
 	run("create", "ci", "--bogus")
 	run("rotate", "ci", "--delete-old", "--wait=false")
 	run("rotate", "ci", "--grace", "0s")
+	run("create", "ci", "--never", "--renew")
+	run("create", "ci", "--months", "3", "--renew-before", "30m")
 	run("rotate", "ci", "--in-place", "--successor", "ci-2")
 	run("list", "--kubeconfig", "/nonexistent")
 	run("create", "ci", "--months", "six")
@@ -163,7 +165,7 @@ func joinArgs(args []string) string {
 func TestDryRunPrintsTheManifest(t *testing.T) {
 	out := &bytes.Buffer{}
 	code := Execute(&Options{Streams: genericiooptions.IOStreams{In: &bytes.Buffer{}, Out: out, ErrOut: &bytes.Buffer{}}},
-		[]string{"create", "ci", "--months", "12", "--user", "alice", "--description", "CI", "-n", "team-a", "--dry-run=client", "-o", "yaml"})
+		[]string{"create", "ci", "--months", "12", "--renew-before", "720h", "--user", "alice", "--description", "CI", "-n", "team-a", "--dry-run=client", "-o", "yaml"})
 	if code != ExitOK {
 		t.Fatalf("exit %d", code)
 	}

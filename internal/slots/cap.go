@@ -256,11 +256,18 @@ func HolderRef(lease *coordinationv1.Lease) types.NamespacedName {
 }
 
 // HolderNames names the holders of leases, sorted.
+// A key that holds two slots (a renewed key and its previous key) is
+// named once for each: "ns/k" and "ns/k (its previous key)".
 func HolderNames(leases []coordinationv1.Lease) []string {
 	names := make([]string, 0, len(leases))
 	for i := range leases {
 		names = append(names, HolderRef(&leases[i]).String())
 	}
 	slices.Sort(names)
+	for i := 1; i < len(names); i++ {
+		if names[i] == names[i-1] {
+			names[i] += " (its previous key)"
+		}
+	}
 	return names
 }
