@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -160,4 +161,44 @@ func watchSlots(t *testing.T, user string) func() int {
 		defer mu.Unlock()
 		return most
 	}
+}
+
+// TestRotationAddedLaterReplacesTheImmutableSecret, on a stepped clock: a
+// key issued without spec.rotation has an immutable Secret; given
+// spec.rotation later, its first renewal replaces that Secret with a
+// mutable one of the same name (a new UID), and the next renewal updates
+// the mutable one in place.
+func TestRotationAddedLaterReplacesTheImmutableSecret(t *testing.T) {
+	testenv.RequireControlPlane(t)
+	g := NewWithT(t)
+	clk := clocktesting.NewFakeClock(time.Now().Truncate(time.Second))
+	startManager(t, managerOptions{clock: clk})
+	ns := newNamespace(t)
+	key := newKey(ns, "later", userIn(ns, "lena"), months(3))
+	g.Expect(k8sClient.Create(ctx, key)).To(Succeed())
+	waitForPhase(t, key, keymintv1alpha1.PhaseActive)
+	immutable := secretOf(g, key)
+	g.Expect(immutable.Immutable).To(HaveValue(BeTrue()))
+
+	g.Expect(k8sClient.Patch(ctx, key.DeepCopy(), client.RawPatch(types.MergePatchType, []byte(`{"spec":{"rotation":{}}}`)))).To(Succeed())
+	var due time.Time
+	g.Eventually(func(g Gomega) {
+		got := getKey(g, key)
+		g.Expect(got.Status.RenewalTime).NotTo(BeNil())
+		due = got.Status.RenewalTime.Time
+	}).Should(Succeed())
+
+	renewAt := func(at time.Time, revision int64) *corev1.Secret {
+		clk.SetTime(at)
+		g.Eventually(func(g Gomega) {
+			poke(g, key)
+			g.Expect(getKey(g, key).Status.Revision).To(Equal(revision))
+		}).Should(Succeed())
+		return secretOf(g, key)
+	}
+	mutable := renewAt(due, 2)
+	g.Expect(mutable.UID).NotTo(Equal(immutable.UID), "an immutable Secret cannot be updated: it is replaced")
+	g.Expect(mutable.Immutable).To(HaveValue(BeFalse()), "the replacement is mutable, so the kubelet refreshes it")
+	again := renewAt(getKey(g, key).Status.RenewalTime.Time, 3)
+	g.Expect(again.UID).To(Equal(mutable.UID), "the next renewal updates the mutable Secret in place")
 }

@@ -226,3 +226,25 @@ func TestABlockedRenewalNoLongerWantedIsNotBlocked(t *testing.T) {
 		t.Errorf("RotationBlocked stayed after spec.rotation was removed")
 	}
 }
+
+// TestASuccessorsLifetime: a renewal's successor gets a new lifetime of
+// months from its issue (clamped like a first issue), the same date for
+// at, and none for never.
+func TestASuccessorsLifetime(t *testing.T) {
+	issued := time.Date(2026, 1, 31, 10, 0, 0, 0, time.UTC)
+	date := time.Date(2027, 6, 30, 0, 0, 0, 0, time.UTC)
+	for _, tt := range []struct {
+		name string
+		exp  keymintv1alpha1.Expiration
+		want *time.Time
+	}{
+		{"months, from the successor's issue, clamped", keymintv1alpha1.Expiration{Months: new(int32(1))}, new(time.Date(2026, 2, 28, 10, 0, 0, 0, time.UTC))},
+		{"at: the same date", at(date), &date},
+		{"never: never", never(), nil},
+	} {
+		got := lifetimeFrom(keyWith(tt.exp, keymintv1alpha1.APIKeyStatus{}), issued)
+		if (got == nil) != (tt.want == nil) || got != nil && !got.Equal(*tt.want) {
+			t.Errorf("%s: expires %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}

@@ -110,16 +110,7 @@ func (h *hashes) watchSecrets(ctx context.Context, c cache.Cache) error {
 }
 
 // secretOf names the minted Secret that holds the key of hash s.
-func (h *hashes) secretOf(s string) (types.NamespacedName, bool) {
-	sum, ok := parseHash(s)
-	if !ok {
-		return types.NamespacedName{}, false
-	}
-	h.mu.RLock()
-	defer h.mu.RUnlock()
-	name, ok := h.bySecret[sum]
-	return name, ok
-}
+func (h *hashes) secretOf(s string) (types.NamespacedName, bool) { return h.lookup(s, true) }
 
 // set replaces old's hashes by obj's: the current key's, and the
 // previous key's while status.previousKey holds it.
@@ -153,13 +144,20 @@ func keyHashes(k *keymintv1alpha1.APIKey) [2]string {
 }
 
 // get names the APIKey whose status holds the hash s.
-func (h *hashes) get(s string) (types.NamespacedName, bool) {
+func (h *hashes) get(s string) (types.NamespacedName, bool) { return h.lookup(s, false) }
+
+// lookup reads the hash s in bySecret (secrets) or byHash.
+func (h *hashes) lookup(s string, secrets bool) (types.NamespacedName, bool) {
 	sum, ok := parseHash(s)
 	if !ok {
 		return types.NamespacedName{}, false
 	}
 	h.mu.RLock()
 	defer h.mu.RUnlock()
-	name, ok := h.byHash[sum]
+	m := h.byHash
+	if secrets {
+		m = h.bySecret
+	}
+	name, ok := m[sum]
 	return name, ok
 }
