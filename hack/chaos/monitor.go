@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -47,7 +49,10 @@ type monitor struct {
 	revocations []pendingRevocation
 }
 
-type secretState struct{ owner, user string }
+// secretState is what the monitor keeps of a minted Secret: its owner's
+// UID, its user, and the previous key it vouches for (the verifier accepts
+// a previous key only while its Secret names it).
+type secretState struct{ owner, user, previousKeyHash string }
 
 func newMonitor(ctx context.Context, c client.WithWatch, ns string) (*monitor, error) {
 	m := &monitor{violations: map[string][]string{}, secrets: map[string]secretState{}, keys: map[string]*keymintv1alpha1.APIKey{}, issued: map[string]bool{}}
@@ -115,7 +120,8 @@ func (m *monitor) observe(ev watch.Event) {
 			m.revocations = append(m.revocations, pendingRevocation{owner: owner, secret: o.Name, at: time.Now()})
 			return
 		}
-		m.secrets[o.Name] = secretState{owner: owner, user: string(o.Data[keymintv1alpha1.DataUser])}
+		m.secrets[o.Name] = secretState{owner: owner, user: string(o.Data[keymintv1alpha1.DataUser]),
+			previousKeyHash: o.Annotations[keymintv1alpha1.AnnotationPreviousKeyHash]}
 		perOwner := map[string]int{}
 		for _, s := range m.secrets {
 			perOwner[s.owner]++
@@ -128,24 +134,29 @@ func (m *monitor) observe(ev watch.Event) {
 }
 
 // checkCapLocked counts user's live credentials: the keys in their minted
-// Secrets, and the previous keys of renewed APIKeys whose Secret lives,
-// until those expire; m.mu is held.
+// Secrets, and the previous keys of renewed APIKeys whose Secret still
+// vouches for them, until those expire; m.mu is held. The Secret is the
+// witness because it is written first: a renewal without grace stops the
+// previous key there, then frees its slot, and only then writes the
+// status, which another watch may show late.
 func (m *monitor) checkCapLocked(user string) {
-	n := 0
-	live := map[string]bool{}
-	for _, s := range m.secrets {
+	var held []string
+	vouched := map[string]string{} // owner UID: the previous key its Secret names
+	for name, s := range m.secrets {
 		if s.user == user {
-			n++
-			live[s.owner] = true
+			held = append(held, "Secret "+name)
+			vouched[s.owner] = s.previousKeyHash
 		}
 	}
+	now := time.Now()
 	for uid, k := range m.keys {
-		if k.Spec.User == user && live[uid] && k.PreviousValidAt(time.Now()) {
-			n++
+		if h, ok := vouched[uid]; ok && k.Spec.User == user && k.PreviousValidAt(now) && h == k.Status.PreviousKey.KeyHash {
+			held = append(held, fmt.Sprintf("%s's previous key (until %s)", k.Name, k.Status.PreviousKey.ExpiresAt.UTC().Format(time.RFC3339)))
 		}
 	}
-	if n > 2 {
-		m.violateLocked(invCap, fmt.Sprintf("user %s holds %d live keys", user, n))
+	if len(held) > 2 {
+		slices.Sort(held)
+		m.violateLocked(invCap, fmt.Sprintf("user %s holds %d live keys at %s: %s", user, len(held), now.UTC().Format(time.RFC3339Nano), strings.Join(held, ", ")))
 	}
 }
 

@@ -380,9 +380,15 @@ func (h *harness) rotateOne(ctx context.Context) {
 		return
 	}
 	k := rotating[rand.N(len(rotating))]
-	grace := []string{"0s", "2s"}[rand.N(2)]
+	// A grace longer than propagation, so that the previous key's end is
+	// the verifier's own clock's, not its cache's catching up.
+	grace := []string{"0s", "5s"}[rand.N(2)]
 	old := &corev1.Secret{}
-	if h.env.Client.Get(ctx, client.ObjectKey{Namespace: namespace, Name: k.Status.SecretName}, old) != nil {
+	// The probe needs the key the status names: a Secret read in the
+	// moment between a renewal's two writes holds one the status does not
+	// name yet, which the request does not rotate.
+	if h.env.Client.Get(ctx, client.ObjectKey{Namespace: namespace, Name: k.Status.SecretName}, old) != nil ||
+		string(old.Data[keymintv1alpha1.DataKeyID]) != k.Status.KeyID {
 		return
 	}
 	patch := fmt.Appendf(nil, `{"metadata":{"annotations":{%q:%q,%q:%q}}}`,
@@ -395,23 +401,30 @@ func (h *harness) rotateOne(ctx context.Context) {
 	}
 }
 
+// propagation bounds how long a verifier takes to see a status write
+// through its watch, on a machine as loaded as the chaos run's: the bound
+// of "refused at once" for a key revoked without grace.
+const propagation = 2 * time.Second
+
 // probePastExpiry waits until the rotated key's previous key, keyID, is
 // due to stop working, then presents it to every running manager's
 // verifier: none may accept it.
 func (h *harness) probePastExpiry(ctx context.Context, ref client.ObjectKey, keyID, value string, requested time.Time) {
-	var until time.Time
+	var until, seen time.Time
+	var how string
 	_ = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		seen = time.Now()
 		k := &keymintv1alpha1.APIKey{}
 		if err := h.env.Client.Get(ctx, ref, k); err != nil {
 			return apierrors.IsNotFound(err), nil
 		}
 		if p := k.Status.PreviousKey; p != nil && p.KeyID == keyID {
-			until = p.ExpiresAt.Time
+			until, how = p.ExpiresAt.Time, "its grace ended"
 			return true, nil
 		}
 		// Revoked at once (no grace): due now.
-		if k.Status.KeyID != keyID && k.Status.PreviousKey == nil {
-			until = time.Now()
+		if k.Status.KeyID != keyID && (k.Status.PreviousKey == nil || k.Status.PreviousKey.KeyID != keyID) {
+			until, how = time.Now(), "revoked at once"
 			return true, nil
 		}
 		return false, nil
@@ -419,7 +432,10 @@ func (h *harness) probePastExpiry(ctx context.Context, ref client.ObjectKey, key
 	if until.IsZero() {
 		return
 	}
-	pause(ctx, time.Until(until)+200*time.Millisecond)
+	// A revocation reaches a verifier through its watch: it is given
+	// propagation from the status's write to learn of it. A previous
+	// key's expiry is its own clock's, to within a rounding.
+	pause(ctx, max(time.Until(until)+200*time.Millisecond, time.Until(seen.Add(propagation))))
 	h.mu.Lock()
 	var verifiers []string
 	for _, addr := range h.verifiers {
@@ -442,7 +458,9 @@ func (h *harness) probePastExpiry(ctx context.Context, ref client.ObjectKey, key
 		_ = resp.Body.Close()
 		h.probes.Add(1)
 		if resp.StatusCode == http.StatusOK {
-			h.mon.violate(invPastExpiry, fmt.Sprintf("key %s accepted by the verifier at %s after it stopped working at %s", keyID, addr, until.UTC().Format(time.RFC3339)))
+			h.mon.violate(invPastExpiry, fmt.Sprintf("key %s accepted by the verifier at %s at %s, after it stopped working at %s (%s), as key %s of %s",
+				keyID, addr, time.Now().UTC().Format(time.RFC3339Nano), until.UTC().Format(time.RFC3339Nano), how,
+				resp.Header.Get("X-Keymint-Key-Id"), resp.Header.Get("X-Keymint-Expires-At")))
 		}
 	}
 }
