@@ -6,6 +6,9 @@ IMG ?= ghcr.io/keymint/keymint:v$(VERSION)
 LOCALBIN ?= $(shell pwd)/bin
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen
+OPENAPI_GEN ?= $(LOCALBIN)/openapi-gen
+# openapi-gen at the kube-openapi go.mod resolves (the one k8s.io/apiserver uses).
+KUBE_OPENAPI_VERSION ?= $(shell go list -m -f '{{.Version}}' k8s.io/kube-openapi)
 GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint
 GOLANGCI_LINT_VERSION ?= v2.15.0
 KUSTOMIZE ?= $(LOCALBIN)/kustomize
@@ -42,12 +45,17 @@ help: ## Show this help.
 
 .PHONY: manifests
 manifests: controller-gen ## Generate the CRD and RBAC manifests, and the chart's copies of them.
-	$(CONTROLLER_GEN) rbac:roleName=keymint-manager crd paths="./..." output:crd:artifacts:config=config/crd/bases
+	$(CONTROLLER_GEN) rbac:roleName=keymint-manager crd paths="./api/...;./controllers/...;./internal/auditserver/..." output:crd:artifacts:config=config/crd/bases
 	hack/chart-sync.sh
 
 .PHONY: generate
-generate: controller-gen ## Generate DeepCopy methods.
-	$(CONTROLLER_GEN) object:headerFile="hack/boilerplate.go.txt" paths="./..."
+generate: controller-gen openapi-gen ## Generate DeepCopy methods, and the aggregated API's OpenAPI schemas and model names.
+	$(CONTROLLER_GEN) object:headerFile="hack/boilerplate.go.txt" paths="./api/..."
+	$(OPENAPI_GEN) --output-dir internal/auditapi/openapi --output-pkg github.com/keymint/keymint/internal/auditapi/openapi \
+		--output-file zz_generated.openapi.go --output-model-name-file zz_generated.model_name.go \
+		--readonly-pkg k8s.io/apimachinery/pkg/apis/meta/v1 --readonly-pkg k8s.io/apimachinery/pkg/runtime --readonly-pkg k8s.io/apimachinery/pkg/version \
+		--go-header-file hack/boilerplate.go.txt --report-filename /dev/null \
+		k8s.io/apimachinery/pkg/apis/meta/v1 k8s.io/apimachinery/pkg/runtime k8s.io/apimachinery/pkg/version github.com/keymint/keymint/api/audit/v1alpha1
 
 .PHONY: fmt
 fmt: ## go fmt.
@@ -74,7 +82,7 @@ test-unit: ## The tests that need no control plane and no tool in bin/ (-short),
 # their module downloads overlap with the other builds. golangci-lint, helm
 # and kustomize are built by hack/test.sh beside the tests, on the CPU they
 # leave idle.
-TEST_TOOLS = controller-gen controlplane nginx
+TEST_TOOLS = controller-gen openapi-gen controlplane nginx
 
 .PHONY: test-tools
 test-tools: ## Build (side by side) or install what make test needs before its tests: the control plane, controller-gen, nginx.
@@ -183,6 +191,11 @@ $(HELM):
 golangci-lint: $(GOLANGCI_LINT) ## Build golangci-lint from the Go module proxy into bin/.
 $(GOLANGCI_LINT):
 	GOBIN=$(LOCALBIN) go install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
+
+.PHONY: openapi-gen
+openapi-gen: $(OPENAPI_GEN) ## Build openapi-gen from the Go module proxy into bin/.
+$(OPENAPI_GEN):
+	GOBIN=$(LOCALBIN) go install k8s.io/kube-openapi/cmd/openapi-gen@$(KUBE_OPENAPI_VERSION)
 
 .PHONY: controller-gen
 

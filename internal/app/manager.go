@@ -25,6 +25,7 @@ import (
 	"github.com/keymint/keymint/controllers"
 	"github.com/keymint/keymint/internal/apiwait"
 	"github.com/keymint/keymint/internal/audit"
+	"github.com/keymint/keymint/internal/auditapi"
 	"github.com/keymint/keymint/internal/auditserver"
 	"github.com/keymint/keymint/internal/keysecret"
 	"github.com/keymint/keymint/internal/metrics"
@@ -55,6 +56,7 @@ const (
 	ComponentVerifier      = "verifier"
 	ComponentExtAuthz      = "ext-authz"
 	ComponentAuditEndpoint = "audit-endpoint"
+	ComponentAPI           = "aggregated-api"
 	ComponentMetrics       = "metrics"
 	ComponentProbes        = "probes"
 )
@@ -76,6 +78,7 @@ type Deps struct {
 	// set up (test hooks).
 	Controller    func(*controllers.APIKeyReconciler)
 	AuditEndpoint func(*auditserver.Server)
+	API           func(*auditapi.Deps)
 	// SeveralManagers lets one process build more than one manager, whose
 	// controllers share a name.
 	SeveralManagers bool
@@ -126,7 +129,7 @@ func New(ctx context.Context, cfg *rest.Config, o *Options, d Deps) (m *Manager,
 		}
 	}()
 
-	trail, auditLog, err := m.auditTrail(o, d)
+	trail, auditLog, auditOut, err := m.auditTrail(o, d)
 	if err != nil {
 		return nil, err
 	}
@@ -186,6 +189,19 @@ func New(ctx context.Context, cfg *rest.Config, o *Options, d Deps) (m *Manager,
 		m.Components = append(m.Components, ComponentAuditEndpoint)
 	}
 
+	if o.API.Enabled() {
+		deps := auditapi.Deps{Reader: mgr.GetClient(), LiveReader: mgr.GetAPIReader(), Signer: signer, Clock: d.Clock, Echo: auditOut}
+		if auditLog != nil {
+			deps.Trail, deps.Records = auditLog, auditLog
+		}
+		if d.API != nil {
+			d.API(&deps)
+		}
+		if err := m.addAPI(o, deps); err != nil {
+			return nil, err
+		}
+	}
+
 	if err := metrics.Register(mgr.GetCache()); err != nil {
 		return nil, fmt.Errorf("registering metrics: %w", err)
 	}
@@ -204,6 +220,21 @@ func New(ctx context.Context, cfg *rest.Config, o *Options, d Deps) (m *Manager,
 	return m, nil
 }
 
+// addAPI adds the aggregated API. It reveals keys and serves records only
+// with the audit log: a reveal's record must be durable before the key
+// leaves, and stdout is not.
+func (m *Manager) addAPI(o *Options, deps auditapi.Deps) error {
+	server, err := auditapi.New(&o.API, deps)
+	if err != nil {
+		return fmt.Errorf("setting up the aggregated API: %w", err)
+	}
+	if err := m.Add(server); err != nil {
+		return err
+	}
+	m.Components = append(m.Components, ComponentAPI)
+	return nil
+}
+
 // Start runs the manager until ctx ends, then closes the audit log.
 func (m *Manager) Start(ctx context.Context) error {
 	defer m.close()
@@ -219,26 +250,25 @@ func (m *Manager) close() {
 
 // auditTrail is where records go: the audit log first (fsync'd), then
 // stdout's lines, or what d says instead.
-func (m *Manager) auditTrail(o *Options, d Deps) (audit.Writer, *audit.File, error) {
-	log := d.AuditLog
+func (m *Manager) auditTrail(o *Options, d Deps) (trail audit.Writer, log *audit.File, out audit.Writer, err error) {
+	log = d.AuditLog
 	if log == nil && o.AuditPath != "" {
 		file, err := audit.OpenFile(o.AuditPath, int64(o.AuditMaxMiB)<<20, o.AuditMaxBackups, audit.WithLogger(ctrl.Log.WithName("audit")))
 		if err != nil {
-			return nil, nil, fmt.Errorf("opening the audit log %s: %w", o.AuditPath, err)
+			return nil, nil, nil, fmt.Errorf("opening the audit log %s: %w", o.AuditPath, err)
 		}
 		m.closers = append(m.closers, file.Close)
 		log = file
 	}
-	trail := audit.Multi{}
+	multi := audit.Multi{}
 	if log != nil {
-		trail = append(trail, log)
+		multi = append(multi, log)
 	}
-	if d.AuditOut != nil {
-		trail = append(trail, d.AuditOut)
-	} else {
-		trail = append(trail, &audit.Lines{W: os.Stdout})
+	out = d.AuditOut
+	if out == nil {
+		out = &audit.Lines{W: os.Stdout}
 	}
-	return trail, log, nil
+	return append(multi, out), log, out, nil
 }
 
 func managerOptions(cfg *rest.Config, o *Options, d Deps) (ctrl.Options, error) {

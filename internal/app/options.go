@@ -14,6 +14,7 @@ import (
 	authorizationv1 "k8s.io/api/authorization/v1"
 
 	"github.com/keymint/keymint/controllers"
+	"github.com/keymint/keymint/internal/auditapi"
 	"github.com/keymint/keymint/internal/auditserver"
 	"github.com/keymint/keymint/internal/verify"
 )
@@ -39,6 +40,8 @@ type Options struct {
 	Audit auditserver.Server
 
 	Verify verify.Options
+	// API is keymint's aggregated API, audit.keymint.io.
+	API auditapi.Options
 
 	QPS   float64
 	Burst int
@@ -60,6 +63,7 @@ func NewOptions() *Options {
 		AuditMaxMiB:     100,
 		AuditMaxBackups: 10,
 		Audit:           auditserver.Server{Addr: "0"},
+		API:             auditapi.Options{BindAddress: "0"},
 		Verify: verify.Options{
 			HTTPAddr:         ":8082",
 			GRPCAddr:         ":9001",
@@ -100,6 +104,7 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.Verify.KeyFile, "verify-tls-key-file", o.Verify.KeyFile, "The verifier's serving key.")
 	fs.StringVar(&o.Verify.GRPCAddr, "ext-authz-bind-address", o.Verify.GRPCAddr, "The address of the Envoy ext_authz gRPC service (envoy.service.auth.v3.Authorization). 0 disables it.")
 	fs.BoolVar(&o.Verify.GRPCRequireScope, "ext-authz-require-namespace", o.Verify.GRPCRequireScope, "Refuse (PERMISSION_DENIED, reason no_scope) every ext_authz check whose route sets no "+verify.ContextExtensionNamespace+" context extension, instead of accepting keys of every namespace.")
+	o.API.AddFlags(fs)
 	fs.DurationVar(&o.Verify.LastUsedInterval, "last-used-interval", o.Verify.LastUsedInterval, "How often at the most a key's status.lastUsedAt, and its Used and RejectedUse records, are written.")
 }
 
@@ -119,6 +124,9 @@ func (o *Options) Validate() error {
 		if o.Audit.ClientCAFile != "" && len(o.Audit.ClientNames) == 0 {
 			errs = append(errs, errors.New("--audit-webhook-client-ca-file needs --audit-webhook-client-name: the common names of kube-apiserver's client certificates"))
 		}
+	}
+	if err := o.API.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if (o.Verify.CertFile == "") != (o.Verify.KeyFile == "") {
 		errs = append(errs, errors.New("--verify-tls-cert-file and --verify-tls-key-file go together"))
@@ -141,6 +149,9 @@ func (o *Options) permissions() []authorizationv1.ResourceAttributes {
 	needed := controllers.RequiredPermissions(o.SlotNamespace)
 	if o.AuditEndpoint() {
 		needed = append(needed, auditserver.RequiredPermissions()...)
+	}
+	if o.API.Enabled() {
+		needed = append(needed, auditapi.RequiredPermissions()...)
 	}
 	return needed
 }

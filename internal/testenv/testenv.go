@@ -39,13 +39,15 @@ type Env struct {
 	Client client.WithWatch
 	// Audit is set when the API server sends audit batches to a webhook.
 	Audit *AuditWebhook
+	// API is set when the API server aggregates keymint's API.
+	API *Aggregation
 }
 
 // Option changes how the control plane starts.
 type Option func(*options)
 
 type options struct {
-	auditDir string
+	auditDir, apiDir string
 }
 
 // WithAuditWebhook makes the API server audit with config/audit's policy
@@ -53,6 +55,13 @@ type options struct {
 // ConfigureAudit).
 func WithAuditWebhook(dir string) Option {
 	return func(o *options) { o.auditDir = dir }
+}
+
+// WithAggregation turns the aggregation layer on and registers keymint's
+// aggregated API at a local port, with its files in dir (see
+// ConfigureAggregation).
+func WithAggregation(dir string) Option {
+	return func(o *options) { o.apiDir = dir }
 }
 
 // Start starts the control plane and installs keymint's CRD, roles and
@@ -76,11 +85,18 @@ func Start(ctx context.Context, configDir string, scheme *runtime.Scheme, opts .
 			return nil, err
 		}
 	}
+	var aggregation *Aggregation
+	if o.apiDir != "" {
+		var err error
+		if aggregation, err = ConfigureAggregation(env, o.apiDir); err != nil {
+			return nil, err
+		}
+	}
 	cfg, err := env.Start()
 	if err != nil {
 		return nil, fmt.Errorf("starting envtest: %w", err)
 	}
-	e := &Env{Environment: env, Config: cfg, Audit: auditWebhook}
+	e := &Env{Environment: env, Config: cfg, Audit: auditWebhook, API: aggregation}
 	fail := func(err error) (*Env, error) {
 		_ = env.Stop()
 		return nil, err
@@ -98,6 +114,11 @@ func Start(ctx context.Context, configDir string, scheme *runtime.Scheme, opts .
 	}
 	if err := e.WaitForPolicies(ctx); err != nil {
 		return fail(err)
+	}
+	if aggregation != nil {
+		if err := aggregation.Register(ctx, e); err != nil {
+			return fail(err)
+		}
 	}
 	return e, nil
 }
