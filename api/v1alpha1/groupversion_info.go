@@ -22,7 +22,7 @@ var (
 )
 
 func addKnownTypes(s *runtime.Scheme) error {
-	s.AddKnownTypes(GroupVersion, &APIKey{}, &APIKeyList{})
+	s.AddKnownTypes(GroupVersion, &APIKey{}, &APIKeyList{}, &AuditEntry{}, &AuditEntryList{})
 	metav1.AddToGroupVersion(s, GroupVersion)
 	return nil
 }

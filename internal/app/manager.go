@@ -27,6 +27,7 @@ import (
 	"github.com/keymint/keymint/internal/audit"
 	"github.com/keymint/keymint/internal/auditapi"
 	"github.com/keymint/keymint/internal/auditserver"
+	"github.com/keymint/keymint/internal/auditstore"
 	"github.com/keymint/keymint/internal/keysecret"
 	"github.com/keymint/keymint/internal/metrics"
 	"github.com/keymint/keymint/internal/verify"
@@ -129,13 +130,14 @@ func New(ctx context.Context, cfg *rest.Config, o *Options, d Deps) (m *Manager,
 		}
 	}()
 
-	trail, auditLog, auditOut, err := m.auditTrail(o, d)
-	if err != nil {
-		return nil, err
-	}
 	if d.Clock == nil {
 		d.Clock = clock.RealClock{}
 	}
+	sinks, err := m.auditSinks(o, d)
+	if err != nil {
+		return nil, err
+	}
+	trail, auditLog := sinks.trail, sinks.log
 	var signer *keysecret.Signer
 	if err := apiwait.Retry(ctx, log, "loading the signing key", func() (err error) {
 		signer, err = controllers.LoadSigner(ctx, mgr.GetAPIReader(), mgr.GetClient(), o.SlotNamespace)
@@ -190,10 +192,8 @@ func New(ctx context.Context, cfg *rest.Config, o *Options, d Deps) (m *Manager,
 	}
 
 	if o.API.Enabled() {
-		deps := auditapi.Deps{Reader: mgr.GetClient(), LiveReader: mgr.GetAPIReader(), Signer: signer, Clock: d.Clock, Echo: auditOut}
-		if auditLog != nil {
-			deps.Trail, deps.Records = auditLog, auditLog
-		}
+		deps := auditapi.Deps{Reader: mgr.GetClient(), LiveReader: mgr.GetAPIReader(), Signer: signer, Clock: d.Clock,
+			Trail: sinks.durable, Records: sinks.records, Echo: sinks.out}
 		if d.API != nil {
 			d.API(&deps)
 		}
@@ -248,28 +248,66 @@ func (m *Manager) close() {
 	m.closers = nil
 }
 
-// auditTrail is where records go: the audit log first (fsync'd), then
-// stdout's lines, or what d says instead.
-func (m *Manager) auditTrail(o *Options, d Deps) (trail audit.Writer, log *audit.File, out audit.Writer, err error) {
-	log = d.AuditLog
-	if log == nil && o.AuditPath != "" {
+// auditSinks are where records go and are read from.
+type auditSinks struct {
+	// trail takes every record: the durable stores first, then out.
+	trail audit.Writer
+	// durable is what a reveal waits for: the API server's store, or the
+	// audit log; nil when records go to stdout only.
+	durable audit.Writer
+	records auditapi.Source
+	log     *audit.File
+	out     audit.Writer
+}
+
+// auditSinks opens the trail: the records stored in the API server
+// (--audit-store=api, with their retention on the leader), the audit log
+// (fsync'd), and stdout's lines (or what d says instead).
+func (m *Manager) auditSinks(o *Options, d Deps) (*auditSinks, error) {
+	s := &auditSinks{log: d.AuditLog, out: d.AuditOut}
+	if s.log == nil && o.AuditPath != "" {
 		file, err := audit.OpenFile(o.AuditPath, int64(o.AuditMaxMiB)<<20, o.AuditMaxBackups, audit.WithLogger(ctrl.Log.WithName("audit")))
 		if err != nil {
-			return nil, nil, nil, fmt.Errorf("opening the audit log %s: %w", o.AuditPath, err)
+			return nil, fmt.Errorf("opening the audit log %s: %w", o.AuditPath, err)
 		}
 		m.closers = append(m.closers, file.Close)
-		log = file
+		s.log = file
+	}
+	if s.out == nil {
+		s.out = &audit.Lines{W: os.Stdout}
 	}
 	multi := audit.Multi{}
-	if log != nil {
-		multi = append(multi, log)
+	if o.AuditStore == AuditStoreAPI {
+		// Uncached: the trail is listed a page at a time, never held.
+		c, err := client.New(m.GetConfig(), client.Options{Scheme: m.GetScheme(), Mapper: m.GetRESTMapper()})
+		if err != nil {
+			return nil, err
+		}
+		store := &auditstore.Store{Client: c, Namespace: o.SlotNamespace}
+		retention := &auditstore.Retention{Store: store, Keep: o.AuditRetention, Clock: clock.RealClock{}}
+		if err := m.Add(leaderOnly{retention}); err != nil {
+			return nil, err
+		}
+		multi = append(multi, store)
+		s.durable, s.records = store, store
 	}
-	out = d.AuditOut
-	if out == nil {
-		out = &audit.Lines{W: os.Stdout}
+	if s.log != nil {
+		multi = append(multi, s.log)
+		if s.durable == nil {
+			s.durable, s.records = s.log, auditapi.FileSource{Log: s.log}
+		}
 	}
-	return append(multi, out), log, out, nil
+	s.trail = append(multi, s.out)
+	return s, nil
 }
+
+// leaderOnly runs a task on the leader only.
+type leaderOnly struct {
+	task interface{ Start(context.Context) error }
+}
+
+func (l leaderOnly) Start(ctx context.Context) error { return l.task.Start(ctx) }
+func (l leaderOnly) NeedLeaderElection() bool        { return true }
 
 func managerOptions(cfg *rest.Config, o *Options, d Deps) (ctrl.Options, error) {
 	metricsOptions := metricsserver.Options{

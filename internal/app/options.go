@@ -8,6 +8,7 @@ package app
 import (
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/keymint/keymint/controllers"
 	"github.com/keymint/keymint/internal/auditapi"
 	"github.com/keymint/keymint/internal/auditserver"
+	"github.com/keymint/keymint/internal/auditstore"
 	"github.com/keymint/keymint/internal/verify"
 )
 
@@ -33,6 +35,11 @@ type Options struct {
 	AccessRecheck  time.Duration
 	ExpiryWarning  time.Duration
 
+	// AuditStore is where the trail is kept durably: AuditStoreAPI, or
+	// AuditStoreLog (the audit log at AuditPath, if any).
+	AuditStore string
+	// AuditRetention is how long the API server keeps records.
+	AuditRetention time.Duration
 	// AuditPath is the audit log; empty keeps records on stdout only.
 	AuditPath                    string
 	AuditMaxMiB, AuditMaxBackups int
@@ -60,6 +67,8 @@ func NewOptions() *Options {
 		Concurrency:     32,
 		AccessRecheck:   controllers.DefaultAccessRecheck,
 		ExpiryWarning:   controllers.DefaultExpiryWarning,
+		AuditStore:      AuditStoreLog,
+		AuditRetention:  auditstore.DefaultRetention,
 		AuditMaxMiB:     100,
 		AuditMaxBackups: 10,
 		Audit:           auditserver.Server{Addr: "0"},
@@ -87,6 +96,8 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.IntVar(&o.Concurrency, "max-concurrent-reconciles", o.Concurrency, "The number of APIKeys reconciled at once.")
 	fs.DurationVar(&o.AccessRecheck, "access-recheck-interval", o.AccessRecheck, "How often a key's access is checked again besides on RoleBinding and ClusterRoleBinding changes.")
 	fs.Var(days{&o.ExpiryWarning}, "expiry-warning", "How long before its expiry a key is ExpiringSoon (a Go duration, or days such as 14d).")
+	fs.StringVar(&o.AuditStore, "audit-store", o.AuditStore, "Where audit records are kept durably: \"api\" (AuditEntries in the API server, in --slot-namespace: replicated by etcd, read by every replica; the install's choice) or \"log\" (the file at --audit-log-path, on one replica).")
+	fs.DurationVar(&o.AuditRetention, "audit-retention", o.AuditRetention, "How long the API server keeps audit records (--audit-store=api); older days are deleted by the leader.")
 	fs.StringVar(&o.AuditPath, "audit-log-path", o.AuditPath, "Append-only file for audit records (fsync'd, rotated); records always go to stdout as {\"audit\": ...} lines too.")
 	fs.IntVar(&o.AuditMaxMiB, "audit-log-max-size", o.AuditMaxMiB, "Size in MiB at which the audit log is rotated.")
 	fs.IntVar(&o.AuditMaxBackups, "audit-log-max-backups", o.AuditMaxBackups, "Rotated audit logs kept.")
@@ -107,6 +118,12 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	o.API.AddFlags(fs)
 	fs.DurationVar(&o.Verify.LastUsedInterval, "last-used-interval", o.Verify.LastUsedInterval, "How often at the most a key's status.lastUsedAt, and its Used and RejectedUse records, are written.")
 }
+
+// The values of --audit-store.
+const (
+	AuditStoreAPI = "api"
+	AuditStoreLog = "log"
+)
 
 // AuditEndpoint reports whether the audit endpoint is on.
 func (o *Options) AuditEndpoint() bool { return o.Audit.Addr != "0" && o.Audit.Addr != "" }
@@ -131,6 +148,12 @@ func (o *Options) Validate() error {
 	if (o.Verify.CertFile == "") != (o.Verify.KeyFile == "") {
 		errs = append(errs, errors.New("--verify-tls-cert-file and --verify-tls-key-file go together"))
 	}
+	if o.AuditStore != AuditStoreAPI && o.AuditStore != AuditStoreLog {
+		errs = append(errs, fmt.Errorf("--audit-store must be %q or %q, not %q", AuditStoreAPI, AuditStoreLog, o.AuditStore))
+	}
+	if o.AuditStore == AuditStoreAPI && o.AuditRetention < 24*time.Hour {
+		errs = append(errs, errors.New("--audit-retention must be at least 24h: records are kept and deleted by the day"))
+	}
 	if o.MaxKeysPerUser < 1 {
 		errs = append(errs, errors.New("--max-keys-per-user must be at least 1"))
 	}
@@ -152,6 +175,9 @@ func (o *Options) permissions() []authorizationv1.ResourceAttributes {
 	}
 	if o.API.Enabled() {
 		needed = append(needed, auditapi.RequiredPermissions()...)
+	}
+	if o.AuditStore == AuditStoreAPI {
+		needed = append(needed, auditstore.RequiredPermissions(o.SlotNamespace)...)
 	}
 	return needed
 }

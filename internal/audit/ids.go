@@ -4,7 +4,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"strconv"
 	"strings"
+
+	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
 )
 
 // Record IDs name what a record is about, the same on every replica and
@@ -38,3 +41,32 @@ func RequestRecordID(vouched any, about ...string) string {
 }
 
 func recordID(parts ...string) string { return strings.Join(parts, "/") }
+
+// Name names the record r wherever it is kept or served: a hash of its ID,
+// or, for a record without one, of all it says, which a retry says again.
+// A record written twice has one name, so it is stored once.
+func Name(r Record) string {
+	id := []byte(r.ID)
+	if r.ID == "" {
+		id, _ = json.Marshal(r)
+	}
+	sum := sha256.Sum256(id)
+	return "r-" + hex.EncodeToString(sum[:20])
+}
+
+// Labels are what the trail is selected and kept by: the APIKey's
+// namespace and name (an APIKey name is at most 63 characters), the action,
+// and the record's day (YYYYMMDD, UTC) and time (Unix seconds).
+func Labels(r Record) map[string]string {
+	t := r.Time.UTC()
+	l := map[string]string{
+		keymintv1alpha1.LabelAuditNamespace: r.Namespace,
+		keymintv1alpha1.LabelAuditAction:    string(r.Action),
+		keymintv1alpha1.LabelAuditDay:       t.Format("20060102"),
+		keymintv1alpha1.LabelAuditTime:      strconv.FormatInt(t.Unix(), 10),
+	}
+	if len(r.Name) <= 63 {
+		l[keymintv1alpha1.LabelAPIKey] = r.Name
+	}
+	return l
+}

@@ -2,13 +2,10 @@ package auditapi
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -17,17 +14,14 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/selection"
 	genericapirequest "k8s.io/apiserver/pkg/endpoints/request"
 	"k8s.io/apiserver/pkg/registry/rest"
 
 	auditv1alpha1 "github.com/keymint/keymint/api/audit/v1alpha1"
+	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
 	"github.com/keymint/keymint/internal/audit"
 )
-
-// LabelTime is the label every AuditRecord carries with its time in Unix
-// seconds, so that a label selector can pick a time range:
-// -l 'audit.keymint.io/time>1765000000,audit.keymint.io/time<1765090000'.
-const LabelTime = auditv1alpha1.GroupName + "/time"
 
 // MaxPage bounds the records one list returns, with or without a limit;
 // the rest come through its continue token.
@@ -62,14 +56,21 @@ func recordFieldSet(r *auditv1alpha1.AuditRecord) fields.Set {
 	return set
 }
 
-// Trail is what the records are read from: the audit log.
-type Trail interface {
-	Each(f audit.Filter, fn func(audit.Record) error) error
+// Source is the trail auditrecords reads: the audit log (FileSource) or
+// the records stored in the API server (auditstore.Store).
+type Source interface {
+	// List returns a page of the records of namespace ns ("" for every
+	// namespace) whose labels (audit.Labels) match sel, starting after
+	// the page cont ended, at most limit, and where the next page starts
+	// ("" after the last).
+	List(ctx context.Context, ns string, sel labels.Selector, limit int, cont string) (records []audit.Record, next string, err error)
+	// Get returns the record named name (audit.Name) in ns, nil if none.
+	Get(ctx context.Context, ns, name string) (*audit.Record, error)
 }
 
 // recordsREST serves auditrecords, read-only, from the trail.
 type recordsREST struct {
-	trail Trail
+	source Source
 	rest.TableConvertor
 }
 
@@ -81,8 +82,8 @@ var (
 	_ rest.SingularNameProvider = &recordsREST{}
 )
 
-func newRecordsREST(trail Trail) *recordsREST {
-	return &recordsREST{trail: trail, TableConvertor: recordTable{}}
+func newRecordsREST(source Source) *recordsREST {
+	return &recordsREST{source: source, TableConvertor: recordTable{}}
 }
 
 func (r *recordsREST) New() runtime.Object     { return &auditv1alpha1.AuditRecord{} }
@@ -93,113 +94,138 @@ func (r *recordsREST) GetSingularName() string { return "auditrecord" }
 
 // Get finds a record by name in the request's namespace.
 func (r *recordsREST) Get(ctx context.Context, name string, _ *metav1.GetOptions) (runtime.Object, error) {
-	if r.trail == nil {
+	if r.source == nil {
 		return nil, errNoTrail
 	}
 	ns, _ := genericapirequest.NamespaceFrom(ctx)
-	var found *auditv1alpha1.AuditRecord
-	err := r.trail.Each(audit.Filter{Namespace: ns}, func(rec audit.Record) error {
-		if o := toObject(rec); o.Name == name {
-			found = o
-			return errStop
-		}
-		return nil
-	})
-	if err := readError(err); err != nil {
-		return nil, err
+	rec, err := r.source.Get(ctx, ns, name)
+	if err != nil {
+		return nil, apierrors.NewServiceUnavailable("reading the audit trail: " + err.Error())
 	}
-	if found == nil {
+	if rec == nil {
 		return nil, apierrors.NewNotFound(auditv1alpha1.GroupVersion.WithResource(auditv1alpha1.ResourceAuditRecords).GroupResource(), name)
 	}
-	return found, nil
+	return toObject(*rec), nil
 }
 
-// continueToken is where a page ended: the last record it returned. The
-// next page starts after it, or, if a rotation of the log has dropped it,
-// after its time.
-type continueToken struct {
+// List returns the records of the request's namespace (of every namespace
+// for a list across them) that pass its selectors, a page at a time. A
+// page may hold fewer records than the limit, and its continue token still
+// leads on.
+func (r *recordsREST) List(ctx context.Context, options *metainternalversion.ListOptions) (runtime.Object, error) {
+	if r.source == nil {
+		return nil, errNoTrail
+	}
+	ns, _ := genericapirequest.NamespaceFrom(ctx)
+	sel, fieldSel, limit, cont := labels.Everything(), fields.Everything(), MaxPage, ""
+	if options != nil {
+		if options.LabelSelector != nil {
+			sel = options.LabelSelector
+		}
+		if options.FieldSelector != nil {
+			fieldSel = options.FieldSelector
+		}
+		if options.Limit > 0 && options.Limit < MaxPage {
+			limit = int(options.Limit)
+		}
+		cont = options.Continue
+	}
+	// The action is a label of the stored records too: the store selects
+	// by it, rather than this server after reading.
+	if action, ok := fieldSel.RequiresExactMatch("action"); ok {
+		req, err := labels.NewRequirement(keymintv1alpha1.LabelAuditAction, selection.Equals, []string{action})
+		if err != nil {
+			return nil, apierrors.NewBadRequest(err.Error())
+		}
+		sel = sel.Add(*req)
+	}
+	records, next, err := r.source.List(ctx, ns, sel, limit, cont)
+	var bad *badContinue
+	switch {
+	case errors.As(err, &bad):
+		return nil, apierrors.NewBadRequest(err.Error())
+	case err != nil:
+		return nil, apierrors.NewServiceUnavailable("reading the audit trail: " + err.Error())
+	}
+	list := &auditv1alpha1.AuditRecordList{Items: []auditv1alpha1.AuditRecord{}}
+	list.Continue = next
+	for _, rec := range records {
+		if o := toObject(rec); fieldSel.Matches(recordFieldSet(o)) {
+			list.Items = append(list.Items, *o)
+		}
+	}
+	return list, nil
+}
+
+// badContinue: a continue token this server did not give.
+type badContinue struct{ error }
+
+// FileSource reads the records of the audit log, oldest first. A continue
+// token names the last record of its page; if a rotation of the log has
+// dropped that record, the next page starts after its time.
+type FileSource struct{ Log *audit.File }
+
+type fileToken struct {
 	Name string    `json:"n"`
 	Time time.Time `json:"t"`
 }
 
-// List returns the records of the request's namespace (of every namespace
-// for a list across them) that pass its selectors, oldest first, a page
-// at a time.
-func (r *recordsREST) List(ctx context.Context, options *metainternalversion.ListOptions) (runtime.Object, error) {
-	if r.trail == nil {
-		return nil, errNoTrail
-	}
-	ns, _ := genericapirequest.NamespaceFrom(ctx)
-	sel := selection{labels: labels.Everything(), fields: fields.Everything(), limit: MaxPage}
-	if options != nil {
-		if options.LabelSelector != nil {
-			sel.labels = options.LabelSelector
-		}
-		if options.FieldSelector != nil {
-			sel.fields = options.FieldSelector
-		}
-		if options.Limit > 0 && options.Limit < MaxPage {
-			sel.limit = int(options.Limit)
-		}
-		if options.Continue != "" {
-			raw, err := base64.RawURLEncoding.DecodeString(options.Continue)
-			if err != nil || json.Unmarshal(raw, &sel.after) != nil {
-				return nil, apierrors.NewBadRequest("the continue token is not one this server gave")
-			}
+// List implements Source.
+func (f FileSource) List(_ context.Context, ns string, sel labels.Selector, limit int, cont string) ([]audit.Record, string, error) {
+	var after fileToken
+	if cont != "" {
+		raw, err := base64.RawURLEncoding.DecodeString(cont)
+		if err != nil || json.Unmarshal(raw, &after) != nil {
+			return nil, "", &badContinue{errors.New("the continue token is not one this server gave")}
 		}
 	}
-	list, err := r.page(ns, sel, false)
-	if err == nil && sel.after.Name != "" && !list.found {
-		// The record the last page ended with is gone: go on by time.
-		list, err = r.page(ns, sel, true)
+	records, next, found, err := f.page(ns, sel, limit, after, false)
+	if err == nil && after.Name != "" && !found {
+		records, next, _, err = f.page(ns, sel, limit, after, true)
 	}
-	if err := readError(err); err != nil {
-		return nil, err
-	}
-	return list.AuditRecordList, nil
+	return records, next, readError(err)
 }
 
-type selection struct {
-	labels labels.Selector
-	fields fields.Selector
-	limit  int
-	after  continueToken
-}
-
-type pageResult struct {
-	*auditv1alpha1.AuditRecordList
-	found bool
-}
-
-func (r *recordsREST) page(ns string, sel selection, byTime bool) (pageResult, error) {
-	out := pageResult{AuditRecordList: &auditv1alpha1.AuditRecordList{Items: []auditv1alpha1.AuditRecord{}}}
-	skipping := sel.after.Name != ""
-	err := r.trail.Each(audit.Filter{Namespace: ns}, func(rec audit.Record) error {
-		o := toObject(rec)
+func (f FileSource) page(ns string, sel labels.Selector, limit int, after fileToken, byTime bool) (out []audit.Record, next string, found bool, err error) {
+	skipping := after.Name != ""
+	err = f.Log.Each(audit.Filter{Namespace: ns}, func(rec audit.Record) error {
 		if skipping {
 			switch {
-			case byTime && o.Time.After(sel.after.Time):
+			case byTime && rec.Time.After(after.Time):
 				skipping = false
-			case !byTime && o.Name == sel.after.Name:
-				skipping, out.found = false, true
+			case !byTime && audit.Name(rec) == after.Name:
+				skipping, found = false, true
 				return nil
 			default:
 				return nil
 			}
 		}
-		if !sel.labels.Matches(labels.Set(o.Labels)) || !sel.fields.Matches(recordFieldSet(o)) {
+		if !sel.Matches(labels.Set(audit.Labels(rec))) {
 			return nil
 		}
-		if len(out.Items) == sel.limit {
-			last := out.Items[len(out.Items)-1]
-			raw, _ := json.Marshal(continueToken{Name: last.Name, Time: last.Time.Time})
-			out.Continue = base64.RawURLEncoding.EncodeToString(raw)
+		if len(out) == limit {
+			last := out[len(out)-1]
+			raw, _ := json.Marshal(fileToken{Name: audit.Name(last), Time: last.Time})
+			next = base64.RawURLEncoding.EncodeToString(raw)
 			return errStop
 		}
-		out.Items = append(out.Items, *o)
+		out = append(out, rec)
 		return nil
 	})
-	return out, err
+	return out, next, found, err
+}
+
+// Get implements Source.
+func (f FileSource) Get(_ context.Context, ns, name string) (*audit.Record, error) {
+	var found *audit.Record
+	err := f.Log.Each(audit.Filter{Namespace: ns}, func(rec audit.Record) error {
+		if audit.Name(rec) == name {
+			found = &rec
+			return errStop
+		}
+		return nil
+	})
+	return found, readError(err)
 }
 
 // errNoTrail: the manager keeps records on stdout only.
@@ -217,25 +243,19 @@ func readError(err error) error {
 	case err == nil, errors.Is(err, errStop), errors.As(err, &unreadable):
 		return nil
 	}
-	return apierrors.NewServiceUnavailable("reading the audit trail: " + err.Error())
+	return err
 }
 
-// toObject is a record as the API serves it. Its name is its time and a
-// hash of its ID: stable, sortable and safe in a URL.
+// toObject is a record as the API serves it: named and labelled as it is
+// stored (audit.Name, audit.Labels).
 func toObject(r audit.Record) *auditv1alpha1.AuditRecord {
-	id := r.ID
-	if id == "" {
-		raw, _ := json.Marshal(r)
-		id = string(raw)
-	}
-	sum := sha256.Sum256([]byte(id))
 	o := &auditv1alpha1.AuditRecord{
 		TypeMeta: metav1.TypeMeta{APIVersion: auditv1alpha1.GroupVersion.String(), Kind: "AuditRecord"},
 		ObjectMeta: metav1.ObjectMeta{
-			Name:              r.Time.UTC().Format("20060102-150405") + "-" + hex.EncodeToString(sum[:5]),
+			Name:              audit.Name(r),
 			Namespace:         r.Namespace,
 			CreationTimestamp: metav1.NewTime(r.Time),
-			Labels:            map[string]string{LabelTime: strconv.FormatInt(r.Time.Unix(), 10)},
+			Labels:            audit.Labels(r),
 		},
 		Time:      metav1.NewTime(r.Time),
 		Action:    string(r.Action),

@@ -72,7 +72,7 @@ type Deps struct {
 	// in its place for a refusal; its failure loses nothing durable.
 	Echo audit.Writer
 	// Records is the trail auditrecords reads; nil serves none (503).
-	Records Trail
+	Records Source
 	Clock   clock.PassiveClock
 }
 

@@ -102,29 +102,37 @@ func (f *failing) Write(records []audit.Record) error {
 // the APIService points at, built as main builds it: records go to log;
 // the reveals' go through store, in front of it. It waits until the
 // aggregator says the API is Available.
-func startManager(t *testing.T, log *audit.File, store *failing) {
+func startManager(t *testing.T, log *audit.File, store *failing, configure ...func(*app.Options)) (stop func()) {
 	t.Helper()
 	o := app.TestOptions(testenv.SlotNamespace)
+	for _, c := range configure {
+		c(o)
+	}
 	o.API.BindAddress, o.API.CertFile, o.API.KeyFile = env.API.Addr(), env.API.CertFile, env.API.KeyFile
 	o.API.AuthenticationKubeconfig, o.API.AuthorizationKubeconfig = env.API.Kubeconfig, env.API.Kubeconfig
 	ctx, cancel := context.WithCancel(context.Background())
-	mgr, err := app.New(ctx, env.Config, o, app.Deps{AuditLog: log, AuditOut: audit.Multi{}, SeveralManagers: true,
-		API: func(d *auditapi.Deps) { store.next, d.Trail = d.Trail, store }})
+	deps := app.Deps{AuditLog: log, AuditOut: audit.Multi{}, SeveralManagers: true}
+	if store != nil {
+		deps.API = func(d *auditapi.Deps) { store.next, d.Trail = d.Trail, store }
+	}
+	mgr, err := app.New(ctx, env.Config, o, deps)
 	if err != nil {
 		cancel()
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- mgr.Start(ctx) }()
-	t.Cleanup(sync.OnceFunc(func() {
+	stop = sync.OnceFunc(func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("manager: %v", err)
 		}
-	}))
+	})
+	t.Cleanup(stop)
 	if err := env.API.WaitAvailable(ctx, env, 60*time.Second); err != nil {
 		t.Fatal(err)
 	}
+	return stop
 }
 
 // openLog opens an audit log of the test's own.
