@@ -16,6 +16,7 @@ import (
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
 	"github.com/keymint/keymint/controllers"
 	"github.com/keymint/keymint/internal/auditserver"
+	"github.com/keymint/keymint/internal/auditstore"
 )
 
 // TestConfigRepeatsTheContract: the YAML in config/ that repeats a
@@ -46,7 +47,8 @@ func TestStartUpCheckAsksForTheGeneratedRole(t *testing.T) {
 		return a.Verb + " " + a.Resource + "." + a.Group + " in " + a.Namespace
 	}
 	checked := map[string]bool{}
-	for _, a := range append(controllers.RequiredPermissions(ns), auditserver.RequiredPermissions()...) {
+	needed := append(controllers.RequiredPermissions(ns), auditserver.RequiredPermissions()...)
+	for _, a := range append(needed, auditstore.RequiredPermissions(ns)...) {
 		checked[key(a)] = true
 	}
 	raw, err := os.ReadFile("config/rbac/role.yaml")

@@ -55,16 +55,20 @@ func TestManagerRunsWithTheInstallsRBAC(t *testing.T) {
 			return raw
 		}},
 		{"the Helm chart", func(t *testing.T) []byte {
-			crds, err := os.ReadFile(filepath.Join("charts", "keymint", "crds", "keymint.io_apikeys.yaml"))
-			if err != nil {
-				t.Fatal(err)
+			var crds []byte
+			for _, crd := range []string{"keymint.io_apikeys.yaml", "keymint.io_auditentries.yaml"} {
+				raw, err := os.ReadFile(filepath.Join("charts", "keymint", "crds", crd))
+				if err != nil {
+					t.Fatal(err)
+				}
+				crds = append(append(crds, raw...), "\n---\n"...)
 			}
 			rendered, err := tool(t, nil, "helm", "template", "keymint", "charts/keymint", "--namespace", "keymint-system", "--kube-version", "v1.37.2")
 			if err != nil {
 				t.Fatalf("%v\n%s", err, rendered)
 			}
 			ns := "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: keymint-system\n"
-			return []byte(ns + "---\n" + string(crds) + "\n---\n" + rendered)
+			return []byte(ns + "---\n" + string(crds) + rendered)
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) { runWithInstalledRBAC(t, tc.render(t)) })

@@ -110,7 +110,7 @@ func New(ctx context.Context, cfg *rest.Config, o *Options, d Deps) (m *Manager,
 
 	// What is missing ends the manager; an API server that is away is
 	// waited for, here and in the set-up calls below.
-	if err := apiwait.Retry(ctx, log, "start-up checks", func() error { return preflight(ctx, cfg, o.SlotNamespace, o.permissions()) }); err != nil {
+	if err := apiwait.Retry(ctx, log, "start-up checks", func() error { return preflight(ctx, cfg, o.SlotNamespace, o.permissions(), o.crds()) }); err != nil {
 		return nil, err
 	}
 	mopts, err := managerOptions(cfg, o, d)
@@ -371,5 +371,8 @@ func TestOptions(slotNamespace string) *Options {
 	o.Verify.HTTPAddr, o.Verify.GRPCAddr = "0", "0"
 	o.Concurrency = 4
 	o.SlotNamespace = slotNamespace
+	// Records go to the test's own audit log, and stdout: a test that
+	// stores them in the API server says so.
+	o.AuditStore = AuditStoreLog
 	return o
 }

@@ -67,7 +67,7 @@ func NewOptions() *Options {
 		Concurrency:     32,
 		AccessRecheck:   controllers.DefaultAccessRecheck,
 		ExpiryWarning:   controllers.DefaultExpiryWarning,
-		AuditStore:      AuditStoreLog,
+		AuditStore:      AuditStoreAPI,
 		AuditRetention:  auditstore.DefaultRetention,
 		AuditMaxMiB:     100,
 		AuditMaxBackups: 10,
@@ -180,6 +180,14 @@ func (o *Options) permissions() []authorizationv1.ResourceAttributes {
 		needed = append(needed, auditstore.RequiredPermissions(o.SlotNamespace)...)
 	}
 	return needed
+}
+
+// crds are the keymint.io resources besides apikeys that o needs.
+func (o *Options) crds() []string {
+	if o.AuditStore == AuditStoreAPI {
+		return []string{"auditentries"}
+	}
+	return nil
 }
 
 func envOr(name, fallback string) string {

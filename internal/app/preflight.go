@@ -3,12 +3,14 @@ package app
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/rest"
@@ -26,7 +28,7 @@ func (m missing) Error() string { return m.what }
 // starts: the CRD, the permissions needed (those its RBAC grants), or the
 // slot namespace.
 // Its requests wait out an API server outage, as every request does.
-func preflight(ctx context.Context, cfg *rest.Config, slotNamespace string, needed []authorizationv1.ResourceAttributes) error {
+func preflight(ctx context.Context, cfg *rest.Config, slotNamespace string, needed []authorizationv1.ResourceAttributes, crds []string) error {
 	// Discovery gives up after 32 s unless told otherwise; a manager that
 	// starts during an API server outage must wait it out instead of dying.
 	waiting := rest.CopyConfig(cfg)
@@ -35,10 +37,16 @@ func preflight(ctx context.Context, cfg *rest.Config, slotNamespace string, need
 	if err != nil {
 		return err
 	}
-	if _, err := dc.ServerResourcesForGroupVersion(keymintv1alpha1.GroupVersion.String()); apierrors.IsNotFound(err) {
+	served, err := dc.ServerResourcesForGroupVersion(keymintv1alpha1.GroupVersion.String())
+	if apierrors.IsNotFound(err) {
 		return missing{"the APIKey CRD (apikeys.keymint.io) is not installed: run `make install`, or apply dist/install.yaml"}
 	} else if err != nil {
 		return fmt.Errorf("asking the API server for the APIKey CRD: %w", err)
+	}
+	for _, crd := range crds {
+		if !slices.ContainsFunc(served.APIResources, func(r metav1.APIResource) bool { return r.Name == crd }) {
+			return missing{fmt.Sprintf("the CRD %s.%s is not installed: run `make install`, or apply dist/install.yaml", crd, keymintv1alpha1.GroupVersion.Group)}
+		}
 	}
 	c, err := client.New(cfg, client.Options{Scheme: Scheme})
 	if err != nil {
