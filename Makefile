@@ -45,7 +45,7 @@ help: ## Show this help.
 
 .PHONY: manifests
 manifests: controller-gen ## Generate the CRD and RBAC manifests, and the chart's copies of them.
-	$(CONTROLLER_GEN) rbac:roleName=keymint-manager crd paths="./api/...;./controllers/...;./internal/auditserver/...;./internal/auditstore/..." output:crd:artifacts:config=config/crd/bases
+	$(CONTROLLER_GEN) rbac:roleName=keymint-manager crd paths="./api/...;./controllers/...;./internal/auditserver/...;./internal/auditstore/...;./internal/apicerts" output:crd:artifacts:config=config/crd/bases
 	hack/chart-sync.sh
 
 .PHONY: generate

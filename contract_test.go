@@ -15,6 +15,7 @@ import (
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
 	"github.com/keymint/keymint/controllers"
+	"github.com/keymint/keymint/internal/apicerts"
 	"github.com/keymint/keymint/internal/auditserver"
 	"github.com/keymint/keymint/internal/auditstore"
 )
@@ -48,6 +49,7 @@ func TestStartUpCheckAsksForTheGeneratedRole(t *testing.T) {
 	}
 	checked := map[string]bool{}
 	needed := append(controllers.RequiredPermissions(ns), auditserver.RequiredPermissions()...)
+	needed = append(needed, apicerts.CertPermissions()...)
 	for _, a := range append(needed, auditstore.RequiredPermissions(ns)...) {
 		checked[key(a)] = true
 	}

@@ -95,6 +95,8 @@ type APIKeyReconciler struct {
 	// deleted remembers APIKeys that went away, for the record of their
 	// deletion (see tombstones).
 	deleted tombstones
+	// after runs f after d (time.AfterFunc; a test's in its place).
+	after func(d time.Duration, f func())
 }
 
 // +kubebuilder:rbac:groups=keymint.io,resources=apikeys,verbs=get;list;watch;update;patch;delegate

@@ -314,9 +314,23 @@ func (r *APIKeyReconciler) recheck(ctx context.Context, q workqueue.TypedRateLim
 	}
 	for req := range keys {
 		q.Add(req)
-		for _, d := range bindingSettle {
-			q.AddAfter(req, d)
-		}
+	}
+	if len(keys) == 0 {
+		return
+	}
+	// One timer a delay, each adding every key: a queue keeps one waiting
+	// entry an item, at its earliest time, so AddAfter at 1 s, 3 s, ...
+	// would leave only the first.
+	after := r.after
+	if after == nil {
+		after = func(d time.Duration, f func()) { time.AfterFunc(d, f) }
+	}
+	for _, d := range bindingSettle {
+		after(d, func() {
+			for req := range keys {
+				q.Add(req)
+			}
+		})
 	}
 }
 

@@ -21,10 +21,10 @@ import (
 
 	"github.com/go-logr/logr"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
-	"github.com/keymint/keymint/internal/audit"
 	"github.com/keymint/keymint/internal/cli"
 	"github.com/keymint/keymint/internal/testenv"
 )
@@ -78,6 +78,13 @@ func run() error {
 	// The API server audits Secrets and APIKeys (config/audit/policy.yaml)
 	// and sends its batches to the manager's audit webhook every second.
 	webhook, err := testenv.ConfigureAudit(env, filepath.Join(root, "config"), dir)
+	if err != nil {
+		return err
+	}
+	// The aggregation layer, as on a kubeadm or managed cluster: the API
+	// server forwards audit.keymint.io to the manager with the caller's
+	// identity.
+	aggregation, err := testenv.ConfigureAggregation(env, dir)
 	if err != nil {
 		return err
 	}
@@ -144,9 +151,9 @@ func run() error {
 		}
 	}
 
-	step("starting the keymint manager (logs in .demo/manager.log)")
+	step("registering keymint's API (APIService v1alpha1.audit.keymint.io) and starting the keymint manager (logs in .demo/manager.log)")
 	auditLog := filepath.Join(dir, "audit.log")
-	verifyURL, exited, err := startManager(root, dir, auditLog, env, webhook)
+	verifyURL, exited, err := startKeymint(ctx, root, dir, auditLog, env, admin, webhook, aggregation)
 	if err != nil {
 		return err
 	}
@@ -202,8 +209,9 @@ func run() error {
 		return err
 	}
 
-	step("carol exports the audit records with the plugin (" + audit.ExportPath + "; keymint-admin may get apikeys/audit)")
-	exportAudit(root, carol, webhook)
+	step("carol exports the audit records with the plugin, through keymint's API (auditrecords; keymint-admin may list them)")
+	exportAudit(root, carol)
+	_ = kubectlAs(carol, "get", "auditrecords", "-n", "default")
 	_ = kubectl("get", "events", "-n", "default", "--field-selector=reason=Viewed")
 
 	step("bob rotates bob-reporting in place (it has spec.rotation): the same Secret holds a new key, and the gateway accepts the old one for the grace")
@@ -232,15 +240,15 @@ Personas (in another shell, from %[1]s):
   bin/kubectl-apikey list -n default --as=alice
   bin/kubectl-apikey reveal alice-ci-next -n default --as=alice
   bin/kubectl-apikey status alice-extra -n default --as=alice
-  bin/kubectl-apikey audit export -n default --kubeconfig %[3]s \
-      --audit-server https://%[4]s --audit-certificate-authority %[5]s
-  cat %[6]s   # the audit trail
+  bin/kubectl-apikey audit export -n default --kubeconfig %[3]s
+  bin/k8s/kubectl get auditrecords -n default --kubeconfig %[3]s
+  cat %[4]s   # the audit trail
 
-The verifier (forward auth): %[7]s/verify/ns/default (plain HTTP; Envoy's gRPC ext_authz is off here).
-  curl -i -H "Authorization: Bearer $(bin/kubectl-apikey reveal alice-ci-next -n default --as=alice 2>/dev/null)" %[7]s/verify/ns/default
+The verifier (forward auth): %[5]s/verify/ns/default (plain HTTP; Envoy's gRPC ext_authz is off here).
+  curl -i -H "Authorization: Bearer $(bin/kubectl-apikey reveal alice-ci-next -n default --as=alice 2>/dev/null)" %[5]s/verify/ns/default
 
 Stop with Ctrl-C (the control plane and its data go away with it).
-`, root, relative(root, kubeconfig), relative(root, carol), webhook.Addr, relative(root, webhook.CertFile), relative(root, auditLog), verifyURL)
+`, root, relative(root, kubeconfig), relative(root, carol), relative(root, auditLog), verifyURL)
 
 	up.Store(true)
 	select {
@@ -251,9 +259,26 @@ Stop with Ctrl-C (the control plane and its data go away with it).
 	return nil
 }
 
+// startKeymint registers keymint's API with the API server, starts the
+// manager, and waits until the aggregator finds the API available.
+func startKeymint(ctx context.Context, root, dir, auditLog string, env *envtest.Environment, admin *envtest.AuthenticatedUser,
+	webhook *testenv.AuditWebhook, api *testenv.Aggregation) (verifyURL string, exited chan struct{}, err error) {
+	adminClient, err := client.New(admin.Config(), client.Options{})
+	if err != nil {
+		return "", nil, err
+	}
+	if err := api.Register(ctx, env, adminClient); err != nil {
+		return "", nil, err
+	}
+	if verifyURL, exited, err = startManager(root, dir, auditLog, env, webhook, api); err != nil {
+		return "", nil, err
+	}
+	return verifyURL, exited, api.WaitAvailable(ctx, adminClient, time.Minute)
+}
+
 // startManager runs bin/manager as its own process, with the identity its
 // ServiceAccount has in a cluster, and the verifier on a free port.
-func startManager(root, dir, auditLog string, env *envtest.Environment, webhook *testenv.AuditWebhook) (verifyURL string, exited chan struct{}, err error) {
+func startManager(root, dir, auditLog string, env *envtest.Environment, webhook *testenv.AuditWebhook, api *testenv.Aggregation) (verifyURL string, exited chan struct{}, err error) {
 	logFile, err := os.Create(filepath.Join(dir, "manager.log"))
 	if err != nil {
 		return "", nil, err
@@ -270,7 +295,9 @@ func startManager(root, dir, auditLog string, env *envtest.Environment, webhook 
 		fmt.Sprintf("--verify-bind-address=127.0.0.1:%d", verifyPort), "--ext-authz-bind-address=0",
 		"--audit-log-path="+auditLog, "--audit-bind-address="+webhook.Addr,
 		"--audit-tls-cert-file="+webhook.CertFile, "--audit-tls-key-file="+webhook.KeyFile,
-		"--audit-webhook-token-file="+webhook.TokenFile)
+		"--audit-webhook-token-file="+webhook.TokenFile,
+		"--api-bind-address="+api.Addr(), "--api-tls-cert-file="+api.CertFile, "--api-tls-key-file="+api.KeyFile,
+		"--authentication-kubeconfig="+api.Kubeconfig, "--authorization-kubeconfig="+api.Kubeconfig)
 	// The manager has an identity of its own, as its ServiceAccount has in
 	// a cluster: the audit webhook leaves its requests out, not the
 	// administrator's.
@@ -397,9 +424,8 @@ func showRotation(plugin, assets, kubeconfig, url string, kubectl func(...string
 
 // exportAudit has the administrator (kubeconfig carol) export the
 // namespace's audit records as CSV, once the refused reads are in.
-func exportAudit(root, carol string, webhook *testenv.AuditWebhook) {
-	args := []string{"audit", "export", "-n", "default", "--format", "csv",
-		"--audit-server", "https://" + webhook.Addr, "--audit-certificate-authority", relative(root, webhook.CertFile)}
+func exportAudit(root, carol string) {
+	args := []string{"audit", "export", "-n", "default", "--format", "csv"}
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		var out, errOut strings.Builder

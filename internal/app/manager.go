@@ -23,6 +23,7 @@ import (
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
 	"github.com/keymint/keymint/controllers"
+	"github.com/keymint/keymint/internal/apicerts"
 	"github.com/keymint/keymint/internal/apiwait"
 	"github.com/keymint/keymint/internal/audit"
 	"github.com/keymint/keymint/internal/auditapi"
@@ -221,9 +222,22 @@ func New(ctx context.Context, cfg *rest.Config, o *Options, d Deps) (m *Manager,
 }
 
 // addAPI adds the aggregated API. It reveals keys and serves records only
-// with the audit log: a reveal's record must be durable before the key
-// leaves, and stdout is not.
+// with a durable trail: a reveal's record must be kept before the key
+// leaves, and stdout does not keep it. With a self-managed certificate,
+// the server starts once the certificate is on disk.
 func (m *Manager) addAPI(o *Options, deps auditapi.Deps) error {
+	if o.API.CertSecret != "" {
+		ready := make(chan struct{})
+		certs := apicerts.SelfManagedCerts{Namespace: o.SlotNamespace, Secret: o.API.CertSecret, Service: o.API.Service}
+		if err := certs.Add(m, o.API.CertFile, o.API.KeyFile, ready); err != nil {
+			return fmt.Errorf("setting up the aggregated API's certificate: %w", err)
+		}
+		if err := m.Add(auditapi.WhenReady(ready, &o.API, deps)); err != nil {
+			return err
+		}
+		m.Components = append(m.Components, ComponentAPI)
+		return nil
+	}
 	server, err := auditapi.New(&o.API, deps)
 	if err != nil {
 		return fmt.Errorf("setting up the aggregated API: %w", err)

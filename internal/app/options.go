@@ -15,6 +15,7 @@ import (
 	authorizationv1 "k8s.io/api/authorization/v1"
 
 	"github.com/keymint/keymint/controllers"
+	"github.com/keymint/keymint/internal/apicerts"
 	"github.com/keymint/keymint/internal/auditapi"
 	"github.com/keymint/keymint/internal/auditserver"
 	"github.com/keymint/keymint/internal/auditstore"
@@ -72,7 +73,7 @@ func NewOptions() *Options {
 		AuditMaxMiB:     100,
 		AuditMaxBackups: 10,
 		Audit:           auditserver.Server{Addr: "0"},
-		API:             auditapi.Options{BindAddress: "0"},
+		API:             auditapi.Options{BindAddress: "0", Service: "keymint-api"},
 		Verify: verify.Options{
 			HTTPAddr:         ":8082",
 			GRPCAddr:         ":9001",
@@ -175,6 +176,9 @@ func (o *Options) permissions() []authorizationv1.ResourceAttributes {
 	}
 	if o.API.Enabled() {
 		needed = append(needed, auditapi.RequiredPermissions()...)
+		if o.API.CertSecret != "" {
+			needed = append(needed, apicerts.CertPermissions()...)
+		}
 	}
 	if o.AuditStore == AuditStoreAPI {
 		needed = append(needed, auditstore.RequiredPermissions(o.SlotNamespace)...)

@@ -45,13 +45,14 @@ func Export(log *File, f Filter, format Format, w io.Writer) error {
 		return readErr
 	}
 	slices.SortStableFunc(records, func(a, b Record) int { return a.Time.Compare(b.Time) })
-	if err := write(records, format, w); err != nil {
+	if err := Print(records, format, w); err != nil {
 		return err
 	}
 	return readErr
 }
 
-func write(records []Record, format Format, w io.Writer) error {
+// Print writes records to w as JSON lines or CSV, in the order given.
+func Print(records []Record, format Format, w io.Writer) error {
 	switch format {
 	case FormatJSON, "":
 		enc := json.NewEncoder(w)

@@ -105,7 +105,7 @@ func (r *recordsREST) Get(ctx context.Context, name string, _ *metav1.GetOptions
 	if rec == nil {
 		return nil, apierrors.NewNotFound(auditv1alpha1.GroupVersion.WithResource(auditv1alpha1.ResourceAuditRecords).GroupResource(), name)
 	}
-	return toObject(*rec), nil
+	return audit.ToObject(*rec), nil
 }
 
 // List returns the records of the request's namespace (of every namespace
@@ -150,7 +150,7 @@ func (r *recordsREST) List(ctx context.Context, options *metainternalversion.Lis
 	list := &auditv1alpha1.AuditRecordList{Items: []auditv1alpha1.AuditRecord{}}
 	list.Continue = next
 	for _, rec := range records {
-		if o := toObject(rec); fieldSel.Matches(recordFieldSet(o)) {
+		if o := audit.ToObject(rec); fieldSel.Matches(recordFieldSet(o)) {
 			list.Items = append(list.Items, *o)
 		}
 	}
@@ -244,36 +244,4 @@ func readError(err error) error {
 		return nil
 	}
 	return err
-}
-
-// toObject is a record as the API serves it: named and labelled as it is
-// stored (audit.Name, audit.Labels).
-func toObject(r audit.Record) *auditv1alpha1.AuditRecord {
-	o := &auditv1alpha1.AuditRecord{
-		TypeMeta: metav1.TypeMeta{APIVersion: auditv1alpha1.GroupVersion.String(), Kind: "AuditRecord"},
-		ObjectMeta: metav1.ObjectMeta{
-			Name:              audit.Name(r),
-			Namespace:         r.Namespace,
-			CreationTimestamp: metav1.NewTime(r.Time),
-			Labels:            audit.Labels(r),
-		},
-		Time:      metav1.NewTime(r.Time),
-		Action:    string(r.Action),
-		Actor:     auditv1alpha1.Actor{Username: r.Actor.Username, Groups: r.Actor.Groups},
-		APIKey:    r.Name,
-		UID:       r.UID,
-		User:      r.User,
-		KeyID:     r.KeyID,
-		SourceIPs: r.SourceIPs,
-		UserAgent: r.UserAgent,
-		AuditID:   r.AuditID,
-		Message:   r.Message,
-	}
-	if i := r.Impersonator; i != nil {
-		o.Impersonator = &auditv1alpha1.Actor{Username: i.Username, Groups: i.Groups}
-	}
-	if p := r.Repeats; p != nil {
-		o.Repeats = &auditv1alpha1.Repeats{Count: p.Count, First: metav1.NewTime(p.First), Last: metav1.NewTime(p.Last)}
-	}
-	return o
 }

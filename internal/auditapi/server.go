@@ -37,6 +37,9 @@ type Options struct {
 	// kube-system/extension-apiserver-authentication); in a Pod they are
 	// empty and the Pod's own ServiceAccount is used.
 	AuthenticationKubeconfig, AuthorizationKubeconfig string
+	// CertSecret, when set, makes keymint keep the serving certificate
+	// itself (SelfManagedCerts) in this Secret, for Service.
+	CertSecret, Service string
 }
 
 // Enabled reports whether the API is served.
@@ -147,6 +150,8 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.BindAddress, "api-bind-address", o.BindAddress, "host:port of keymint's aggregated API (audit.keymint.io: apikeyreveals, auditrecords), which kube-apiserver reaches through the APIService. 0 disables it.")
 	fs.StringVar(&o.CertFile, "api-tls-cert-file", o.CertFile, "The aggregated API's serving certificate, for <service>.<namespace>.svc (reloaded when it changes).")
 	fs.StringVar(&o.KeyFile, "api-tls-key-file", o.KeyFile, "The aggregated API's serving key.")
+	fs.StringVar(&o.CertSecret, "api-cert-secret", o.CertSecret, "Keep the aggregated API's serving certificate in this Secret of the manager's namespace: keymint makes a CA and a certificate for --api-service-name, renews them, writes them to --api-tls-cert-file and --api-tls-key-file (tls.crt and tls.key of one directory) and puts the CA into the APIService's caBundle. Empty: the files come from elsewhere (cert-manager).")
+	fs.StringVar(&o.Service, "api-service-name", o.Service, "The Service in front of the aggregated API, which its certificate names (<name>.<namespace>.svc).")
 	fs.StringVar(&o.AuthenticationKubeconfig, "authentication-kubeconfig", o.AuthenticationKubeconfig, "kubeconfig of the API server that authenticates the aggregated API's callers; empty in a Pod (its ServiceAccount).")
 	fs.StringVar(&o.AuthorizationKubeconfig, "authorization-kubeconfig", o.AuthorizationKubeconfig, "kubeconfig of the API server that authorizes the aggregated API's callers; empty in a Pod (its ServiceAccount).")
 }

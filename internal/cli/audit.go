@@ -2,24 +2,26 @@ package cli
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
-	"errors"
 	"fmt"
-	"io"
-	"net/http"
-	"net/url"
-	"os"
-	"strings"
+	"slices"
+	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/selection"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	auditv1alpha1 "github.com/keymint/keymint/api/audit/v1alpha1"
+	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
 	"github.com/keymint/keymint/internal/audit"
 )
 
-// AuditServerEnv names the environment variable --audit-server defaults to.
-const AuditServerEnv = "KEYMINT_AUDIT_SERVER"
+// exportPage is how many records one request of an export asks for.
+const exportPage = 500
 
 func newAuditCommand(o *Options) *cobra.Command {
 	cmd := &cobra.Command{
@@ -31,14 +33,12 @@ func newAuditCommand(o *Options) *cobra.Command {
 }
 
 type auditExport struct {
-	o                  *Options
-	server, ca         string
-	since              time.Duration
-	from, to           string
-	user, action, key  string
-	allNamespaces      bool
-	format             string
-	insecureSkipVerify bool
+	o                 *Options
+	since             time.Duration
+	from, to          string
+	user, action, key string
+	allNamespaces     bool
+	format            string
 }
 
 func newAuditExportCommand(o *Options) *cobra.Command {
@@ -47,22 +47,18 @@ func newAuditExportCommand(o *Options) *cobra.Command {
 		Use:   "export",
 		Short: "Export audit records as JSON lines or CSV",
 		Long: `export prints the audit records of API keys: who issued, viewed, mounted,
-was refused, expired or deleted which key, and when. It reads them from the
-keymint manager's audit endpoint, which allows callers whose bearer token
-(--token) may get apikeys/audit in group keymint.io: cluster-wide for
---all-namespaces, else in the namespace exported (ClusterRole keymint-admin).
+was refused, expired or deleted which key, and when, oldest first. It reads
+them from keymint's API (auditrecords.audit.keymint.io) through the API server,
+with your kubeconfig's credentials, whatever they are: your identity needs list
+on auditrecords, cluster-wide for --all-namespaces, else in the namespace
+exported (ClusterRole keymint-admin, or the auditor's keymint-auditor).
 --key narrows the export to one APIKey.`,
-		Example: `  kubectl apikey audit export -A --since 24h --action Viewed \
-    --token "$(kubectl create token auditor -n keymint-system)" \
-    --audit-server https://keymint-audit.keymint-system:9443 --audit-certificate-authority ca.crt
+		Example: `  kubectl apikey audit export -A --since 24h --action Viewed
   kubectl apikey audit export -n team-a --key ci --format csv > ci-audit.csv`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return e.run(cmd.Context()) },
 	}
 	f := cmd.Flags()
-	f.StringVar(&e.server, "audit-server", os.Getenv(AuditServerEnv), "the manager's audit endpoint, https://HOST:PORT (default $"+AuditServerEnv+")")
-	f.StringVar(&e.ca, "audit-certificate-authority", "", "CA file of the audit endpoint's certificate (default: the system's)")
-	f.BoolVar(&e.insecureSkipVerify, "audit-insecure-skip-tls-verify", false, "do not verify the audit endpoint's certificate (insecure)")
 	f.DurationVar(&e.since, "since", 0, "only records of this last duration, e.g. 24h")
 	f.StringVar(&e.from, "from", "", "only records at or after this time (RFC 3339)")
 	f.StringVar(&e.to, "to", "", "only records before this time (RFC 3339)")
@@ -76,113 +72,127 @@ keymint manager's audit endpoint, which allows callers whose bearer token
 }
 
 func (e *auditExport) run(ctx context.Context) error {
-	if e.server == "" {
-		return usageErrorf("--audit-server (or $%s) is required: the manager's audit endpoint, https://HOST:PORT", AuditServerEnv)
+	filter, err := e.filter()
+	if err != nil {
+		return err
 	}
-	if u, err := url.Parse(e.server); err != nil || u.Scheme != "https" || u.Host == "" {
-		return usageErrorf("--audit-server must be an https:// URL, not %q: the bearer token is never sent in the clear", e.server)
+	cl, err := e.o.Client()
+	if err != nil {
+		return err
 	}
+	opts, err := e.listOptions(filter)
+	if err != nil {
+		return err
+	}
+	var records []audit.Record
+	for cont := ""; ; {
+		page := &auditv1alpha1.AuditRecordList{}
+		if err := cl.List(ctx, page, append(opts, client.Continue(cont))...); err != nil {
+			return e.explain(err)
+		}
+		for i := range page.Items {
+			if r := audit.FromObject(&page.Items[i]); filter.Match(r) {
+				records = append(records, r)
+			}
+		}
+		if cont = page.Continue; cont == "" {
+			break
+		}
+	}
+	// Pages come in the store's order; an export is in time order.
+	slices.SortStableFunc(records, func(a, b audit.Record) int { return a.Time.Compare(b.Time) })
+	return audit.Print(records, audit.Format(e.format), e.o.Streams.Out)
+}
+
+// filter checks the flags and says what they select.
+func (e *auditExport) filter() (audit.Filter, error) {
+	var f audit.Filter
 	if e.since != 0 && e.from != "" {
-		return usageErrorf("--since and --from both set the start; pass one")
+		return f, usageErrorf("--since and --from both set the start; pass one")
 	}
 	if e.action != "" {
 		if err := audit.ValidAction(audit.Action(e.action)); err != nil {
-			return usageErrorf("--action: %v", err)
+			return f, usageErrorf("--action: %v", err)
 		}
 	}
 	if e.format != "json" && e.format != "csv" {
-		return usageErrorf("--format must be json or csv, not %q", e.format)
+		return f, usageErrorf("--format must be json or csv, not %q", e.format)
 	}
 	if e.key != "" && e.allNamespaces {
-		return usageErrorf("--key names an APIKey of one namespace; drop --all-namespaces")
+		return f, usageErrorf("--key names an APIKey of one namespace; drop --all-namespaces")
 	}
-	query := url.Values{"format": {e.format}}
-	for param, v := range map[string]string{"to": e.to, "user": e.user, "action": e.action, "name": e.key} {
-		if v != "" {
-			query.Set(param, v)
+	var err error
+	if e.from != "" {
+		if f.From, err = time.Parse(time.RFC3339, e.from); err != nil {
+			return f, usageErrorf("--from %q is not an RFC 3339 time, e.g. 2026-12-01T00:00:00Z", e.from)
+		}
+	} else if e.since != 0 {
+		f.From = e.o.Clock.Now().Add(-e.since)
+	}
+	if e.to != "" {
+		if f.To, err = time.Parse(time.RFC3339, e.to); err != nil {
+			return f, usageErrorf("--to %q is not an RFC 3339 time, e.g. 2026-12-01T00:00:00Z", e.to)
 		}
 	}
-	switch {
-	case e.from != "":
-		query.Set("from", e.from)
-	case e.since != 0:
-		query.Set("from", e.o.Clock.Now().Add(-e.since).UTC().Format(time.RFC3339))
-	}
+	f.User, f.Name, f.Action = e.user, e.key, audit.Action(e.action)
+	return f, nil
+}
+
+// listOptions asks the server for what f selects: the action, APIKey and
+// user as field selectors, the time range as a selector on the records'
+// keymint.io/time label (whole seconds; the filter is exact after).
+func (e *auditExport) listOptions(f audit.Filter) ([]client.ListOption, error) {
+	opts := []client.ListOption{client.Limit(exportPage)}
 	if !e.allNamespaces {
 		ns, err := e.o.Namespace()
 		if err != nil {
-			return err
+			return nil, err
 		}
-		query.Set("namespace", ns)
+		opts = append(opts, client.InNamespace(ns))
 	}
-	token, err := e.token()
-	if err != nil {
-		return err
-	}
-	httpClient, err := e.httpClient()
-	if err != nil {
-		return err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(e.server, "/")+audit.ExportPath+"?"+query.Encode(), nil)
-	if err != nil {
-		return usageErrorf("--audit-server: %v", err)
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	req.Header.Set("User-Agent", userAgent())
-	resp, err := httpClient.Do(req)
-	if err != nil {
-		if _, ok := errors.AsType[*tls.CertificateVerificationError](err); ok {
-			return fmt.Errorf("the audit endpoint's certificate is not trusted: pass --audit-certificate-authority with the CA that signed it (%v)", err)
+	set := fields.Set{}
+	for field, v := range map[string]string{"action": string(f.Action), "apiKey": f.Name, "user": f.User} {
+		if v != "" {
+			set[field] = v
 		}
-		return fmt.Errorf("reaching the audit endpoint: %w", err)
 	}
-	defer func() { _ = resp.Body.Close() }()
-	if resp.StatusCode != http.StatusOK {
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return fmt.Errorf("the audit endpoint refused the export (%s): %s", resp.Status, strings.TrimSpace(string(body)))
+	if len(set) > 0 {
+		opts = append(opts, client.MatchingFieldsSelector{Selector: fields.SelectorFromSet(set)})
 	}
-	if _, err := io.Copy(e.o.Streams.Out, resp.Body); err != nil {
-		return err
+	sel := labels.NewSelector()
+	if !f.From.IsZero() {
+		req, err := labels.NewRequirement(keymintv1alpha1.LabelAuditTime, selection.GreaterThan, []string{strconv.FormatInt(f.From.Unix()-1, 10)})
+		if err != nil {
+			return nil, err
+		}
+		sel = sel.Add(*req)
 	}
-	if msg := resp.Trailer.Get(audit.ExportErrorTrailer); msg != "" {
-		return fmt.Errorf("the export is incomplete: %s", msg)
+	if !f.To.IsZero() {
+		req, err := labels.NewRequirement(keymintv1alpha1.LabelAuditTime, selection.LessThan, []string{strconv.FormatInt(f.To.Unix()+1, 10)})
+		if err != nil {
+			return nil, err
+		}
+		sel = sel.Add(*req)
 	}
-	return nil
+	if !sel.Empty() {
+		opts = append(opts, client.MatchingLabelsSelector{Selector: sel})
+	}
+	return opts, nil
 }
 
-// token is the bearer token of the kubeconfig or --token: the endpoint
-// authenticates callers with a TokenReview, which a client certificate
-// cannot pass.
-func (e *auditExport) token() (string, error) {
-	cfg, err := e.o.ConfigFlags.ToRESTConfig()
-	if err != nil {
-		return "", fmt.Errorf("reading the kubeconfig (--kubeconfig, $KUBECONFIG, ~/.kube/config): %w", err)
+// explain says in one line what a refused or impossible export needs.
+func (e *auditExport) explain(err error) error {
+	where := "in this namespace"
+	if e.allNamespaces {
+		where = "cluster-wide"
 	}
-	if cfg.BearerToken != "" {
-		return cfg.BearerToken, nil
+	switch {
+	case meta.IsNoMatchError(err):
+		return fmt.Errorf("keymint's API (%s) is not served on this cluster: install keymint from dist/install.yaml or its chart, which register it", auditv1alpha1.GroupVersion)
+	case apierrors.IsForbidden(err):
+		// Not wrapped: the API server's own message would replace this one.
+		return fmt.Errorf("you may not read the audit trail %s (list auditrecords.%s): the ClusterRole keymint-admin or keymint-auditor grants it (%s)",
+			where, auditv1alpha1.GroupName, err.Error())
 	}
-	if cfg.BearerTokenFile != "" {
-		raw, err := os.ReadFile(cfg.BearerTokenFile)
-		if err != nil {
-			return "", err
-		}
-		return strings.TrimSpace(string(raw)), nil
-	}
-	return "", usageErrorf("the audit export authenticates with a bearer token, and this kubeconfig has none: pass --token, e.g. --token \"$(kubectl create token auditor -n keymint-system)\"")
-}
-
-func (e *auditExport) httpClient() (*http.Client, error) {
-	tlsConfig := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: e.insecureSkipVerify} //nolint:gosec // only on explicit request
-	if e.ca != "" {
-		raw, err := os.ReadFile(e.ca)
-		if err != nil {
-			return nil, usageErrorf("--audit-certificate-authority: %v", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(raw) {
-			return nil, usageErrorf("--audit-certificate-authority: no PEM certificate in %s", e.ca)
-		}
-		tlsConfig.RootCAs = pool
-	}
-	return &http.Client{Transport: &http.Transport{TLSClientConfig: tlsConfig, Proxy: http.ProxyFromEnvironment}, Timeout: 5 * time.Minute}, nil
+	return fmt.Errorf("reading the audit trail: %w", err)
 }

@@ -6,20 +6,22 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	auditv1alpha1 "github.com/keymint/keymint/api/audit/v1alpha1"
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
-	"github.com/keymint/keymint/internal/keysecret"
 )
 
 func newRevealCommand(o *Options) *cobra.Command {
 	return &cobra.Command{
 		Use:   "reveal NAME",
-		Short: "Print an API key (the read is audited)",
+		Short: "Print an API key (the view is recorded)",
 		Long: `reveal prints the key of an Active API key on standard output, alone on its
-line, so that scripts can capture it. Keys are hidden everywhere else. Reading
-the key's Secret is recorded by the API server's audit log.`,
+line, so that scripts can capture it. Keys are hidden everywhere else. The key
+comes from keymint's API (an APIKeyReveal, audit.keymint.io), which gives it to
+the APIKey's owner only, and only once the view is on the audit trail.`,
 		Example:           `  export API_KEY=$(kubectl apikey reveal ci)`,
 		Args:              exactlyOneName,
 		ValidArgsFunction: completeAPIKeyNames(o),
@@ -52,16 +54,18 @@ func reveal(ctx context.Context, o *Options, name string) error {
 		return fmt.Errorf("apikey/%s is %s, not Active: %s", name, orDash(string(key.Status.Phase)), waitingReason(key))
 	}
 	cl, _ := o.Client()
-	secret := &corev1.Secret{}
-	if err := cl.Get(ctx, client.ObjectKey{Namespace: key.Namespace, Name: key.Status.SecretName}, secret); err != nil {
+	r := &auditv1alpha1.APIKeyReveal{
+		ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace},
+		Spec:       auditv1alpha1.APIKeyRevealSpec{Name: name},
+	}
+	if err := cl.Create(ctx, r); err != nil {
+		if meta.IsNoMatchError(err) {
+			return fmt.Errorf("keymint's API (%s) is not served on this cluster: install keymint from dist/install.yaml or its chart, which register it", auditv1alpha1.GroupVersion)
+		}
 		return err
 	}
-	if !keysecret.OwnedBy(secret, key) {
-		return fmt.Errorf("secret %s does not belong to apikey/%s; not revealing it", secret.Name, name)
-	}
-	fmt.Fprintf(o.Streams.ErrOut, "Revealing key %s of apikey/%s; this read of Secret %s/%s is audited.\n",
-		key.Status.KeyID, name, secret.Namespace, secret.Name)
-	fmt.Fprintln(o.Streams.Out, string(secret.Data[keymintv1alpha1.DataKey]))
+	fmt.Fprintf(o.Streams.ErrOut, "Revealing key %s of apikey/%s; keymint recorded this view.\n", r.Status.KeyID, name)
+	fmt.Fprintln(o.Streams.Out, r.Status.Key)
 	return nil
 }
 

@@ -21,6 +21,7 @@ import (
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	auditv1alpha1 "github.com/keymint/keymint/api/audit/v1alpha1"
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
 	"github.com/keymint/keymint/internal/version"
 )
@@ -48,6 +49,7 @@ var Scheme = runtime.NewScheme()
 func init() {
 	utilruntime.Must(clientgoscheme.AddToScheme(Scheme))
 	utilruntime.Must(keymintv1alpha1.AddToScheme(Scheme))
+	utilruntime.Must(auditv1alpha1.AddToScheme(Scheme))
 }
 
 // Options are what every command shares: kubectl's connection flags, the

@@ -95,10 +95,10 @@ func ConfigureAggregation(env *envtest.Environment, dir string) (*Aggregation, e
 	return a, nil
 }
 
-// Register writes the delegate's kubeconfig and creates the Service and
-// APIService that send audit.keymint.io to 127.0.0.1:Port.
-func (a *Aggregation) Register(ctx context.Context, e *Env) error {
-	if err := WriteKubeconfig(e.Environment, a.Kubeconfig, "keymint-api-delegate", "system:masters"); err != nil {
+// Register writes the delegate's kubeconfig and creates, with c, the
+// Service and APIService that send audit.keymint.io to 127.0.0.1:Port.
+func (a *Aggregation) Register(ctx context.Context, env *envtest.Environment, c client.Client) error {
+	if err := WriteKubeconfig(env, a.Kubeconfig, "keymint-api-delegate", "system:masters"); err != nil {
 		return err
 	}
 	svc := &corev1.Service{
@@ -106,7 +106,7 @@ func (a *Aggregation) Register(ctx context.Context, e *Env) error {
 		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeExternalName, ExternalName: "localhost",
 			Ports: []corev1.ServicePort{{Name: "https", Port: int32(a.Port)}}},
 	}
-	if err := e.Client.Create(ctx, svc); err != nil {
+	if err := c.Create(ctx, svc); err != nil {
 		return fmt.Errorf("creating the API's Service: %w", err)
 	}
 	as := &unstructured.Unstructured{Object: map[string]any{
@@ -120,20 +120,20 @@ func (a *Aggregation) Register(ctx context.Context, e *Env) error {
 			"caBundle": a.CABundle,
 		},
 	}}
-	if err := e.Client.Create(ctx, as); err != nil {
+	if err := c.Create(ctx, as); err != nil {
 		return fmt.Errorf("creating the APIService: %w", err)
 	}
 	return nil
 }
 
 // WaitAvailable waits until the aggregator says the API is Available.
-func (a *Aggregation) WaitAvailable(ctx context.Context, e *Env, timeout time.Duration) error {
+func (a *Aggregation) WaitAvailable(ctx context.Context, c client.Client, timeout time.Duration) error {
 	var last string
 	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
 		as := &unstructured.Unstructured{}
 		as.SetAPIVersion("apiregistration.k8s.io/v1")
 		as.SetKind("APIService")
-		if err := e.Client.Get(ctx, client.ObjectKey{Name: auditv1alpha1.GroupVersion.Version + "." + auditv1alpha1.GroupName}, as); err != nil {
+		if err := c.Get(ctx, client.ObjectKey{Name: auditv1alpha1.GroupVersion.Version + "." + auditv1alpha1.GroupName}, as); err != nil {
 			last = err.Error()
 			return false, nil
 		}

@@ -37,9 +37,12 @@ type AuditRecord struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
 
-	Time   metav1.Time `json:"time"`
-	Action string      `json:"action"`
-	Actor  Actor       `json:"actor"`
+	// ID names the event the record is about, the same on every replica
+	// and retry; the record's name is a hash of it.
+	ID     string           `json:"id,omitempty"`
+	Time   metav1.MicroTime `json:"time"`
+	Action string           `json:"action"`
+	Actor  Actor            `json:"actor"`
 	// Impersonator is the authenticated user who acted as Actor.
 	Impersonator *Actor `json:"impersonator,omitempty"`
 	// APIKey is the APIKey's name; User its spec.user.
@@ -51,8 +54,21 @@ type AuditRecord struct {
 	UserAgent string   `json:"userAgent,omitempty"`
 	AuditID   string   `json:"auditID,omitempty"`
 	Message   string   `json:"message,omitempty"`
+	// Scope is what a refused list or watch asked for: it names no key.
+	Scope *Scope `json:"scope,omitempty"`
 	// Repeats summarises the refusals of one actor after its first.
 	Repeats *Repeats `json:"repeats,omitempty"`
+}
+
+// Scope is what a refused list or watch of Secrets asked for.
+type Scope struct {
+	// Namespace is empty for a request across all namespaces.
+	Namespace     string `json:"namespace,omitempty"`
+	LabelSelector string `json:"labelSelector,omitempty"`
+	FieldSelector string `json:"fieldSelector,omitempty"`
+	// Keys is the number of keys whose Secrets the request could have
+	// returned.
+	Keys int `json:"keys"`
 }
 
 // Actor is who did it, as the API server authenticated them.

@@ -55,3 +55,8 @@ func (in AuditRecordList) OpenAPIModelName() string {
 func (in Repeats) OpenAPIModelName() string {
 	return "io.keymint.audit.v1alpha1.Repeats"
 }
+
+// OpenAPIModelName returns the OpenAPI model name for this type.
+func (in Scope) OpenAPIModelName() string {
+	return "io.keymint.audit.v1alpha1.Scope"
+}

@@ -39,6 +39,7 @@ func GetOpenAPIDefinitions(ref common.ReferenceCallback) map[string]common.OpenA
 		v1alpha1.AuditRecord{}.OpenAPIModelName():         schema_keymint_api_audit_v1alpha1_AuditRecord(ref),
 		v1alpha1.AuditRecordList{}.OpenAPIModelName():     schema_keymint_api_audit_v1alpha1_AuditRecordList(ref),
 		v1alpha1.Repeats{}.OpenAPIModelName():             schema_keymint_api_audit_v1alpha1_Repeats(ref),
+		v1alpha1.Scope{}.OpenAPIModelName():               schema_keymint_api_audit_v1alpha1_Scope(ref),
 		v1.APIGroup{}.OpenAPIModelName():                  schema_pkg_apis_meta_v1_APIGroup(ref),
 		v1.APIGroupList{}.OpenAPIModelName():              schema_pkg_apis_meta_v1_APIGroupList(ref),
 		v1.APIResource{}.OpenAPIModelName():               schema_pkg_apis_meta_v1_APIResource(ref),
@@ -259,9 +260,16 @@ func schema_keymint_api_audit_v1alpha1_AuditRecord(ref common.ReferenceCallback)
 							Ref:     ref(v1.ObjectMeta{}.OpenAPIModelName()),
 						},
 					},
+					"id": {
+						SchemaProps: spec.SchemaProps{
+							Description: "ID names the event the record is about, the same on every replica and retry; the record's name is a hash of it.",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
 					"time": {
 						SchemaProps: spec.SchemaProps{
-							Ref: ref(v1.Time{}.OpenAPIModelName()),
+							Ref: ref(v1.MicroTime{}.OpenAPIModelName()),
 						},
 					},
 					"action": {
@@ -341,6 +349,12 @@ func schema_keymint_api_audit_v1alpha1_AuditRecord(ref common.ReferenceCallback)
 							Format: "",
 						},
 					},
+					"scope": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Scope is what a refused list or watch asked for: it names no key.",
+							Ref:         ref(v1alpha1.Scope{}.OpenAPIModelName()),
+						},
+					},
 					"repeats": {
 						SchemaProps: spec.SchemaProps{
 							Description: "Repeats summarises the refusals of one actor after its first.",
@@ -352,7 +366,7 @@ func schema_keymint_api_audit_v1alpha1_AuditRecord(ref common.ReferenceCallback)
 			},
 		},
 		Dependencies: []string{
-			v1alpha1.Actor{}.OpenAPIModelName(), v1alpha1.Repeats{}.OpenAPIModelName(), v1.ObjectMeta{}.OpenAPIModelName(), v1.Time{}.OpenAPIModelName()},
+			v1alpha1.Actor{}.OpenAPIModelName(), v1alpha1.Repeats{}.OpenAPIModelName(), v1alpha1.Scope{}.OpenAPIModelName(), v1.MicroTime{}.OpenAPIModelName(), v1.ObjectMeta{}.OpenAPIModelName()},
 	}
 }
 
@@ -434,6 +448,47 @@ func schema_keymint_api_audit_v1alpha1_Repeats(ref common.ReferenceCallback) com
 		},
 		Dependencies: []string{
 			v1.Time{}.OpenAPIModelName()},
+	}
+}
+
+func schema_keymint_api_audit_v1alpha1_Scope(ref common.ReferenceCallback) common.OpenAPIDefinition {
+	return common.OpenAPIDefinition{
+		Schema: spec.Schema{
+			SchemaProps: spec.SchemaProps{
+				Description: "Scope is what a refused list or watch of Secrets asked for.",
+				Type:        []string{"object"},
+				Properties: map[string]spec.Schema{
+					"namespace": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Namespace is empty for a request across all namespaces.",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"labelSelector": {
+						SchemaProps: spec.SchemaProps{
+							Type:   []string{"string"},
+							Format: "",
+						},
+					},
+					"fieldSelector": {
+						SchemaProps: spec.SchemaProps{
+							Type:   []string{"string"},
+							Format: "",
+						},
+					},
+					"keys": {
+						SchemaProps: spec.SchemaProps{
+							Description: "Keys is the number of keys whose Secrets the request could have returned.",
+							Default:     0,
+							Type:        []string{"integer"},
+							Format:      "int32",
+						},
+					},
+				},
+				Required: []string{"keys"},
+			},
+		},
 	}
 }
 
