@@ -106,6 +106,8 @@ func runWithInstalledRBAC(t *testing.T, manifest []byte) {
 			args[i] = "--health-probe-bind-address=" + freeAddr(t)
 		case strings.HasPrefix(a, "--ext-authz-bind-address="):
 			args[i] = "--ext-authz-bind-address=" + freeAddr(t)
+		case strings.HasPrefix(a, "--api-bind-address="):
+			args[i] = "--api-bind-address=" + freeAddr(t)
 		}
 	}
 	t.Setenv("POD_NAMESPACE", "keymint-system")
@@ -121,7 +123,7 @@ func runWithInstalledRBAC(t *testing.T, manifest []byte) {
 
 	// main wires what internal/app wires, and says so.
 	g.Eventually(logs, 30*time.Second, 100*time.Millisecond).Should(ContainSubstring(
-		`"components":["controller","verifier","ext-authz","metrics","probes"]`))
+		`"components":["controller","verifier","ext-authz","aggregated-api","metrics","probes"]`))
 
 	ns := "team-rbac"
 	g.Expect(admin.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})).To(Succeed())

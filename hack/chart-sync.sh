@@ -32,3 +32,5 @@ for f in leader_election_role leader_election_role_binding; do
 	copy "config/rbac/$f.yaml" "rbac-${f//_/-}.yaml" .Values.leaderElection
 done
 copy config/rbac/auditor.yaml rbac-auditor.yaml .Values.auditor.create
+copy config/api/apiservice.yaml api-service.yaml .Values.api.enabled
+copy config/api/rbac.yaml api-rbac.yaml .Values.api.enabled

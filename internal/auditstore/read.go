@@ -3,6 +3,7 @@ package auditstore
 import (
 	"context"
 	"encoding/json"
+	"slices"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/labels"
@@ -14,8 +15,10 @@ import (
 )
 
 // List returns a page of the records of namespace ns ("" for every
-// namespace) whose labels match sel, as the API server pages the entries:
-// in the order of their names, limit/continue passed through.
+// namespace) whose labels match sel, as the API server pages the entries
+// (limit and continue passed through): pages follow one another in the
+// order of the entries' names, a hash; within a page, records are in time
+// order. A whole export sorts them all (kubectl apikey audit export).
 func (s *Store) List(ctx context.Context, ns string, sel labels.Selector, limit int, cont string) ([]audit.Record, string, error) {
 	if ns != "" {
 		req, err := labels.NewRequirement(keymintv1alpha1.LabelAuditNamespace, selection.Equals, []string{ns})
@@ -37,6 +40,9 @@ func (s *Store) List(ctx context.Context, ns string, sel labels.Selector, limit 
 		}
 		out = append(out, r)
 	}
+	// Entries are listed in the order of their names (hashes): a page
+	// reads oldest first at least within itself.
+	slices.SortStableFunc(out, func(a, b audit.Record) int { return a.Time.Compare(b.Time) })
 	return out, list.Continue, nil
 }
 
