@@ -38,6 +38,11 @@ type revealREST struct {
 	// takes every record too, best effort (stdout's lines).
 	trail, echo audit.Writer
 	clock       clock.PassiveClock
+	// refusals aggregates an actor's refusals, as the audit webhook's are:
+	// anyone allowed to create reveals could otherwise fill the trail.
+	refusals *audit.Aggregator
+	// views bounds the reveals one actor makes, each a durable record.
+	views *actorLimits
 }
 
 var (
@@ -91,9 +96,12 @@ func (r *revealREST) Create(ctx context.Context, obj runtime.Object, validate re
 		rec.KeyID = ""
 		rec.Message = fmt.Sprintf("%s was refused the key of APIKey %s/%s: only its owner, %s, may see it", caller.GetName(), ns, key.Name, key.Spec.User)
 		// The refusal stands whether or not its record could be written.
-		r.write(rec)
+		_, _ = r.refusals.Write(r.refusalTrail(), []audit.Record{rec}, r.clock.Now())
 		return nil, apierrors.NewForbidden(revealResource, req.Spec.Name,
 			fmt.Errorf("only the APIKey's owner (spec.user) may see its key"))
+	}
+	if !r.views.allow(caller.GetName()) {
+		return nil, apierrors.NewTooManyRequests(fmt.Sprintf("%s revealed keys more than %d times in a row; wait a few seconds", caller.GetName(), revealBurst), 2)
 	}
 	secret, in, err := r.trusted(ctx, key)
 	if err != nil {
@@ -117,12 +125,12 @@ func (r *revealREST) Create(ctx context.Context, obj runtime.Object, validate re
 	return out, nil
 }
 
-// write records a refusal on the trail and its echo, best effort: the
-// refusal stands either way.
-func (r *revealREST) write(rec audit.Record) {
-	if err := r.trail.Write([]audit.Record{rec}); err == nil && r.echo != nil {
-		_ = r.echo.Write([]audit.Record{rec})
+// refusalTrail is where refusals go: the trail, then its echo.
+func (r *revealREST) refusalTrail() audit.Writer {
+	if r.echo == nil {
+		return r.trail
 	}
+	return audit.Multi{r.trail, r.echo}
 }
 
 // trusted reads the key's Secret and checks that keymint minted it for

@@ -17,6 +17,7 @@ import (
 	basecompatibility "k8s.io/component-base/compatibility"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	auditv1alpha1 "github.com/keymint/keymint/api/audit/v1alpha1"
 	"github.com/keymint/keymint/internal/audit"
@@ -82,7 +83,8 @@ type Deps struct {
 // Server is the aggregated API; it runs on every replica (no leader
 // election).
 type Server struct {
-	api *genericapiserver.GenericAPIServer
+	api     *genericapiserver.GenericAPIServer
+	reveals *revealREST
 }
 
 // NeedLeaderElection: every replica serves the API.
@@ -90,6 +92,10 @@ func (s *Server) NeedLeaderElection() bool { return false }
 
 // Start serves until ctx ends.
 func (s *Server) Start(ctx context.Context) error {
+	if r := s.reveals; r.trail != nil {
+		// The summaries of the refusals' windows, as they close.
+		go r.refusals.Flush(ctx, clock.RealClock{}, r.refusalTrail(), ctrllog.FromContext(ctx).WithName("aggregated-api"))
+	}
 	return s.api.PrepareRun().RunWithContext(ctx)
 }
 
@@ -134,15 +140,17 @@ func New(o *Options, d Deps) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	reveals := &revealREST{reader: d.Reader, live: d.LiveReader, signer: d.Signer, trail: d.Trail, echo: d.Echo, clock: d.Clock,
+		refusals: audit.NewAggregator(audit.RepeatWindow), views: newActorLimits()}
 	group := genericapiserver.NewDefaultAPIGroupInfo(auditv1alpha1.GroupName, Scheme, runtime.NewParameterCodec(Scheme), Codecs)
 	group.VersionedResourcesStorageMap[auditv1alpha1.GroupVersion.Version] = map[string]rest.Storage{
-		auditv1alpha1.ResourceAPIKeyReveals: &revealREST{reader: d.Reader, live: d.LiveReader, signer: d.Signer, trail: d.Trail, echo: d.Echo, clock: d.Clock},
+		auditv1alpha1.ResourceAPIKeyReveals: reveals,
 		auditv1alpha1.ResourceAuditRecords:  newRecordsREST(d.Records),
 	}
 	if err := api.InstallAPIGroup(&group); err != nil {
 		return nil, err
 	}
-	return &Server{api: api}, nil
+	return &Server{api: api, reveals: reveals}, nil
 }
 
 // AddFlags defines the API's flags on fs.

@@ -1,10 +1,8 @@
 package auditserver
 
 import (
-	"context"
 	"encoding/json"
 	"net/http"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -67,34 +65,10 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// write writes records, with the repeats aggregated (see repeats), and
-// returns what it wrote.
+// write writes records, with the repeats aggregated (see
+// audit.Aggregator), and returns what it wrote.
 func (s *Server) write(records []audit.Record) ([]audit.Record, error) {
-	records, commit := s.repeats.plan(records, s.Clock.Now())
-	if len(records) > 0 {
-		if err := s.Trail.Write(records); err != nil {
-			return records, err
-		}
-	}
-	commit()
-	return records, nil
-}
-
-// flushRepeats writes the summaries of the windows that closed, every
-// tenth of a window, until ctx ends.
-func (s *Server) flushRepeats(ctx context.Context) {
-	ticker := s.Clock.NewTicker(max(s.repeats.window/10, time.Second))
-	defer ticker.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-ticker.C():
-			if _, err := s.write(nil); err != nil {
-				s.Logger.Error(err, "writing the summaries of repeated reads failed; retrying")
-			}
-		}
-	}
+	return s.repeats.Write(s.Trail, records, s.Clock.Now())
 }
 
 // EventMirror records Events that mirror audit records.

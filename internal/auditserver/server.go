@@ -77,11 +77,14 @@ type Server struct {
 	Logger          logr.Logger
 
 	token   []byte
-	repeats *repeats
+	repeats *audit.Aggregator
 }
 
 // +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews;selfsubjectreviews,verbs=create
 // +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
+
+// RepeatWindow is the default window of aggregated repeats.
+const RepeatWindow = audit.RepeatWindow
 
 // RequiredPermissions are what the audit endpoint cannot work without, as
 // its RBAC markers grant them: delegated authentication and authorisation
@@ -151,8 +154,8 @@ func (s *Server) Start(ctx context.Context) error {
 	if s.Clock == nil {
 		s.Clock = clock.RealClock{}
 	}
-	s.repeats = newRepeats(s.RepeatWindow)
-	go s.flushRepeats(ctx)
+	s.repeats = audit.NewAggregator(s.RepeatWindow)
+	go s.repeats.Flush(ctx, s.Clock, s.Trail, s.Logger)
 	if s.TokenFile != "" {
 		raw, err := os.ReadFile(s.TokenFile)
 		if err != nil {

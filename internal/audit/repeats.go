@@ -1,11 +1,13 @@
-package auditserver
+package audit
 
 import (
+	"context"
 	"fmt"
 	"sync"
 	"time"
 
-	"github.com/keymint/keymint/internal/audit"
+	"github.com/go-logr/logr"
+	"k8s.io/utils/clock"
 )
 
 // Refused reads are the one thing anybody can make the API server audit at
@@ -30,29 +32,29 @@ type repeatWindow struct {
 	opened time.Time
 	// first is the record written when the window opened; the summary
 	// repeats its actor and key.
-	first audit.Record
+	first Record
 	// count repeats came after the first, from since to last.
 	count       int
 	since, last time.Time
 }
 
-// repeats aggregates refused reads per actor, and views and mounts per
+// Aggregator aggregates refused reads per actor, and views and mounts per
 // actor and key. A batch is planned, written, and only then committed, so
 // a batch that failed to write and comes again is not counted twice.
-type repeats struct {
+type Aggregator struct {
 	window  time.Duration
 	mu      sync.Mutex
 	windows map[string]*repeatWindow
 }
 
-func newRepeats(window time.Duration) *repeats {
+func NewAggregator(window time.Duration) *Aggregator {
 	if window <= 0 {
 		window = RepeatWindow
 	}
-	return &repeats{window: window, windows: map[string]*repeatWindow{}}
+	return &Aggregator{window: window, windows: map[string]*repeatWindow{}}
 }
 
-func actorKey(r audit.Record) string {
+func actorKey(r Record) string {
 	k := r.Actor.Username
 	if r.Impersonator != nil {
 		k += "\x00" + r.Impersonator.Username
@@ -62,11 +64,11 @@ func actorKey(r audit.Record) string {
 
 // repeatKey names the window a record counts in; "" for a record that is
 // always written on its own.
-func repeatKey(r audit.Record) string {
+func repeatKey(r Record) string {
 	switch r.Action {
-	case audit.ActionViewDenied:
+	case ActionViewDenied:
 		return string(r.Action) + "\x00" + actorKey(r)
-	case audit.ActionViewed, audit.ActionMounted:
+	case ActionViewed, ActionMounted:
 		return string(r.Action) + "\x00" + actorKey(r) + "\x00" + r.UID + "\x00" + r.KeyID
 	}
 	return ""
@@ -76,7 +78,7 @@ func repeatKey(r audit.Record) string {
 // the repeats of windows that are open, plus the summaries of the windows
 // that closed. commit, called once the records are written, makes the plan
 // the state.
-func (d *repeats) plan(records []audit.Record, now time.Time) (out []audit.Record, commit func()) {
+func (d *Aggregator) Plan(records []Record, now time.Time) (out []Record, commit func()) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	changed := map[string]*repeatWindow{} // nil: closed
@@ -132,8 +134,8 @@ func (d *repeats) plan(records []audit.Record, now time.Time) (out []audit.Recor
 
 // closedSummaries marks closed in changed every window that closed by now,
 // and returns the summaries of those that counted repeats.
-func (d *repeats) closedSummaries(now time.Time, changed map[string]*repeatWindow) []audit.Record {
-	var out []audit.Record
+func (d *Aggregator) closedSummaries(now time.Time, changed map[string]*repeatWindow) []Record {
+	var out []Record
 	for k, w := range d.windows {
 		if now.Before(w.opened.Add(d.window)) {
 			continue
@@ -148,18 +150,18 @@ func (d *repeats) closedSummaries(now time.Time, changed map[string]*repeatWindo
 
 // summary is the record of the repeats a window counted. Its ID is the
 // same on every try, so a summary written twice is recorded once.
-func summary(w *repeatWindow) audit.Record {
+func summary(w *repeatWindow) Record {
 	f := w.first
-	s := audit.Record{
+	s := Record{
 		ID:           fmt.Sprintf("keymint/repeats/%s/%d", f.ID, w.count),
 		Time:         w.last,
 		Action:       f.Action,
 		Actor:        f.Actor,
 		Impersonator: f.Impersonator,
-		Repeats:      &audit.Repeats{Count: w.count, First: w.since, Last: w.last},
+		Repeats:      &Repeats{Count: w.count, First: w.since, Last: w.last},
 	}
 	between := w.since.UTC().Format(time.RFC3339) + " and " + w.last.UTC().Format(time.RFC3339)
-	if f.Action == audit.ActionViewDenied {
+	if f.Action == ActionViewDenied {
 		s.Message = fmt.Sprintf("%s was refused %d more reads of Secrets holding keys between %s, after the refusal of request %s",
 			f.Actor.Username, w.count, between, f.AuditID)
 		return s
@@ -167,4 +169,37 @@ func summary(w *repeatWindow) audit.Record {
 	s.Namespace, s.Name, s.UID, s.User, s.KeyID = f.Namespace, f.Name, f.UID, f.User, f.KeyID
 	s.Message = fmt.Sprintf("%s read the key's Secret %d more times between %s, after request %s", f.Actor.Username, w.count, between, f.AuditID)
 	return s
+}
+
+// Window is how long an actor's repeats are counted into one record.
+func (d *Aggregator) Window() time.Duration { return d.window }
+
+// Write writes records to w at now, with the repeats aggregated, and
+// returns what it wrote: the plan becomes the state only once w has it.
+func (d *Aggregator) Write(w Writer, records []Record, now time.Time) ([]Record, error) {
+	records, commit := d.Plan(records, now)
+	if len(records) > 0 {
+		if err := w.Write(records); err != nil {
+			return records, err
+		}
+	}
+	commit()
+	return records, nil
+}
+
+// Flush writes to w the summaries of the windows that closed, every tenth
+// of a window, until ctx ends.
+func (d *Aggregator) Flush(ctx context.Context, clk clock.WithTicker, w Writer, log logr.Logger) {
+	ticker := clk.NewTicker(max(d.window/10, time.Second))
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C():
+			if _, err := d.Write(w, nil, clk.Now()); err != nil {
+				log.Error(err, "writing the summaries of repeated reads failed; retrying")
+			}
+		}
+	}
 }

@@ -1,19 +1,17 @@
-package auditserver
+package audit
 
 import (
 	"fmt"
 	"slices"
 	"testing"
 	"time"
-
-	"github.com/keymint/keymint/internal/audit"
 )
 
-func denied(actor, id string, at time.Time) audit.Record {
-	return audit.Record{Time: at, Action: audit.ActionViewDenied, Actor: audit.Actor{Username: actor}, AuditID: id}
+func denied(actor, id string, at time.Time) Record {
+	return Record{Time: at, Action: ActionViewDenied, Actor: Actor{Username: actor}, AuditID: id}
 }
 
-func actions(records []audit.Record) []string {
+func actions(records []Record) []string {
 	var out []string
 	for _, r := range records {
 		s := string(r.Action) + " " + r.Actor.Username
@@ -27,13 +25,13 @@ func actions(records []audit.Record) []string {
 
 func TestRefusalsAreAggregatedPerActor(t *testing.T) {
 	t0 := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
-	d := newRepeats(0)
-	write := func(now time.Time, records ...audit.Record) []audit.Record {
-		out, commit := d.plan(records, now)
+	d := NewAggregator(0)
+	write := func(now time.Time, records ...Record) []Record {
+		out, commit := d.Plan(records, now)
 		commit()
 		return out
 	}
-	viewed := audit.Record{Time: t0, Action: audit.ActionViewed, Actor: audit.Actor{Username: "alice"}}
+	viewed := Record{Time: t0, Action: ActionViewed, Actor: Actor{Username: "alice"}}
 
 	got := write(t0, denied("mallory", "1", t0), viewed, denied("mallory", "2", t0.Add(time.Second)), denied("eve", "3", t0))
 	if want := []string{"ViewDenied mallory", "Viewed alice", "ViewDenied eve"}; !slices.Equal(actions(got), want) {
@@ -41,11 +39,11 @@ func TestRefusalsAreAggregatedPerActor(t *testing.T) {
 	}
 
 	// A batch that fails to write is planned again without counting twice.
-	if out, _ := d.plan([]audit.Record{denied("mallory", "4", t0.Add(time.Minute))}, t0.Add(time.Minute)); len(out) != 0 {
+	if out, _ := d.Plan([]Record{denied("mallory", "4", t0.Add(time.Minute))}, t0.Add(time.Minute)); len(out) != 0 {
 		t.Fatalf("a repeated refusal was written: %v", actions(out))
 	}
 	impersonated := denied("mallory", "5", t0.Add(2*time.Minute))
-	impersonated.Impersonator = &audit.Actor{Username: "admin"}
+	impersonated.Impersonator = &Actor{Username: "admin"}
 	got = write(t0.Add(2*time.Minute), denied("mallory", "4", t0.Add(time.Minute)), impersonated)
 	if want := []string{"ViewDenied mallory"}; !slices.Equal(actions(got), want) || got[0].Impersonator == nil {
 		t.Fatalf("wrote %v, want only the impersonated refusal, a window of its own", actions(got))
@@ -56,7 +54,7 @@ func TestRefusalsAreAggregatedPerActor(t *testing.T) {
 	if len(got) != 1 || got[0].Actor.Username != "mallory" || got[0].Impersonator != nil {
 		t.Fatalf("closing the windows wrote %+v, want mallory's summary", got)
 	}
-	want := audit.Repeats{Count: 2, First: t0.Add(time.Second), Last: t0.Add(time.Minute)}
+	want := Repeats{Count: 2, First: t0.Add(time.Second), Last: t0.Add(time.Minute)}
 	if *got[0].Repeats != want {
 		t.Errorf("repeats = %+v, want %+v", *got[0].Repeats, want)
 	}
@@ -70,12 +68,12 @@ func TestRefusalsAreAggregatedPerActor(t *testing.T) {
 
 func TestRefusalWindowsAreBounded(t *testing.T) {
 	t0 := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
-	d := newRepeats(0)
-	var batch []audit.Record
+	d := NewAggregator(0)
+	var batch []Record
 	for i := range MaxRepeatWindows + 5 {
 		batch = append(batch, denied(fmt.Sprintf("sa-%d", i), "x", t0))
 	}
-	out, commit := d.plan(batch, t0)
+	out, commit := d.Plan(batch, t0)
 	commit()
 	if len(out) != len(batch) || len(d.windows) != MaxRepeatWindows {
 		t.Fatalf("wrote %d of %d refusals with %d windows open, want all written and %d windows", len(out), len(batch), len(d.windows), MaxRepeatWindows)
