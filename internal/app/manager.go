@@ -226,23 +226,15 @@ func New(ctx context.Context, cfg *rest.Config, o *Options, d Deps) (m *Manager,
 // leaves, and stdout does not keep it. With a self-managed certificate,
 // the server starts once the certificate is on disk.
 func (m *Manager) addAPI(o *Options, deps auditapi.Deps) error {
+	var ready chan struct{}
 	if o.API.CertSecret != "" {
-		ready := make(chan struct{})
+		ready = make(chan struct{})
 		certs := apicerts.SelfManagedCerts{Namespace: o.SlotNamespace, Secret: o.API.CertSecret, Service: o.API.Service}
 		if err := certs.Add(m, o.API.CertFile, o.API.KeyFile, ready); err != nil {
 			return fmt.Errorf("setting up the aggregated API's certificate: %w", err)
 		}
-		if err := m.Add(auditapi.WhenReady(ready, &o.API, deps)); err != nil {
-			return err
-		}
-		m.Components = append(m.Components, ComponentAPI)
-		return nil
 	}
-	server, err := auditapi.New(&o.API, deps)
-	if err != nil {
-		return fmt.Errorf("setting up the aggregated API: %w", err)
-	}
-	if err := m.Add(server); err != nil {
+	if err := m.Add(auditapi.Runnable(ready, &o.API, deps)); err != nil {
 		return err
 	}
 	m.Components = append(m.Components, ComponentAPI)

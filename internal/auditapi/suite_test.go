@@ -132,6 +132,11 @@ func startManager(t *testing.T, log *audit.File, store *failing, configure ...fu
 	if err := env.API.WaitAvailable(ctx, env.Client, 60*time.Second); err != nil {
 		t.Fatal(err)
 	}
+	// The APIService may still be Available from the last manager: wait
+	// until this one answers an authenticated request.
+	NewWithT(t).Eventually(func() error {
+		return env.Client.List(ctx, &auditv1alpha1.AuditRecordList{}, client.InNamespace("default"))
+	}).Should(Succeed())
 	return stop
 }
 
