@@ -22,6 +22,7 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
+	auditv1alpha1 "github.com/keymint/keymint/api/audit/v1alpha1"
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
 	"github.com/keymint/keymint/internal/testenv"
 )
@@ -34,6 +35,7 @@ var (
 func init() {
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
 	utilruntime.Must(keymintv1alpha1.AddToScheme(scheme))
+	utilruntime.Must(auditv1alpha1.AddToScheme(scheme))
 }
 
 // result is one scenario's numbers; the JSON file holds them all.
@@ -64,7 +66,7 @@ func main() {
 		return
 	}
 	var (
-		scenarios = flag.String("scenarios", "throughput,idle,cap,expiry,access,verify,rotation", "comma-separated: throughput, idle, cap, expiry, isolation, scale, access, verify, rotation")
+		scenarios = flag.String("scenarios", "throughput,idle,cap,expiry,access,verify,rotation,reveal", "comma-separated: throughput, idle, cap, expiry, isolation, scale, access, verify, rotation, reveal")
 		n         = flag.Int("n", 1000, "keys in the throughput, idle, expiry and rotation scenarios")
 		workers   = flag.Int("workers", 16, "concurrent clients creating objects")
 		scaleN    = flag.Int("scale-n", 10000, "keys in the scale, access and verify scenarios")
@@ -102,7 +104,17 @@ func run(scenarios []string, n, workers, scaleN, unrelated int, out string) erro
 	for _, s := range scenarios {
 		// Each scenario gets a control plane of its own, so that none
 		// measures what another left behind.
-		env, err := testenv.Start(ctx, filepath.Join(root, "config"), scheme)
+		var opts []testenv.Option
+		if strings.TrimSpace(s) == "reveal" {
+			// Reveals go through the aggregation layer.
+			dir, err := os.MkdirTemp("", "keymint-bench-api-")
+			if err != nil {
+				return err
+			}
+			defer func() { _ = os.RemoveAll(dir) }()
+			opts = append(opts, testenv.WithAggregation(dir))
+		}
+		env, err := testenv.Start(ctx, filepath.Join(root, "config"), scheme, opts...)
 		if err != nil {
 			return err
 		}
@@ -130,6 +142,8 @@ func run(scenarios []string, n, workers, scaleN, unrelated int, out string) erro
 			rs, err = b.verifyLoad(ctx, scaleN)
 		case "rotation":
 			r, err = b.rotation(ctx, n)
+		case "reveal":
+			r, err = b.reveal(ctx, n)
 		default:
 			err = fmt.Errorf("unknown scenario %q", s)
 		}
