@@ -47,14 +47,8 @@ func TestRevealGivesTheKeyToItsOwnerOnly(t *testing.T) {
 	bind(t, ns, "keymint-user", "bob")
 	bind(t, ns, "keymint-admin", "carol")
 	months := int32(3)
-	key := &keymintv1alpha1.APIKey{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "alice-key"},
-		Spec: keymintv1alpha1.APIKeySpec{User: "alice", Expiration: keymintv1alpha1.Expiration{Months: &months}}}
 	alice := clientAs(t, "alice")
-	g.Expect(alice.Create(ctx, key)).To(Succeed())
-	g.Eventually(func(g Gomega) {
-		g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(key), key)).To(Succeed())
-		g.Expect(key.Status.Phase).To(Equal(keymintv1alpha1.PhaseActive))
-	}).Should(Succeed())
+	key := activeKey(t, alice, ns, "alice-key", "alice", keymintv1alpha1.Expiration{Months: &months})
 	secret := &corev1.Secret{}
 	g.Expect(env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: key.Status.SecretName}, secret)).To(Succeed())
 	want := string(secret.Data[keymintv1alpha1.DataKey])
@@ -159,4 +153,19 @@ func auditorREST(t *testing.T) *rest.RESTClient {
 		t.Fatal(err)
 	}
 	return cs.CoreV1().RESTClient().(*rest.RESTClient)
+}
+
+// activeKey creates, as as, an APIKey for user and waits until it is
+// Active.
+func activeKey(t *testing.T, as client.Client, ns, name, user string, exp keymintv1alpha1.Expiration) *keymintv1alpha1.APIKey {
+	t.Helper()
+	g := NewWithT(t)
+	key := &keymintv1alpha1.APIKey{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: keymintv1alpha1.APIKeySpec{User: user, Expiration: exp}}
+	g.Expect(as.Create(context.Background(), key)).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		g.Expect(env.Client.Get(context.Background(), client.ObjectKeyFromObject(key), key)).To(Succeed())
+		g.Expect(key.Status.Phase).To(Equal(keymintv1alpha1.PhaseActive))
+	}).Should(Succeed())
+	return key
 }

@@ -8,7 +8,6 @@ import (
 
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -33,15 +32,8 @@ func TestTheTrailOutlivesTheReplicaThatWroteIt(t *testing.T) {
 
 	ns := newNamespace(t)
 	bind(t, ns, "keymint-user", "dora")
-	never := true
-	key := &keymintv1alpha1.APIKey{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "dora-key"},
-		Spec: keymintv1alpha1.APIKeySpec{User: "dora", Expiration: keymintv1alpha1.Expiration{Never: &never}}}
 	dora := clientAs(t, "dora")
-	g.Expect(dora.Create(ctx, key)).To(Succeed())
-	g.Eventually(func(g Gomega) {
-		g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(key), key)).To(Succeed())
-		g.Expect(key.Status.Phase).To(Equal(keymintv1alpha1.PhaseActive))
-	}).Should(Succeed())
+	key := activeKey(t, dora, ns, "dora-key", "dora", keymintv1alpha1.Expiration{Never: new(true)})
 	got := reveal(ns, key.Name)
 	g.Expect(dora.Create(ctx, got)).To(Succeed())
 	secret := &corev1.Secret{}
