@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"slices"
@@ -17,6 +18,7 @@ import (
 
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
 	"github.com/keymint/keymint/internal/audit"
+	"github.com/keymint/keymint/internal/testenv"
 )
 
 // The invariants, in the order they are reported.
@@ -25,7 +27,7 @@ const (
 	invOneSecret  = "at most one Secret per APIKey at every event"
 	invEarly      = "no key revoked while its APIKey lives (none expires in the run)"
 	invOrphans    = "no orphaned Secret or slot after convergence"
-	invLost       = "no acknowledged audit record lost"
+	invLost       = "no acknowledged audit record lost (file and API server)"
 	invDuplicate  = "no audit record twice in a file"
 	invLifecycle  = "an Issued, Reissued or Renewed record for every key issued"
 	invSettled    = "pending keys settled within 15s of the API server's return"
@@ -235,9 +237,16 @@ func (m *monitor) checkFinal(ctx context.Context, c client.Client, posted *audit
 			return fmt.Errorf("reading %s: %w", path, err)
 		}
 	}
+	stored, err := storedAuditIDs(ctx, c)
+	if err != nil {
+		return err
+	}
 	for _, id := range posted.acknowledged() {
 		if seen[id] == 0 {
 			m.violate(invLost, "acknowledged audit event "+id+" is not on file")
+		}
+		if !stored[id] {
+			m.violate(invLost, "acknowledged audit event "+id+" is not in the API server's store")
 		}
 	}
 	m.mu.Lock()
@@ -248,6 +257,27 @@ func (m *monitor) checkFinal(ctx context.Context, c client.Client, posted *audit
 		}
 	}
 	return nil
+}
+
+// storedAuditIDs are the audit IDs of the records in the API server's
+// store (AuditEntries in keymint's namespace), a page at a time.
+func storedAuditIDs(ctx context.Context, c client.Client) (map[string]bool, error) {
+	ids := map[string]bool{}
+	for cont := ""; ; {
+		page := &keymintv1alpha1.AuditEntryList{}
+		if err := c.List(ctx, page, client.InNamespace(testenv.SlotNamespace), client.Limit(500), client.Continue(cont)); err != nil {
+			return nil, fmt.Errorf("listing the stored audit records: %w", err)
+		}
+		for i := range page.Items {
+			var r audit.Record
+			if json.Unmarshal(page.Items[i].Record.Raw, &r) == nil {
+				ids[r.AuditID] = true
+			}
+		}
+		if cont = page.Continue; cont == "" {
+			return ids, nil
+		}
+	}
 }
 
 // report prints one line per invariant and returns the violations.
