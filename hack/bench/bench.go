@@ -553,6 +553,11 @@ func latencies(created, active map[string]time.Time) (p50, p99 float64) {
 			ds = append(ds, a.Sub(c).Seconds())
 		}
 	}
+	return percentiles(ds)
+}
+
+// percentiles are the p50 and p99 of ds (seconds); ds is sorted.
+func percentiles(ds []float64) (p50, p99 float64) {
 	if len(ds) == 0 {
 		return 0, 0
 	}

@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
@@ -291,7 +292,8 @@ func (m *Manager) auditSinks(o *Options, d Deps) (*auditSinks, error) {
 		}
 		store := &auditstore.Store{Client: c, Namespace: o.SlotNamespace}
 		retention := &auditstore.Retention{Store: store, Keep: o.AuditRetention, Clock: clock.RealClock{}}
-		if err := m.Add(leaderOnly{retention}); err != nil {
+		// A RunnableFunc runs on the leader only.
+		if err := m.Add(manager.RunnableFunc(retention.Start)); err != nil {
 			return nil, err
 		}
 		multi = append(multi, store)
@@ -306,14 +308,6 @@ func (m *Manager) auditSinks(o *Options, d Deps) (*auditSinks, error) {
 	s.trail = append(multi, s.out)
 	return s, nil
 }
-
-// leaderOnly runs a task on the leader only.
-type leaderOnly struct {
-	task interface{ Start(context.Context) error }
-}
-
-func (l leaderOnly) Start(ctx context.Context) error { return l.task.Start(ctx) }
-func (l leaderOnly) NeedLeaderElection() bool        { return true }
 
 func managerOptions(cfg *rest.Config, o *Options, d Deps) (ctrl.Options, error) {
 	metricsOptions := metricsserver.Options{

@@ -20,6 +20,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
@@ -63,7 +64,9 @@ func ConfigureAggregation(env *envtest.Environment, dir string) (*Aggregation, e
 	}
 	a := &Aggregation{Port: port, dir: dir, Kubeconfig: filepath.Join(dir, "api-delegate.kubeconfig"),
 		CertFile: filepath.Join(dir, "api-serving.crt"), KeyFile: filepath.Join(dir, "api-serving.key")}
-	proxyCA, err := newCA("front-proxy-ca")
+	// The certificates are valid from an hour before now for a day.
+	now := clock.RealClock{}.Now()
+	proxyCA, err := newCA("front-proxy-ca", now)
 	if err != nil {
 		return nil, err
 	}
@@ -74,7 +77,7 @@ func ConfigureAggregation(env *envtest.Environment, dir string) (*Aggregation, e
 	if err := os.WriteFile(filepath.Join(dir, "front-proxy-ca.crt"), proxyCA.certPEM, 0o600); err != nil {
 		return nil, err
 	}
-	servingCA, err := newCA("keymint-api-ca")
+	servingCA, err := newCA("keymint-api-ca", now)
 	if err != nil {
 		return nil, err
 	}
@@ -159,13 +162,13 @@ type ca struct {
 	certPEM []byte
 }
 
-func newCA(name string) (*ca, error) {
+func newCA(name string, now time.Time) (*ca, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, err
 	}
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
 		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
@@ -190,7 +193,7 @@ func (c *ca) issue(path string, tmpl *x509.Certificate) error {
 		return err
 	}
 	tmpl.SerialNumber = serial
-	tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour)
+	tmpl.NotBefore, tmpl.NotAfter = c.cert.NotBefore, c.cert.NotAfter
 	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.cert, &key.PublicKey, c.key)
 	if err != nil {
