@@ -47,7 +47,7 @@ func (b *bench) reveal(ctx context.Context, n int) (result, error) {
 	if err := kw.waitFor(ctx, users, 5*time.Minute); err != nil {
 		return r, fmt.Errorf("%d of %d keys Active: %w", kw.count(), users, err)
 	}
-	if err := api.WaitAvailable(ctx, b.env.Client, time.Minute); err != nil {
+	if err := api.WaitAvailable(ctx, b.env.Config, time.Minute); err != nil {
 		return r, err
 	}
 	clients := make([]client.Client, users)

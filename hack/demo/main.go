@@ -273,7 +273,7 @@ func startKeymint(ctx context.Context, root, dir, auditLog string, env *envtest.
 	if verifyURL, exited, err = startManager(root, dir, auditLog, env, webhook, api); err != nil {
 		return "", nil, err
 	}
-	return verifyURL, exited, api.WaitAvailable(ctx, adminClient, time.Minute)
+	return verifyURL, exited, api.WaitAvailable(ctx, admin.Config(), time.Minute)
 }
 
 // startManager runs bin/manager as its own process, with the identity its

@@ -129,7 +129,7 @@ func startManager(t *testing.T, log *audit.File, store *failing, configure ...fu
 		}
 	})
 	t.Cleanup(stop)
-	if err := env.API.WaitAvailable(ctx, env.Client, 60*time.Second); err != nil {
+	if err := env.API.WaitAvailable(ctx, env.Config, 60*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	// The APIService may still be Available from the last manager: wait

@@ -74,7 +74,7 @@ func runE2E(m *testing.M) int {
 		return 1
 	}
 	go func() { _ = mgr.Start(ctx) }()
-	if err := env.API.WaitAvailable(ctx, env.Client, time.Minute); err != nil {
+	if err := env.API.WaitAvailable(ctx, env.Config, time.Minute); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}

@@ -20,6 +20,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -129,30 +131,67 @@ func (a *Aggregation) Register(ctx context.Context, env *envtest.Environment, c 
 	return nil
 }
 
-// WaitAvailable waits until the aggregator says the API is Available.
-func (a *Aggregation) WaitAvailable(ctx context.Context, c client.Client, timeout time.Duration) error {
+// WaitAvailable waits until the aggregator says the API is Available and
+// its aggregated discovery lists the API's resources: a client that starts
+// afresh maps kinds from that document, which the aggregator fills in a
+// moment after the APIService turns Available.
+func (a *Aggregation) WaitAvailable(ctx context.Context, cfg *rest.Config, timeout time.Duration) error {
+	c, err := client.New(cfg, client.Options{})
+	if err != nil {
+		return err
+	}
+	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		return err
+	}
 	var last string
-	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
-		as := &unstructured.Unstructured{}
-		as.SetAPIVersion("apiregistration.k8s.io/v1")
-		as.SetKind("APIService")
-		if err := c.Get(ctx, client.ObjectKey{Name: auditv1alpha1.GroupVersion.Version + "." + auditv1alpha1.GroupName}, as); err != nil {
-			last = err.Error()
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
+		if last = available(ctx, c); last != "" {
 			return false, nil
 		}
-		conds, _, _ := unstructured.NestedSlice(as.Object, "status", "conditions")
-		for _, c := range conds {
-			if m, ok := c.(map[string]any); ok && m["type"] == "Available" {
-				last = fmt.Sprintf("%v: %v", m["reason"], m["message"])
-				return m["status"] == "True", nil
-			}
-		}
-		return false, nil
+		last = discovered(dc)
+		return last == "", nil
 	})
 	if err != nil {
-		return fmt.Errorf("the APIService is not Available: %s", last)
+		return fmt.Errorf("the API is not available: %s", last)
 	}
 	return nil
+}
+
+// available says why the APIService is not Available, or "".
+func available(ctx context.Context, c client.Client) string {
+	as := &unstructured.Unstructured{}
+	as.SetAPIVersion("apiregistration.k8s.io/v1")
+	as.SetKind("APIService")
+	if err := c.Get(ctx, client.ObjectKey{Name: auditv1alpha1.GroupVersion.Version + "." + auditv1alpha1.GroupName}, as); err != nil {
+		return err.Error()
+	}
+	conds, _, _ := unstructured.NestedSlice(as.Object, "status", "conditions")
+	for _, c := range conds {
+		if m, ok := c.(map[string]any); ok && m["type"] == "Available" {
+			if m["status"] == "True" {
+				return ""
+			}
+			return fmt.Sprintf("%v: %v", m["reason"], m["message"])
+		}
+	}
+	return "the APIService has no Available condition yet"
+}
+
+// discovered says why aggregated discovery does not list the API's
+// resources, or "".
+func discovered(dc *discovery.DiscoveryClient) string {
+	_, resources, failed, err := dc.GroupsAndMaybeResources()
+	if err != nil {
+		return err.Error()
+	}
+	if err := failed[auditv1alpha1.GroupVersion]; err != nil {
+		return err.Error()
+	}
+	if list := resources[auditv1alpha1.GroupVersion]; list == nil || len(list.APIResources) == 0 {
+		return "aggregated discovery does not list " + auditv1alpha1.GroupVersion.String() + " yet"
+	}
+	return ""
 }
 
 // ca is a certificate authority of the test's own.
