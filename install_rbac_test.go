@@ -152,7 +152,9 @@ func runWithInstalledRBAC(t *testing.T, manifest []byte) {
 	g.Expect(asAlice.Create(ctx, key)).To(Succeed())
 	g.Eventually(func() keymintv1alpha1.Phase { return phase("ci") }, time.Minute).Should(Equal(keymintv1alpha1.PhaseActive))
 	secret := &corev1.Secret{}
-	g.Expect(asAlice.Get(ctx, client.ObjectKey{Namespace: ns, Name: "ci"}, secret)).To(Succeed(), "the owner reads her key")
+	g.Expect(apierrors.IsForbidden(asAlice.Get(ctx, client.ObjectKey{Namespace: ns, Name: "ci"}, secret))).To(BeTrue(),
+		"the owner reads her key's Secret directly; people see keys through keymint's API")
+	g.Expect(admin.Get(ctx, client.ObjectKey{Namespace: ns, Name: "ci"}, secret)).To(Succeed())
 
 	// A verification, which writes lastUsedAt.
 	g.Eventually(func() (int, error) {

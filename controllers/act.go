@@ -88,9 +88,6 @@ func (p *keyPass) expire(ctx context.Context) error {
 		p.again = true
 		return nil
 	}
-	if err := p.revokeOwnerAccess(ctx, p.key); err != nil {
-		return err
-	}
 	if err := p.cap().Release(ctx, p.key); err != nil {
 		return err
 	}
@@ -117,12 +114,7 @@ func (p *keyPass) deny(ctx context.Context, plan Plan) error {
 
 // conflict records that someone else's Secret blocks the key, which holds
 // no slot while it waits; the slot may have been taken in this very pass.
-// The owner's grant goes first: it names the Secret, which is now someone
-// else's.
 func (p *keyPass) conflict(ctx context.Context) error {
-	if err := p.revokeOwnerAccess(ctx, p.key); err != nil {
-		return err
-	}
 	if err := p.cap().Release(ctx, p.key); err != nil {
 		return err
 	}
@@ -169,12 +161,6 @@ func (p *keyPass) issue(ctx context.Context) error {
 	}
 	if !owned {
 		return p.conflict(ctx)
-	}
-	// Its user may read the key before it is reported Active.
-	if !p.key.Status.Phase.Issued() || p.key.Status.KeyID != in.KeyID {
-		if err := p.grantOwnerAccess(ctx, p.key); err != nil {
-			return err
-		}
 	}
 	if p.key.Status.KeyID != in.KeyID {
 		// A reissue revokes the previous key with the current one.

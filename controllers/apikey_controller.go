@@ -140,6 +140,9 @@ func (r *APIKeyReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manage
 			return err
 		}
 	}
+	if err := mgr.Add(RemoveOwnerGrants{Reader: r.APIReader, Writer: r.Client}); err != nil {
+		return err
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("apikey").
 		Watches(&keymintv1alpha1.APIKey{}, r.apiKeyEvents(), builder.WithPredicates(specOrMetaChanged)).

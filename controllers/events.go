@@ -13,7 +13,6 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/ptr"
@@ -367,17 +366,6 @@ func (r *APIKeyReconciler) keysGranted(ctx context.Context, g grants, keys map[r
 		}
 	}
 	return nil
-}
-
-// isOwnerAccess reports whether a binding is one of keymint's grants of a
-// key's Secret to its owner (see grantOwnerAccess). Those grant get on one
-// Secret, never "use", so they change no key's access: without this, every
-// key issued would re-check every key of its namespace. Tampering with such
-// a binding is caught by the periodic re-check.
-func isOwnerAccess(binding client.Object) bool {
-	ref := metav1.GetControllerOfNoCopy(binding)
-	return ref != nil && ref.Kind == "APIKey" && ref.APIVersion == keymintv1alpha1.GroupVersion.String() &&
-		binding.GetName() == ownerAccessName(ref.Name)
 }
 
 // apiKeyEvents queues an APIKey on every event, as the builder's For does,

@@ -73,9 +73,6 @@ func (r *APIKeyReconciler) cleanUpAfter(ctx context.Context, name types.Namespac
 	if err := r.recordGone(ctx, name, secrets.Items, gone); err != nil {
 		return err
 	}
-	if err := r.revokeOwnerAccessOf(ctx, name, gone); err != nil {
-		return err
-	}
 	if err := r.cap().ReleaseOf(ctx, name, func(l *coordinationv1.Lease) bool {
 		holder := ptr.Deref(l.Spec.HolderIdentity, "")
 		if !gone(types.UID(holder)) {

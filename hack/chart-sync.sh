@@ -34,3 +34,4 @@ done
 copy config/rbac/auditor.yaml rbac-auditor.yaml .Values.auditor.create
 copy config/api/apiservice.yaml api-service.yaml .Values.api.enabled
 copy config/api/rbac.yaml api-rbac.yaml .Values.api.enabled
+copy config/api/deletions.yaml api-deletions.yaml .Values.api.enabled

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A one-node Kubernetes cluster for `make e2e`, inside a network namespace of
 # its own: etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
-# kube-proxy (iptables), containerd with Debian's runc and the CNI bridge,
+# kube-proxy (iptables), the aggregation layer (front-proxy certificates, as
+# kubeadm sets them up), containerd with Debian's runc and the CNI bridge,
 # and a kubelet. Every address it uses (node 10.99.0.1, Pods 10.88.0.0/24,
 # Services 10.0.0.0/24) exists only in that namespace; nothing it starts
 # listens outside it.
@@ -55,11 +56,15 @@ certs() {
 	local p=$E2E_DIR/pki
 	mkdir -p "$p"
 	openssl req -x509 -newkey rsa:2048 -nodes -keyout "$p/ca.key" -out "$p/ca.crt" -days 2 -subj "/CN=keymint-e2e-ca" 2>/dev/null
-	# leaf NAME SUBJECT EXTENSIONS
+	# The aggregation layer's own CA, as kubeadm makes it: a client
+	# certificate of the cluster CA must never pass for the front proxy.
+	openssl req -x509 -newkey rsa:2048 -nodes -keyout "$p/front-proxy-ca.key" -out "$p/front-proxy-ca.crt" -days 2 -subj "/CN=front-proxy-ca" 2>/dev/null
+	# leaf NAME SUBJECT EXTENSIONS [CA]
 	leaf() {
+		local ca=${4:-ca}
 		openssl req -newkey rsa:2048 -nodes -keyout "$p/$1.key" -out "$p/$1.csr" -subj "$2" 2>/dev/null
 		printf '%b' "$3" >"$p/$1.ext"
-		openssl x509 -req -in "$p/$1.csr" -CA "$p/ca.crt" -CAkey "$p/ca.key" -CAcreateserial -out "$p/$1.crt" -days 2 -extfile "$p/$1.ext" 2>/dev/null
+		openssl x509 -req -in "$p/$1.csr" -CA "$p/$ca.crt" -CAkey "$p/$ca.key" -CAcreateserial -out "$p/$1.crt" -days 2 -extfile "$p/$1.ext" 2>/dev/null
 	}
 	local client='extendedKeyUsage=clientAuth\n'
 	leaf apiserver /CN=kube-apiserver "extendedKeyUsage=serverAuth\nsubjectAltName=IP:$NODE_IP,IP:10.0.0.1,IP:127.0.0.1,DNS:kubernetes.default.svc,DNS:localhost\n"
@@ -71,6 +76,7 @@ certs() {
 	leaf scheduler /CN=system:kube-scheduler "$client"
 	leaf proxy /CN=system:kube-proxy "$client"
 	leaf apiserver-kubelet-client /O=system:masters/CN=kube-apiserver-kubelet-client "$client"
+	leaf front-proxy-client /CN=front-proxy-client "$client" front-proxy-ca
 	openssl genrsa -out "$p/sa.key" 2048 2>/dev/null
 	openssl rsa -in "$p/sa.key" -pubout -out "$p/sa.pub" 2>/dev/null
 	for u in admin kubelet kcm scheduler proxy; do
@@ -171,7 +177,11 @@ start_apiserver() {
 		--service-account-signing-key-file="$p/sa.key" --service-cluster-ip-range=$SERVICE_CIDR \
 		--authorization-mode=Node,RBAC --allow-privileged=true \
 		--kubelet-client-certificate="$p/apiserver-kubelet-client.crt" --kubelet-client-key="$p/apiserver-kubelet-client.key" \
-		--kubelet-certificate-authority="$p/ca.crt" --kubelet-preferred-address-types=InternalIP "$@"
+		--kubelet-certificate-authority="$p/ca.crt" --kubelet-preferred-address-types=InternalIP \
+		--requestheader-client-ca-file="$p/front-proxy-ca.crt" --requestheader-allowed-names=front-proxy-client \
+		--requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group \
+		--requestheader-extra-headers-prefix=X-Remote-Extra- \
+		--proxy-client-cert-file="$p/front-proxy-client.crt" --proxy-client-key-file="$p/front-proxy-client.key" "$@"
 	wait_for kube-apiserver 60 kubectl get --raw /readyz
 }
 

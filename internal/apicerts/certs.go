@@ -19,6 +19,11 @@ import (
 // is the self-managed CA's when keymint keeps its own certificate.
 var APIServiceName = auditv1alpha1.GroupVersion.Version + "." + auditv1alpha1.GroupName
 
+// DeletionsWebhookName is the ValidatingWebhookConfiguration whose
+// webhooks the API's server answers (internal/deletions), with the same
+// certificate.
+const DeletionsWebhookName = "keymint-deletions"
+
 // SelfManagedCerts keeps the API's serving certificate, for
 // <Service>.<Namespace>.svc, in Secret Namespace/Secret, renews it before
 // it expires, writes it where --api-tls-cert-file and --api-tls-key-file
@@ -42,20 +47,26 @@ func (c SelfManagedCerts) Add(mgr manager.Manager, certFile, keyFile string, rea
 		CAOrganization: "keymint",
 		DNSName:        c.Service + "." + c.Namespace + ".svc",
 		IsReady:        ready,
-		Webhooks:       []rotator.WebhookInfo{{Name: APIServiceName, Type: rotator.APIService}},
+		Webhooks: []rotator.WebhookInfo{
+			{Name: APIServiceName, Type: rotator.APIService},
+			{Name: DeletionsWebhookName, Type: rotator.Validating},
+		},
 		ControllerName: "keymint-api-certs",
 	})
 }
 
 // +kubebuilder:rbac:groups=apiregistration.k8s.io,resources=apiservices,verbs=get;list;watch;update
+// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=validatingwebhookconfigurations,verbs=get;list;watch;update
 
 // CertPermissions are what the rotator needs besides the manager's own:
-// updating the APIService's caBundle (it reads and writes its Secret with
-// the manager's rights on Secrets).
+// updating the caBundle of the APIService and of the deletion webhook (it
+// reads and writes its Secret with the manager's rights on Secrets).
 func CertPermissions() []authorizationv1.ResourceAttributes {
 	var out []authorizationv1.ResourceAttributes
 	for _, verb := range []string{"get", "list", "watch", "update"} {
-		out = append(out, authorizationv1.ResourceAttributes{Group: "apiregistration.k8s.io", Resource: "apiservices", Verb: verb})
+		out = append(out,
+			authorizationv1.ResourceAttributes{Group: "apiregistration.k8s.io", Resource: "apiservices", Verb: verb},
+			authorizationv1.ResourceAttributes{Group: "admissionregistration.k8s.io", Resource: "validatingwebhookconfigurations", Verb: verb})
 	}
 	return out
 }

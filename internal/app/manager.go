@@ -30,6 +30,7 @@ import (
 	"github.com/keymint/keymint/internal/auditapi"
 	"github.com/keymint/keymint/internal/auditserver"
 	"github.com/keymint/keymint/internal/auditstore"
+	"github.com/keymint/keymint/internal/deletions"
 	"github.com/keymint/keymint/internal/keysecret"
 	"github.com/keymint/keymint/internal/metrics"
 	"github.com/keymint/keymint/internal/verify"
@@ -196,6 +197,10 @@ func New(ctx context.Context, cfg *rest.Config, o *Options, d Deps) (m *Manager,
 	if o.API.Enabled() {
 		deps := auditapi.Deps{Reader: mgr.GetClient(), LiveReader: mgr.GetAPIReader(), Signer: signer, Clock: d.Clock,
 			Trail: sinks.durable, Records: sinks.records, Echo: sinks.out}
+		if sinks.durable != nil {
+			deps.Deletions = &deletions.Handler{Live: mgr.GetAPIReader(), Reviews: mgr.GetClient(), Signer: signer,
+				Trail: sinks.durable, Echo: sinks.out, Clock: d.Clock}
+		}
 		if d.API != nil {
 			d.API(&deps)
 		}

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"net/http"
 	"strconv"
 
 	authorizationv1 "k8s.io/api/authorization/v1"
@@ -22,6 +23,7 @@ import (
 	auditv1alpha1 "github.com/keymint/keymint/api/audit/v1alpha1"
 	"github.com/keymint/keymint/internal/audit"
 	"github.com/keymint/keymint/internal/auditapi/openapi"
+	"github.com/keymint/keymint/internal/deletions"
 	"github.com/keymint/keymint/internal/keysecret"
 )
 
@@ -78,6 +80,12 @@ type Deps struct {
 	// Records is the trail auditrecords reads; nil serves none (503).
 	Records Source
 	Clock   clock.PassiveClock
+	// Deletions, when set, serves the deletion webhook's reviews at
+	// deletions.Path, with the API's certificate: the API server calls
+	// admission webhooks without credentials, so the path is open to
+	// anyone, and the handler believes only what the API server vouches
+	// for.
+	Deletions http.Handler
 }
 
 // Server is the aggregated API; it runs on every replica (no leader
@@ -117,6 +125,9 @@ func New(o *Options, d Deps) (*Server, error) {
 	authn.RemoteKubeConfigFile = o.AuthenticationKubeconfig
 	authz := genericoptions.NewDelegatingAuthorizationOptions()
 	authz.RemoteKubeConfigFile = o.AuthorizationKubeconfig
+	if d.Deletions != nil {
+		authz.AlwaysAllowPaths = append(authz.AlwaysAllowPaths, deletions.Path)
+	}
 
 	cfg := genericapiserver.NewRecommendedConfig(Codecs)
 	cfg.EffectiveVersion = basecompatibility.NewEffectiveVersionFromString("", "", "")
@@ -149,6 +160,9 @@ func New(o *Options, d Deps) (*Server, error) {
 	}
 	if err := api.InstallAPIGroup(&group); err != nil {
 		return nil, err
+	}
+	if d.Deletions != nil {
+		api.Handler.NonGoRestfulMux.Handle(deletions.Path, d.Deletions)
 	}
 	return &Server{api: api, reveals: reveals}, nil
 }

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/pem"
 	"fmt"
 	"math/big"
@@ -25,6 +26,7 @@ import (
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/yaml"
 
 	auditv1alpha1 "github.com/keymint/keymint/api/audit/v1alpha1"
 )
@@ -101,8 +103,10 @@ func ConfigureAggregation(env *envtest.Environment, dir string) (*Aggregation, e
 }
 
 // Register writes the delegate's kubeconfig and creates, with c, the
-// Service and APIService that send audit.keymint.io to 127.0.0.1:Port.
-func (a *Aggregation) Register(ctx context.Context, env *envtest.Environment, c client.Client) error {
+// Service and APIService that send audit.keymint.io to 127.0.0.1:Port, and
+// the install's deletion webhook (configDir/api/deletions.yaml) pointed at
+// the same server.
+func (a *Aggregation) Register(ctx context.Context, env *envtest.Environment, c client.Client, configDir string) error {
 	if err := WriteKubeconfig(env, a.Kubeconfig, "keymint-api-delegate", "system:masters"); err != nil {
 		return err
 	}
@@ -127,6 +131,31 @@ func (a *Aggregation) Register(ctx context.Context, env *envtest.Environment, c 
 	}}
 	if err := c.Create(ctx, as); err != nil {
 		return fmt.Errorf("creating the APIService: %w", err)
+	}
+	return a.registerDeletions(ctx, c, filepath.Join(configDir, "api", "deletions.yaml"))
+}
+
+// registerDeletions creates the webhook configuration of file, each
+// webhook sent to 127.0.0.1:Port with the test CA.
+func (a *Aggregation) registerDeletions(ctx context.Context, c client.Client, file string) error {
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		return err
+	}
+	wh := &unstructured.Unstructured{}
+	if err := yaml.Unmarshal(raw, &wh.Object); err != nil {
+		return fmt.Errorf("%s: %w", file, err)
+	}
+	hooks, _, _ := unstructured.NestedSlice(wh.Object, "webhooks")
+	for _, h := range hooks {
+		m := h.(map[string]any)
+		_ = unstructured.SetNestedField(m, APIServiceNamespace, "clientConfig", "service", "namespace")
+		_ = unstructured.SetNestedField(m, int64(a.Port), "clientConfig", "service", "port")
+		_ = unstructured.SetNestedField(m, base64.StdEncoding.EncodeToString(a.CABundle), "clientConfig", "caBundle")
+	}
+	_ = unstructured.SetNestedSlice(wh.Object, hooks, "webhooks")
+	if err := c.Create(ctx, wh); err != nil {
+		return fmt.Errorf("creating the deletion webhook: %w", err)
 	}
 	return nil
 }

@@ -116,7 +116,7 @@ func Start(ctx context.Context, configDir string, scheme *runtime.Scheme, opts .
 		return fail(err)
 	}
 	if aggregation != nil {
-		if err := aggregation.Register(ctx, env, e.Client); err != nil {
+		if err := aggregation.Register(ctx, env, e.Client, configDir); err != nil {
 			return fail(err)
 		}
 	}

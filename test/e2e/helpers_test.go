@@ -23,6 +23,7 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	auditv1alpha1 "github.com/keymint/keymint/api/audit/v1alpha1"
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
 )
 
@@ -45,8 +46,7 @@ func newKey(t *testing.T, c client.Client, ns, name string, within time.Duration
 }
 
 // aliceKey makes namespace ns where alice holds APIKey name, issued, and
-// returns alice's client, the key and its ID, read from its Secret as
-// alice may.
+// returns alice's client, the key and its ID, revealed to alice.
 func aliceKey(t *testing.T, ns, name string) (owner client.Client, key, id string) {
 	t.Helper()
 	newNamespace(t, ns)
@@ -66,14 +66,29 @@ func waitActive(t *testing.T, c client.Client, ns, name string, within time.Dura
 	}).WithTimeout(within).WithPolling(100*time.Millisecond).Should(Equal(keymintv1alpha1.PhaseActive), "APIKey %s/%s", ns, name)
 }
 
-// keyIn reads the key and its ID from the key's Secret, as its owner may.
-func keyIn(t *testing.T, owner client.Client, ns, secret string) (key, id string) {
+// keyIn reveals the key of APIKey ns/name and its ID as its owner does:
+// through keymint's API (an APIKeyReveal), served by the manager's Pods
+// behind the API server's aggregation layer. The owner cannot read the
+// Secret itself.
+func keyIn(t *testing.T, owner client.Client, ns, name string) (key, id string) {
 	t.Helper()
-	s := &corev1.Secret{}
+	r := &auditv1alpha1.APIKeyReveal{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns},
+		Spec:       auditv1alpha1.APIKeyRevealSpec{Name: name},
+	}
+	// The aggregated API may be on its way up with a new manager Pod.
 	NewWithT(t).Eventually(func() error {
-		return owner.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: secret}, s)
-	}).WithTimeout(10 * time.Second).Should(Succeed())
-	return string(s.Data[keymintv1alpha1.DataKey]), string(s.Data[keymintv1alpha1.DataKeyID])
+		return owner.Create(context.Background(), r)
+	}).WithTimeout(2 * time.Minute).WithPolling(time.Second).Should(Succeed())
+	return r.Status.Key, r.Status.KeyID
+}
+
+// secretKeyID is the key ID the Secret of a key holds now, read by the
+// cluster's operator: what a workload mounting the Secret gets.
+func secretKeyID(ns, name string) (string, error) {
+	s := &corev1.Secret{}
+	err := admin.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, s)
+	return string(s.Data[keymintv1alpha1.DataKeyID]), err
 }
 
 // apply creates the objects of testdata/FILE, a template filled with data,

@@ -12,7 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
+	goruntime "runtime"
 	"testing"
 	"time"
 
@@ -20,12 +20,16 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
-	"github.com/keymint/keymint/internal/app"
+	auditv1alpha1 "github.com/keymint/keymint/api/audit/v1alpha1"
+	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
 )
 
 const (
@@ -44,7 +48,15 @@ var (
 	admin client.Client
 	// repo is the repository's root, for the chart and bin/.
 	repo string
+	// scheme has keymint's kinds and those of its aggregated API.
+	scheme = runtime.NewScheme()
 )
+
+func init() {
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(keymintv1alpha1.AddToScheme(scheme))
+	utilruntime.Must(auditv1alpha1.AddToScheme(scheme))
+}
 
 func TestMain(m *testing.M) {
 	if err := setUp(); err != nil {
@@ -58,7 +70,7 @@ func setUp() error {
 	if os.Getenv("KEYMINT_E2E") != "1" {
 		return fmt.Errorf("these tests run on make e2e's cluster: run make e2e")
 	}
-	_, file, _, _ := runtime.Caller(0)
+	_, file, _, _ := goruntime.Caller(0)
 	repo = filepath.Join(filepath.Dir(file), "..", "..")
 	log.SetLogger(logr.Discard())
 	var err error
@@ -66,7 +78,7 @@ func setUp() error {
 		return err
 	}
 	cfg.QPS, cfg.Burst = 50, 100
-	if admin, err = client.New(cfg, client.Options{Scheme: app.Scheme}); err != nil {
+	if admin, err = client.New(cfg, client.Options{Scheme: scheme}); err != nil {
 		return err
 	}
 	start := time.Now()
@@ -96,7 +108,7 @@ func asAlice(t *testing.T) client.Client {
 	t.Helper()
 	c := rest.CopyConfig(cfg)
 	c.Impersonate = rest.ImpersonationConfig{UserName: alice, Groups: []string{"system:authenticated"}}
-	cl, err := client.New(c, client.Options{Scheme: app.Scheme})
+	cl, err := client.New(c, client.Options{Scheme: scheme})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -49,7 +49,7 @@ func clientStatus(podIP string) (ClientStatus, error) {
 func TestAMountedKeyAfterAReissue(t *testing.T) {
 	g := NewWithT(t)
 	ns := "e2e-workload"
-	owner, _, first := aliceKey(t, ns, "alice-app")
+	_, _, first := aliceKey(t, ns, "alice-app")
 	gw := gateway(t, ns)
 	workload := func(name string) map[string]string {
 		return map[string]string{"Namespace": ns, "Name": name, "Gateway": gw, "Secret": "alice-app"}
@@ -67,9 +67,10 @@ func TestAMountedKeyAfterAReissue(t *testing.T) {
 	deleted := time.Now()
 	g.Expect(admin.Delete(context.Background(), secret)).To(Succeed())
 	var second string
-	g.Eventually(func() string {
-		_, second = keyIn(t, owner, ns, "alice-app")
-		return second
+	g.Eventually(func() (string, error) {
+		var err error
+		second, err = secretKeyID(ns, "alice-app")
+		return second, err
 	}).WithTimeout(30*time.Second).WithPolling(100*time.Millisecond).ShouldNot(Equal(first), "keymint did not reissue the key")
 	t.Logf("key reissued %s after the Secret's delete", time.Since(deleted).Round(time.Millisecond))
 
@@ -168,9 +169,10 @@ func TestAMountedKeyThroughAnInPlaceRotation(t *testing.T) {
 	requested := time.Now()
 	g.Expect(owner.Patch(ctx, key, client.RawPatch(types.MergePatchType, patch))).To(Succeed())
 	var second string
-	g.Eventually(func() string {
-		_, second = keyIn(t, owner, ns, "rotating")
-		return second
+	g.Eventually(func() (string, error) {
+		var err error
+		second, err = secretKeyID(ns, "rotating")
+		return second, err
 	}).WithTimeout(30*time.Second).WithPolling(100*time.Millisecond).ShouldNot(Equal(first), "keymint did not rotate the key")
 	renewed := time.Since(requested)
 	g.Eventually(func() (ClientStatus, error) { return clientStatus(pod.Status.PodIP) }).
