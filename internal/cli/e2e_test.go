@@ -106,8 +106,8 @@ func newUserIn(t *testing.T, name string, ns *corev1.Namespace) user {
 		Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: name}},
 	}
 	// Events are what status shows; users of a real cluster read them
-	// through their namespace's roles. Reading their own keys' Secrets,
-	// which reveal needs, keymint grants them itself.
+	// through their namespace's roles. Their keys they see through
+	// keymint's API, which keymint-user allows.
 	secrets := &rbacv1.Role{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: "read-events-" + strings.Split(name, "@")[0]},
 		Rules: []rbacv1.PolicyRule{

@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -204,6 +205,42 @@ func TestColumnsTellStatesApart(t *testing.T) {
 	g.Expect(code).To(Equal(ExitOK))
 	g.Expect(wide).To(MatchRegexp(`NAME\s+USER\s+PHASE\s+READY\s+REASON\s+KEY\s+EXPIRES\s+LAST USED\s+RENEWS\s+SECRET\s+AGE`))
 	g.Expect(wide).To(MatchRegexp(`forever\s+alice@\S+\s+Active\s+True\s+Active\s+kid_\w+\s+never\s+never used\s+-\s+forever\s+`))
+}
+
+// TestKubectlCreateOfARevealGivesTheKey: plain kubectl, with alice's
+// client-certificate kubeconfig, creates an APIKeyReveal from a file and
+// gets the key the plugin reveals; she cannot read the Secret itself.
+func TestKubectlCreateOfARevealGivesTheKey(t *testing.T) {
+	testenv.RequireControlPlane(t)
+	g := NewWithT(t)
+	alice := newUser(t, "alice")
+	_, errOut, code := alice.run("create", "ci", "--never", "--wait")
+	g.Expect(code).To(Equal(ExitOK), errOut)
+	revealed, errOut, code := alice.run("reveal", "ci")
+	g.Expect(code).To(Equal(ExitOK), errOut)
+	file := filepath.Join(t.TempDir(), "reveal.yaml")
+	g.Expect(os.WriteFile(file, []byte("apiVersion: audit.keymint.io/v1alpha1\nkind: APIKeyReveal\nspec:\n  name: ci\n"), 0o600)).To(Succeed())
+	kubectl := filepath.Join(os.Getenv("KUBEBUILDER_ASSETS"), "kubectl")
+	// kubectl looks for a PATCH of the kind in the OpenAPI to decide how
+	// to validate; a create-only kind (as SelfSubjectReview) has none, and
+	// it then lists CRDs, which a user may not: --validate=false, and the
+	// server validates.
+	out, err := exec.Command(kubectl, "--kubeconfig", alice.kubeconfig, "create", "-n", alice.namespace, "-f", file,
+		"--validate=false", "-o", "jsonpath={.status.key}").Output()
+	g.Expect(err).NotTo(HaveOccurred(), "%s", stderrOf(err))
+	g.Expect(string(out)).To(Equal(strings.TrimSpace(revealed)))
+	out, err = exec.Command(kubectl, "--kubeconfig", alice.kubeconfig, "get", "secret", "ci", "-n", alice.namespace).CombinedOutput()
+	g.Expect(err).To(HaveOccurred())
+	g.Expect(string(out)).To(ContainSubstring("Forbidden"))
+}
+
+// stderrOf is what a command that failed wrote to stderr.
+func stderrOf(err error) string {
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		return string(exit.Stderr)
+	}
+	return ""
 }
 
 // TestSomeoneElsesKeySaysSo: a user who reveals or rotates another user's

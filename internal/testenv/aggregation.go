@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -161,9 +162,10 @@ func (a *Aggregation) registerDeletions(ctx context.Context, c client.Client, fi
 }
 
 // WaitAvailable waits until the aggregator says the API is Available and
-// its aggregated discovery lists the API's resources: a client that starts
-// afresh maps kinds from that document, which the aggregator fills in a
-// moment after the APIService turns Available.
+// its aggregated discovery and OpenAPI list the API's resources: a client
+// that starts afresh maps kinds from the one and kubectl validates against
+// the other, which the aggregator fills in a moment after the APIService
+// turns Available.
 func (a *Aggregation) WaitAvailable(ctx context.Context, cfg *rest.Config, timeout time.Duration) error {
 	c, err := client.New(cfg, client.Options{})
 	if err != nil {
@@ -220,7 +222,26 @@ func discovered(dc *discovery.DiscoveryClient) string {
 	if list := resources[auditv1alpha1.GroupVersion]; list == nil || len(list.APIResources) == 0 {
 		return "aggregated discovery does not list " + auditv1alpha1.GroupVersion.String() + " yet"
 	}
-	return ""
+	// kubectl validates what it creates against the OpenAPI schema, which
+	// the aggregator also fetches a moment later.
+	paths, err := dc.OpenAPIV3().Paths()
+	if err != nil {
+		return err.Error()
+	}
+	if _, ok := paths["apis/"+auditv1alpha1.GroupVersion.String()]; !ok {
+		return "the API server's OpenAPI v3 does not list " + auditv1alpha1.GroupVersion.String() + " yet"
+	}
+	// kubectl's client-side validation still reads OpenAPI v2.
+	v2, err := dc.OpenAPISchema()
+	if err != nil {
+		return err.Error()
+	}
+	for _, d := range v2.GetDefinitions().GetAdditionalProperties() {
+		if strings.HasSuffix(d.GetName(), ".audit.v1alpha1.APIKeyReveal") {
+			return ""
+		}
+	}
+	return "the API server's OpenAPI v2 has no APIKeyReveal yet"
 }
 
 // ca is a certificate authority of the test's own.
