@@ -236,8 +236,7 @@ func TestKubectlCreateOfARevealGivesTheKey(t *testing.T) {
 
 // stderrOf is what a command that failed wrote to stderr.
 func stderrOf(err error) string {
-	var exit *exec.ExitError
-	if errors.As(err, &exit) {
+	if exit, ok := errors.AsType[*exec.ExitError](err); ok {
 		return string(exit.Stderr)
 	}
 	return ""
