@@ -240,7 +240,11 @@ func (m *Manager) addAPI(o *Options, deps auditapi.Deps) error {
 			return fmt.Errorf("setting up the aggregated API's certificate: %w", err)
 		}
 	}
-	if err := m.Add(auditapi.Runnable(ready, &o.API, deps)); err != nil {
+	api := auditapi.Runnable(ready, &o.API, deps)
+	if err := m.Add(api); err != nil {
+		return err
+	}
+	if err := m.AddReadyzCheck("aggregated-api", api.Check); err != nil {
 		return err
 	}
 	m.Components = append(m.Components, ComponentAPI)
