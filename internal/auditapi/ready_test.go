@@ -13,8 +13,7 @@ import (
 // waits for its certificate is not ready; one whose API cannot be built
 // (no front proxy) is, since its controller and verifier serve.
 func TestAReplicaIsReadyOnceItsAPIListensOrCannotStart(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx := t.Context()
 	waiting := &Lazy{ready: make(chan struct{}), build: func() (*Server, error) { t.Fatal("built before its certificate"); return nil, nil }}
 	go func() { _ = waiting.Start(ctx) }()
 	if waiting.Check(nil) == nil {

@@ -113,7 +113,7 @@ func TestTheManagerRunsWithTheChartsRBAC(t *testing.T) {
 	for _, b := range rbs.Items {
 		allSAs("RoleBinding "+b.Namespace+"/"+b.Name, b.RoleRef, b.Subjects)
 		// and reading the front proxy's CA.
-		if isSA(b.Subjects) && !(b.Namespace == "kube-system" && b.RoleRef.Name == "extension-apiserver-authentication-reader") {
+		if isSA(b.Subjects) && (b.Namespace != "kube-system" || b.RoleRef.Name != "extension-apiserver-authentication-reader") {
 			g.Expect(b.RoleRef.Name).To(HavePrefix("keymint-"), "RoleBinding %s/%s", b.Namespace, b.Name)
 		}
 	}
