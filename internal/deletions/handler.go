@@ -95,18 +95,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // claim is the record a review amounts to, if the API server vouches for
 // it.
 func (h *Handler) claim(ctx context.Context, req *admissionv1.AdmissionRequest) (audit.Record, bool) {
-	if req.Operation != admissionv1.Delete || (req.DryRun != nil && *req.DryRun) || req.SubResource != "" ||
+	var deleted func(context.Context, *admissionv1.AdmissionRequest) (audit.Record, bool)
+	switch req.Resource {
+	case apikeys:
+		deleted = h.apiKeyDeleted
+	case secrets:
+		deleted = h.secretDeleted
+	}
+	if deleted == nil || req.Operation != admissionv1.Delete || (req.DryRun != nil && *req.DryRun) || req.SubResource != "" ||
 		req.UserInfo.Username == h.selfName(ctx) {
 		return audit.Record{}, false
 	}
-	var rec audit.Record
-	var ok bool
-	switch req.Resource {
-	case apikeys:
-		rec, ok = h.apiKeyDeleted(ctx, req)
-	case secrets:
-		rec, ok = h.secretDeleted(ctx, req)
-	}
+	rec, ok := deleted(ctx, req)
 	if !ok || !h.mayDelete(ctx, req) {
 		return audit.Record{}, false
 	}
