@@ -20,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	auditv1alpha1 "github.com/keymint/keymint/api/audit/v1alpha1"
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
 	"github.com/keymint/keymint/internal/audit"
 	"github.com/keymint/keymint/internal/deletions"
@@ -98,6 +99,17 @@ func TestDeletionsNameWhoDeleted(t *testing.T) {
 	deleted = deletedOf(t, log, ns, "second")
 	g.Expect(deleted).To(HaveLen(1))
 	g.Expect(deleted[0].Actor.Username).To(Equal("alice"))
+
+	// The auditor reads the same through the API server: one Deleted
+	// record a key, each naming who deleted it.
+	auditor := clientAs(t, "system:serviceaccount:keymint-system:auditor", "system:serviceaccounts")
+	list := &auditv1alpha1.AuditRecordList{}
+	g.Expect(auditor.List(ctx, list, client.InNamespace(ns), client.MatchingFields{"action": "Deleted"})).To(Succeed())
+	var actors []string
+	for _, r := range list.Items {
+		actors = append(actors, r.APIKey+" "+r.Actor.Username)
+	}
+	g.Expect(actors).To(ConsistOf("first "+cleaner, "second alice"))
 }
 
 // deletedOf are the Deleted records of APIKey ns/name.
