@@ -92,10 +92,3 @@ func isOwnerAccess(obj client.Object) bool {
 	return ref != nil && ref.Kind == "APIKey" && ref.APIVersion == keymintv1alpha1.GroupVersion.String() &&
 		obj.GetName() == ownerAccessName(ref.Name)
 }
-
-// revoke takes key's credential away: its Secret, if keymint minted it for
-// key. A caller frees the key's slot only after.
-func (r *APIKeyReconciler) revoke(ctx context.Context, key *keymintv1alpha1.APIKey) error {
-	_, err := r.deleteOwnedSecret(ctx, key)
-	return err
-}

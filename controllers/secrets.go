@@ -192,6 +192,13 @@ func (r *APIKeyReconciler) deleteOwnedSecret(ctx context.Context, key *keymintv1
 	return true, nil
 }
 
+// revoke takes key's credential away: its Secret, if keymint minted it for
+// key. A caller frees the key's slot only after.
+func (r *APIKeyReconciler) revoke(ctx context.Context, key *keymintv1alpha1.APIKey) error {
+	_, err := r.deleteOwnedSecret(ctx, key)
+	return err
+}
+
 // confirmFresh fails with errCacheStale when the API server holds a newer
 // APIKey than the cached key: a decision that takes a slot or mints a key
 // waits for the cache to catch up. It asks once a pass.

@@ -24,6 +24,7 @@ import (
 	keymintv1alpha1 "github.com/keymint/keymint/api/v1alpha1"
 	"github.com/keymint/keymint/internal/audit"
 	"github.com/keymint/keymint/internal/deletions"
+	"github.com/keymint/keymint/internal/testenv"
 )
 
 // TestDeletionsNameWhoDeleted, on a control plane without the audit
@@ -35,7 +36,7 @@ import (
 func TestDeletionsNameWhoDeleted(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
-	log := openLog(t)
+	log := testenv.OpenLog(t)
 	startManager(t, log, nil)
 
 	ns := newNamespace(t)
@@ -64,7 +65,7 @@ func TestDeletionsNameWhoDeleted(t *testing.T) {
 	// issues a new key, and the trail says who revoked the old one.
 	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: first.Status.SecretName}}
 	g.Expect(sa.Delete(ctx, secret)).To(Succeed())
-	g.Eventually(func() []audit.Record { return recordsOf(t, log, ns, audit.ActionReissued) }).Should(ContainElement(And(
+	g.Eventually(func() []audit.Record { return testenv.Records(t, log, ns, audit.ActionReissued) }).Should(ContainElement(And(
 		HaveField("Actor.Username", cleaner), HaveField("KeyID", first.Status.KeyID), HaveField("Name", "first"))))
 
 	// ... and then the APIKey: one Deleted record, naming it.
@@ -115,7 +116,7 @@ func TestDeletionsNameWhoDeleted(t *testing.T) {
 // deletedOf are the Deleted records of APIKey ns/name.
 func deletedOf(t *testing.T, log *audit.File, ns, name string) []audit.Record {
 	var out []audit.Record
-	for _, r := range recordsOf(t, log, ns, audit.ActionDeleted) {
+	for _, r := range testenv.Records(t, log, ns, audit.ActionDeleted) {
 		if r.Name == name {
 			out = append(out, r)
 		}

@@ -38,7 +38,7 @@ func TestRevealGivesTheKeyToItsOwnerOnly(t *testing.T) {
 	testenv.RequireControlPlane(t)
 	g := NewWithT(t)
 	ctx := context.Background()
-	log := openLog(t)
+	log := testenv.OpenLog(t)
 	store := &failing{}
 	startManager(t, log, store)
 
@@ -58,7 +58,7 @@ func TestRevealGivesTheKeyToItsOwnerOnly(t *testing.T) {
 	g.Expect(got.Status.Key).To(Equal(want))
 	g.Expect(got.Status.KeyID).To(Equal(key.Status.KeyID))
 	g.Expect(got.Status.ExpiresAt.Time).To(BeTemporally("==", key.Status.ExpiresAt.Time))
-	viewed := recordsOf(t, log, ns, audit.ActionViewed)
+	viewed := testenv.Records(t, log, ns, audit.ActionViewed)
 	g.Expect(viewed).To(HaveLen(1))
 	g.Expect(viewed[0].Actor.Username).To(Equal("alice"))
 	g.Expect(viewed[0].KeyID).To(Equal(key.Status.KeyID))
@@ -70,7 +70,7 @@ func TestRevealGivesTheKeyToItsOwnerOnly(t *testing.T) {
 	g.Expect(apierrors.IsForbidden(err)).To(BeTrue(), "a cluster administrator: %v", err)
 	err = clientAs(t, "carol").Create(ctx, reveal(ns, key.Name))
 	g.Expect(apierrors.IsForbidden(err)).To(BeTrue(), "keymint-admin: %v", err)
-	denied := recordsOf(t, log, ns, audit.ActionViewDenied)
+	denied := testenv.Records(t, log, ns, audit.ActionViewDenied)
 	g.Expect(actors(denied)).To(Equal([]string{"bob", "root"}))
 	// bob trying again and again is counted, not written each time: the
 	// summary comes when his window closes.
@@ -78,7 +78,7 @@ func TestRevealGivesTheKeyToItsOwnerOnly(t *testing.T) {
 	for range 5 {
 		g.Expect(apierrors.IsForbidden(bob.Create(ctx, reveal(ns, key.Name)))).To(BeTrue())
 	}
-	g.Expect(recordsOf(t, log, ns, audit.ActionViewDenied)).To(HaveLen(2), "each refusal of one actor was written on its own")
+	g.Expect(testenv.Records(t, log, ns, audit.ActionViewDenied)).To(HaveLen(2), "each refusal of one actor was written on its own")
 
 	// The store refusing the record: no key leaves.
 	store.on.Store(true)
@@ -88,7 +88,7 @@ func TestRevealGivesTheKeyToItsOwnerOnly(t *testing.T) {
 	g.Expect(refused.Status.Key).To(BeEmpty())
 	g.Expect(err.Error()).NotTo(ContainSubstring(want))
 	store.on.Store(false)
-	g.Expect(recordsOf(t, log, ns, audit.ActionViewed)).To(HaveLen(1), "a reveal that returned no key was recorded as a view")
+	g.Expect(testenv.Records(t, log, ns, audit.ActionViewed)).To(HaveLen(1), "a reveal that returned no key was recorded as a view")
 
 	// The auditor reads the trail through the API server.
 	auditor := clientAs(t, "system:serviceaccount:keymint-system:auditor", "system:serviceaccounts")
@@ -119,18 +119,6 @@ func TestRevealGivesTheKeyToItsOwnerOnly(t *testing.T) {
 	err = alice.List(ctx, &auditv1alpha1.AuditRecordList{}, client.InNamespace(ns))
 	g.Expect(apierrors.IsForbidden(err)).To(BeTrue(), "a keymint-user reading the trail: %v", err)
 	g.Expect(managerLogs.String()).NotTo(ContainSubstring(want), "the key reached the manager's logs")
-}
-
-func recordsOf(t *testing.T, log *audit.File, ns string, action audit.Action) []audit.Record {
-	t.Helper()
-	var out []audit.Record
-	if err := log.Each(audit.Filter{Namespace: ns, Action: action}, func(r audit.Record) error {
-		out = append(out, r)
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	return out
 }
 
 func actors(records []audit.Record) []string {

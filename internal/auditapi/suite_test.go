@@ -140,17 +140,6 @@ func startManager(t *testing.T, log *audit.File, store *failing, configure ...fu
 	return stop
 }
 
-// openLog opens an audit log of the test's own.
-func openLog(t *testing.T) *audit.File {
-	t.Helper()
-	f, err := audit.OpenFile(filepath.Join(t.TempDir(), "audit.log"), 0, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = f.Close() })
-	return f
-}
-
 // clientAs is a client authenticated to the API server as user, in groups.
 func clientAs(t *testing.T, user string, groups ...string) client.Client {
 	t.Helper()

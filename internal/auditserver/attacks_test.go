@@ -67,11 +67,11 @@ func TestDeniedListsCannotFlushTheTrail(t *testing.T) {
 		}
 		g.Expect(env.Client.Create(ctx, key)).To(Succeed())
 	}
-	g.Eventually(func() []audit.Record { return records(t, log, ns, audit.ActionIssued) }, 3*time.Minute).Should(HaveLen(keys))
+	g.Eventually(func() []audit.Record { return testenv.Records(t, log, ns, audit.ActionIssued) }, 3*time.Minute).Should(HaveLen(keys))
 	var all corev1.SecretList
 	g.Expect(as(t, userIn(ns, "auditor"), holders).List(ctx, &all, client.InNamespace(ns))).To(Succeed())
 	g.Expect(all.Items).To(HaveLen(keys))
-	g.Eventually(func() []audit.Record { return records(t, log, ns, audit.ActionViewed) }, within).Should(HaveLen(keys))
+	g.Eventually(func() []audit.Record { return testenv.Records(t, log, ns, audit.ActionViewed) }, within).Should(HaveLen(keys))
 	g.Expect(env.Client.Delete(ctx, &keymintv1alpha1.APIKey{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "k0000"}})).To(Succeed())
 
 	mallory, _ := authenticatedAs(t, userIn(ns, "mallory"))
@@ -116,9 +116,9 @@ func TestDeniedListsCannotFlushTheTrail(t *testing.T) {
 	t.Logf("%d refused lists counted in %d records", n, written)
 	g.Expect(written).To(BeNumerically("<=", 30))
 
-	g.Expect(records(t, log, ns, audit.ActionIssued)).To(HaveLen(keys), "an Issued record was lost")
-	g.Expect(records(t, log, ns, audit.ActionViewed)).To(HaveLen(keys), "a Viewed record was lost")
-	g.Eventually(func() []audit.Record { return records(t, log, ns, audit.ActionDeleted) }, within).ShouldNot(BeEmpty())
+	g.Expect(testenv.Records(t, log, ns, audit.ActionIssued)).To(HaveLen(keys), "an Issued record was lost")
+	g.Expect(testenv.Records(t, log, ns, audit.ActionViewed)).To(HaveLen(keys), "a Viewed record was lost")
+	g.Eventually(func() []audit.Record { return testenv.Records(t, log, ns, audit.ActionDeleted) }, within).ShouldNot(BeEmpty())
 }
 
 // TestImpersonatorsAreRecorded: a read by impersonation names both the
@@ -128,7 +128,7 @@ func TestImpersonatorsAreRecorded(t *testing.T) {
 	testenv.RequireControlPlane(t)
 	g := NewWithT(t)
 	ctx := context.Background()
-	log := openLog(t)
+	log := testenv.OpenLog(t)
 	startManager(t, log, nil)
 	ns := newNamespace(t)
 	key := issue(t, ns, "impersonated", userIn(ns, "bob"))
@@ -145,9 +145,9 @@ func TestImpersonatorsAreRecorded(t *testing.T) {
 	}
 	read(userIn(ns, "bob"), holders)
 	read(self, "system:masters")
-	g.Eventually(func() []audit.Record { return records(t, log, ns, audit.ActionViewed) }, within).Should(HaveLen(2))
+	g.Eventually(func() []audit.Record { return testenv.Records(t, log, ns, audit.ActionViewed) }, within).Should(HaveLen(2))
 	byActor := map[string]audit.Record{}
-	for _, r := range records(t, log, ns, audit.ActionViewed) {
+	for _, r := range testenv.Records(t, log, ns, audit.ActionViewed) {
 		byActor[r.Actor.Username] = r
 	}
 	for _, actor := range []string{userIn(ns, "bob"), self} {
@@ -165,7 +165,7 @@ func TestAWatchLongerThanTheTombstonesIsRecorded(t *testing.T) {
 	testenv.RequireControlPlane(t)
 	g := NewWithT(t)
 	ctx := context.Background()
-	log := openLog(t)
+	log := testenv.OpenLog(t)
 	// Deletions are stamped by this clock, and must not look older than
 	// the watch, which the API server stamps by its own.
 	clk := clocktesting.NewFakeClock(time.Now().Add(time.Hour))
@@ -186,7 +186,7 @@ func TestAWatchLongerThanTheTombstonesIsRecorded(t *testing.T) {
 	// A read after the watch began: once it is on record, so is the
 	// watch's start, which the API server batched no later.
 	g.Expect(watcher.Get(ctx, client.ObjectKey{Namespace: ns, Name: other.SecretNameOrDefault()}, &corev1.Secret{})).To(Succeed())
-	g.Eventually(func() []audit.Record { return records(t, log, ns, audit.ActionViewed) }, within).ShouldNot(BeEmpty())
+	g.Eventually(func() []audit.Record { return testenv.Records(t, log, ns, audit.ActionViewed) }, within).ShouldNot(BeEmpty())
 
 	g.Expect(env.Client.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: key.SecretNameOrDefault()}})).To(Succeed())
 	g.Eventually(w.ResultChan()).Should(Receive(), "the watch returns the deletion")
@@ -195,12 +195,12 @@ func TestAWatchLongerThanTheTombstonesIsRecorded(t *testing.T) {
 	g.Expect(env.Client.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: other.SecretNameOrDefault()}})).To(Succeed())
 	clk.Step(2 * time.Minute)
 	g.Expect(env.Client.Delete(ctx, other)).To(Succeed())
-	g.Eventually(func() []audit.Record { return records(t, log, ns, audit.ActionDeleted) }, within).ShouldNot(BeEmpty())
+	g.Eventually(func() []audit.Record { return testenv.Records(t, log, ns, audit.ActionDeleted) }, within).ShouldNot(BeEmpty())
 
 	w.Stop()
 	g.Eventually(func(g Gomega) {
 		var watched []string
-		for _, r := range records(t, log, ns, audit.ActionViewed) {
+		for _, r := range testenv.Records(t, log, ns, audit.ActionViewed) {
 			if r.Actor.Username == alice && r.Name == key.Name {
 				watched = append(watched, r.KeyID)
 			}

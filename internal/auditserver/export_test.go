@@ -50,7 +50,7 @@ func tokenFor(t *testing.T, ns, name, scope string) string {
 func TestExportIsForAuthorisedAdministratorsAndFilters(t *testing.T) {
 	testenv.RequireControlPlane(t)
 	g := NewWithT(t)
-	log := openLog(t)
+	log := testenv.OpenLog(t)
 	startManager(t, log, nil)
 	ns := newNamespace(t)
 	alice, bob := userIn(ns, "alice"), userIn(ns, "bob")

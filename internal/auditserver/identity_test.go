@@ -46,7 +46,7 @@ func TestAClientChosenAuditIDHidesNothing(t *testing.T) {
 	testenv.RequireControlPlane(t)
 	g := NewWithT(t)
 	ctx := context.Background()
-	log := openLog(t)
+	log := testenv.OpenLog(t)
 	startManager(t, log, nil)
 	ns := newNamespace(t)
 	key := issue(t, ns, "target", userIn(ns, "alice"))
@@ -55,12 +55,12 @@ func TestAClientChosenAuditIDHidesNothing(t *testing.T) {
 
 	err := withAuditID(t, id, userIn(ns, "mallory")).Get(ctx, name, &corev1.Secret{})
 	g.Expect(apierrors.IsForbidden(err)).To(BeTrue(), "%v", err)
-	g.Eventually(func() []audit.Record { return records(t, log, ns, audit.ActionViewDenied) }, within).Should(HaveLen(1))
+	g.Eventually(func() []audit.Record { return testenv.Records(t, log, ns, audit.ActionViewDenied) }, within).Should(HaveLen(1))
 
 	g.Expect(withAuditID(t, id, userIn(ns, "erin"), holders).Get(ctx, name, &corev1.Secret{})).To(Succeed())
 	g.Expect(withAuditID(t, id, userIn(ns, "alice"), holders).Delete(ctx, key)).To(Succeed())
 	g.Eventually(func(g Gomega) {
-		viewed := records(t, log, ns, audit.ActionViewed)
+		viewed := testenv.Records(t, log, ns, audit.ActionViewed)
 		g.Expect(viewed).To(HaveLen(1), "the read that reused the audit ID")
 		g.Expect(viewed[0].Actor.Username).To(Equal(userIn(ns, "erin")))
 		g.Expect(viewed[0].AuditID).To(Equal(id))
@@ -74,7 +74,7 @@ func TestDryRunsAreNotRecorded(t *testing.T) {
 	testenv.RequireControlPlane(t)
 	g := NewWithT(t)
 	ctx := context.Background()
-	log := openLog(t)
+	log := testenv.OpenLog(t)
 	startManager(t, log, nil)
 	ns := newNamespace(t)
 	alice := userIn(ns, "alice")
@@ -89,8 +89,8 @@ func TestDryRunsAreNotRecorded(t *testing.T) {
 	erin := userIn(ns, "erin")
 	g.Expect(as(t, erin, holders).Get(ctx, client.ObjectKeyFromObject(secret), &corev1.Secret{})).To(Succeed())
 	g.Eventually(func() []string { return actorsOf(t, log, ns, audit.ActionViewed) }, within).Should(ContainElement(erin))
-	g.Expect(records(t, log, ns, audit.ActionDeleted)).To(BeEmpty(), "a dry-run delete of the APIKey was recorded")
-	g.Expect(records(t, log, ns, audit.ActionReissued)).To(BeEmpty(), "a dry-run delete of the Secret was recorded")
+	g.Expect(testenv.Records(t, log, ns, audit.ActionDeleted)).To(BeEmpty(), "a dry-run delete of the APIKey was recorded")
+	g.Expect(testenv.Records(t, log, ns, audit.ActionReissued)).To(BeEmpty(), "a dry-run delete of the Secret was recorded")
 	// The same delete, for real, is recorded.
 	g.Expect(admin.Delete(ctx, key.DeepCopy())).To(Succeed())
 	g.Eventually(func() []string { return actorsOf(t, log, ns, audit.ActionDeleted) }, within).Should(ContainElement(alice))

@@ -107,36 +107,12 @@ func startManager(t *testing.T, log *audit.File, out audit.Writer, configure ...
 	return stop
 }
 
-// openLog opens an audit log of the test's own.
-func openLog(t *testing.T) *audit.File {
-	t.Helper()
-	f, err := audit.OpenFile(filepath.Join(t.TempDir(), "audit.log"), 0, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = f.Close() })
-	return f
-}
-
-// records returns the records on log about keys in namespace.
-func records(t *testing.T, log *audit.File, namespace string, action audit.Action) []audit.Record {
-	t.Helper()
-	var out []audit.Record
-	if err := log.Each(audit.Filter{Namespace: namespace, Action: action}, func(r audit.Record) error {
-		out = append(out, r)
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
 // actorsOf are the usernames of the actors of the records of action in
 // namespace, in the order written.
 func actorsOf(t *testing.T, log *audit.File, namespace string, action audit.Action) []string {
 	t.Helper()
 	var out []string
-	for _, r := range records(t, log, namespace, action) {
+	for _, r := range testenv.Records(t, log, namespace, action) {
 		out = append(out, r.Actor.Username)
 	}
 	return out

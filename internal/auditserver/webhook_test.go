@@ -39,7 +39,7 @@ func TestViewsAreRecordedWithTheActor(t *testing.T) {
 	testenv.RequireControlPlane(t)
 	g := NewWithT(t)
 	ctx := context.Background()
-	log := openLog(t)
+	log := testenv.OpenLog(t)
 	// Every view its own record: this test is about what one says.
 	startManager(t, log, nil, func(s *auditserver.Server) { s.RepeatWindow = time.Nanosecond })
 	ns := newNamespace(t)
@@ -51,8 +51,8 @@ func TestViewsAreRecordedWithTheActor(t *testing.T) {
 	// A get is one Viewed record naming alice, her groups, IP and agent.
 	var s corev1.Secret
 	g.Expect(reader.Get(ctx, client.ObjectKey{Namespace: ns, Name: first.SecretNameOrDefault()}, &s)).To(Succeed())
-	g.Eventually(func() []audit.Record { return records(t, log, ns, audit.ActionViewed) }, within).Should(HaveLen(1))
-	viewed := records(t, log, ns, audit.ActionViewed)[0]
+	g.Eventually(func() []audit.Record { return testenv.Records(t, log, ns, audit.ActionViewed) }, within).Should(HaveLen(1))
+	viewed := testenv.Records(t, log, ns, audit.ActionViewed)[0]
 	g.Expect(viewed.Actor.Username).To(Equal(alice))
 	g.Expect(viewed.Actor.Groups).To(ContainElement("developers"))
 	g.Expect(viewed.Name).To(Equal("first"))
@@ -69,29 +69,29 @@ func TestViewsAreRecordedWithTheActor(t *testing.T) {
 	g.Expect(reader.List(ctx, &none, client.InNamespace(ns), client.MatchingLabels{"app": "other"})).To(Succeed())
 	var all corev1.SecretList
 	g.Expect(reader.List(ctx, &all, client.InNamespace(ns))).To(Succeed())
-	g.Eventually(func() []audit.Record { return records(t, log, ns, audit.ActionViewed) }, within).Should(HaveLen(3))
-	listed := records(t, log, ns, audit.ActionViewed)[1:]
+	g.Eventually(func() []audit.Record { return testenv.Records(t, log, ns, audit.ActionViewed) }, within).Should(HaveLen(3))
+	listed := testenv.Records(t, log, ns, audit.ActionViewed)[1:]
 	g.Expect([]string{listed[0].Name, listed[1].Name}).To(ConsistOf("first", "second"))
 	g.Expect(listed[0].AuditID).To(Equal(listed[1].AuditID))
 
 	// A field selector naming one Secret is a view of that key only.
 	g.Expect(reader.List(ctx, &all, client.InNamespace(ns),
 		client.MatchingFields{"metadata.name": second.SecretNameOrDefault()})).To(Succeed())
-	g.Eventually(func() []audit.Record { return records(t, log, ns, audit.ActionViewed) }, within).Should(HaveLen(4))
-	g.Expect(records(t, log, ns, audit.ActionViewed)[3].Name).To(Equal("second"))
+	g.Eventually(func() []audit.Record { return testenv.Records(t, log, ns, audit.ActionViewed) }, within).Should(HaveLen(4))
+	g.Expect(testenv.Records(t, log, ns, audit.ActionViewed)[3].Name).To(Equal("second"))
 
 	// A kubelet's read is a mount.
 	node := as(t, "system:node:node-1", "system:nodes", holders)
 	g.Expect(node.Get(ctx, client.ObjectKey{Namespace: ns, Name: first.SecretNameOrDefault()}, &s)).To(Succeed())
-	g.Eventually(func() []audit.Record { return records(t, log, ns, audit.ActionMounted) }, within).Should(HaveLen(1))
-	g.Expect(records(t, log, ns, audit.ActionMounted)[0].Actor.Username).To(Equal("system:node:node-1"))
+	g.Eventually(func() []audit.Record { return testenv.Records(t, log, ns, audit.ActionMounted) }, within).Should(HaveLen(1))
+	g.Expect(testenv.Records(t, log, ns, audit.ActionMounted)[0].Actor.Username).To(Equal("system:node:node-1"))
 
 	// An administrator without access to Secrets is refused, and that is
 	// on record.
 	err := as(t, "mallory").Get(ctx, client.ObjectKey{Namespace: ns, Name: first.SecretNameOrDefault()}, &s)
 	g.Expect(apierrors.IsForbidden(err)).To(BeTrue(), "%v", err)
-	g.Eventually(func() []audit.Record { return records(t, log, ns, audit.ActionViewDenied) }, within).Should(HaveLen(1))
-	denied := records(t, log, ns, audit.ActionViewDenied)[0]
+	g.Eventually(func() []audit.Record { return testenv.Records(t, log, ns, audit.ActionViewDenied) }, within).Should(HaveLen(1))
+	denied := testenv.Records(t, log, ns, audit.ActionViewDenied)[0]
 	g.Expect(denied.Actor.Username).To(Equal("mallory"))
 	g.Expect(denied.Name).To(Equal("first"))
 
@@ -110,14 +110,14 @@ func TestViewsAreRecordedWithTheActor(t *testing.T) {
 	}, within).Should(Succeed())
 
 	// No view is recorded twice, and nothing else happened.
-	g.Consistently(func() []audit.Record { return records(t, log, ns, audit.ActionViewed) }, 2*time.Second).Should(HaveLen(4))
+	g.Consistently(func() []audit.Record { return testenv.Records(t, log, ns, audit.ActionViewed) }, 2*time.Second).Should(HaveLen(4))
 }
 
 func TestDeletionsNameTheActor(t *testing.T) {
 	testenv.RequireControlPlane(t)
 	g := NewWithT(t)
 	ctx := context.Background()
-	log := openLog(t)
+	log := testenv.OpenLog(t)
 	startManager(t, log, nil)
 	ns := newNamespace(t)
 	alice := userIn(ns, "alice")
@@ -128,7 +128,7 @@ func TestDeletionsNameTheActor(t *testing.T) {
 	// Deleting a key's Secret revokes that key; the controller reissues.
 	g.Expect(reader.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: rotated.SecretNameOrDefault()}})).To(Succeed())
 	g.Eventually(func(g Gomega) {
-		reissued := records(t, log, ns, audit.ActionReissued)
+		reissued := testenv.Records(t, log, ns, audit.ActionReissued)
 		actors := map[string]string{}
 		for _, r := range reissued {
 			actors[r.Actor.Username] = r.KeyID
@@ -140,7 +140,7 @@ func TestDeletionsNameTheActor(t *testing.T) {
 	g.Expect(reader.Delete(ctx, revoked)).To(Succeed())
 	g.Eventually(func(g Gomega) {
 		var actors []string
-		for _, r := range records(t, log, ns, audit.ActionDeleted) {
+		for _, r := range testenv.Records(t, log, ns, audit.ActionDeleted) {
 			g.Expect(r.Name).To(Equal("revoked"))
 			g.Expect(r.User).To(Equal(revoked.Spec.User))
 			g.Expect(r.KeyID).To(Equal(revoked.Status.KeyID))
@@ -158,7 +158,7 @@ func TestRepeatedViewsAreOneRecordWithACount(t *testing.T) {
 	testenv.RequireControlPlane(t)
 	g := NewWithT(t)
 	ctx := context.Background()
-	log := openLog(t)
+	log := testenv.OpenLog(t)
 	clk := clocktesting.NewFakeClock(time.Now().Add(time.Hour))
 	startManager(t, log, nil, func(s *auditserver.Server) { s.Clock = clk })
 	ns := newNamespace(t)
@@ -176,7 +176,7 @@ func TestRepeatedViewsAreOneRecordWithACount(t *testing.T) {
 	g.Expect(as(t, userIn(ns, "bob"), holders).Get(ctx, client.ObjectKey{Namespace: ns, Name: key.SecretNameOrDefault()}, &s)).To(Succeed())
 	byActor := func(actor string) []audit.Record {
 		var out []audit.Record
-		for _, r := range records(t, log, ns, audit.ActionViewed) {
+		for _, r := range testenv.Records(t, log, ns, audit.ActionViewed) {
 			if r.Actor.Username == actor {
 				out = append(out, r)
 			}
@@ -221,7 +221,7 @@ func TestABatchNotWrittenIsSentAgain(t *testing.T) {
 	testenv.RequireControlPlane(t)
 	g := NewWithT(t)
 	ctx := context.Background()
-	log := openLog(t)
+	log := testenv.OpenLog(t)
 	trail := &failingTrail{Writer: log}
 	startManager(t, nil, trail)
 	ns := newNamespace(t)
@@ -229,7 +229,7 @@ func TestABatchNotWrittenIsSentAgain(t *testing.T) {
 	key := issue(t, ns, "retried", alice)
 	var s corev1.Secret
 	g.Expect(as(t, alice, holders).Get(ctx, client.ObjectKey{Namespace: ns, Name: key.SecretNameOrDefault()}, &s)).To(Succeed())
-	g.Eventually(func() []audit.Record { return records(t, log, ns, audit.ActionViewed) }, within).Should(HaveLen(1))
+	g.Eventually(func() []audit.Record { return testenv.Records(t, log, ns, audit.ActionViewed) }, within).Should(HaveLen(1))
 	g.Expect(trail.failed).To(BeTrue())
 }
 
@@ -271,16 +271,16 @@ func TestAManagerKilledBeforeWritingLosesNothing(t *testing.T) {
 	g.Eventually(stuck.received, within).Should(BeClosed())
 	kill()
 
-	log := openLog(t)
+	log := testenv.OpenLog(t)
 	startManager(t, log, nil)
-	g.Eventually(func() []audit.Record { return records(t, log, ns, audit.ActionViewed) }, within).Should(HaveLen(1))
-	g.Expect(records(t, log, ns, audit.ActionViewed)[0].Actor.Username).To(Equal(alice))
+	g.Eventually(func() []audit.Record { return testenv.Records(t, log, ns, audit.ActionViewed) }, within).Should(HaveLen(1))
+	g.Expect(testenv.Records(t, log, ns, audit.ActionViewed)[0].Actor.Username).To(Equal(alice))
 }
 
 func TestTheSameBatchTwiceIsRecordedOnce(t *testing.T) {
 	testenv.RequireControlPlane(t)
 	g := NewWithT(t)
-	log := openLog(t)
+	log := testenv.OpenLog(t)
 	startManager(t, log, nil)
 	ns := newNamespace(t)
 	alice := userIn(ns, "alice")
@@ -313,7 +313,7 @@ func TestTheSameBatchTwiceIsRecordedOnce(t *testing.T) {
 	}
 	g.Expect(post(string(token))).To(Equal(http.StatusOK))
 	g.Expect(post(string(token))).To(Equal(http.StatusOK))
-	g.Expect(records(t, log, ns, audit.ActionViewed)).To(HaveLen(1))
+	g.Expect(testenv.Records(t, log, ns, audit.ActionViewed)).To(HaveLen(1))
 
 	// Anybody else is refused.
 	g.Expect(post("")).To(Equal(http.StatusUnauthorized))
@@ -338,7 +338,7 @@ func TestNoKeyInRecordsEventsOrLogs(t *testing.T) {
 	testenv.RequireControlPlane(t)
 	g := NewWithT(t)
 	ctx := context.Background()
-	log := openLog(t)
+	log := testenv.OpenLog(t)
 	var stdout testenv.Buffer
 	startManager(t, log, &audit.Lines{W: &stdout})
 	ns := newNamespace(t)
@@ -347,7 +347,7 @@ func TestNoKeyInRecordsEventsOrLogs(t *testing.T) {
 	var s corev1.Secret
 	g.Expect(as(t, alice, holders).Get(ctx, client.ObjectKey{Namespace: ns, Name: key.SecretNameOrDefault()}, &s)).To(Succeed())
 	g.Expect(as(t, alice, holders).Delete(ctx, key)).To(Succeed())
-	g.Eventually(func() []audit.Record { return records(t, log, ns, audit.ActionDeleted) }, within).Should(HaveLen(2))
+	g.Eventually(func() []audit.Record { return testenv.Records(t, log, ns, audit.ActionDeleted) }, within).Should(HaveLen(2))
 	value := string(s.Data[keymintv1alpha1.DataKey])
 	g.Expect(value).To(HavePrefix("kmk_"))
 
