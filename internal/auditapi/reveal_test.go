@@ -3,6 +3,9 @@ package auditapi_test
 import (
 	"context"
 	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
 	"testing"
 
 	. "github.com/onsi/gomega"
@@ -58,8 +61,10 @@ func TestRevealGivesTheKeyToItsOwnerOnly(t *testing.T) {
 	g.Expect(got.Status.Key).To(Equal(want))
 	g.Expect(got.Status.KeyID).To(Equal(key.Status.KeyID))
 	g.Expect(got.Status.ExpiresAt.Time).To(BeTemporally("==", key.Status.ExpiresAt.Time))
+	// No cache on the way may keep the answer, which holds the key.
+	g.Expect(revealHeaders(t, "alice", ns, key.Name).Values("Cache-Control")).To(ContainElement("no-store"))
 	viewed := testenv.Records(t, log, ns, audit.ActionViewed)
-	g.Expect(viewed).To(HaveLen(1))
+	g.Expect(viewed).To(HaveLen(2))
 	g.Expect(viewed[0].Actor.Username).To(Equal("alice"))
 	g.Expect(viewed[0].KeyID).To(Equal(key.Status.KeyID))
 
@@ -88,7 +93,7 @@ func TestRevealGivesTheKeyToItsOwnerOnly(t *testing.T) {
 	g.Expect(refused.Status.Key).To(BeEmpty())
 	g.Expect(err.Error()).NotTo(ContainSubstring(want))
 	store.on.Store(false)
-	g.Expect(testenv.Records(t, log, ns, audit.ActionViewed)).To(HaveLen(1), "a reveal that returned no key was recorded as a view")
+	g.Expect(testenv.Records(t, log, ns, audit.ActionViewed)).To(HaveLen(2), "a reveal that returned no key was recorded as a view")
 
 	// The auditor reads the trail through the API server.
 	auditor := clientAs(t, "system:serviceaccount:keymint-system:auditor", "system:serviceaccounts")
@@ -119,6 +124,31 @@ func TestRevealGivesTheKeyToItsOwnerOnly(t *testing.T) {
 	err = alice.List(ctx, &auditv1alpha1.AuditRecordList{}, client.InNamespace(ns))
 	g.Expect(apierrors.IsForbidden(err)).To(BeTrue(), "a keymint-user reading the trail: %v", err)
 	g.Expect(managerLogs.String()).NotTo(ContainSubstring(want), "the key reached the manager's logs")
+}
+
+// revealHeaders reveals key ns/name as user through the API server and
+// returns the answer's headers.
+func revealHeaders(t *testing.T, user, ns, name string) http.Header {
+	t.Helper()
+	u, err := env.AddUser(envtest.User{Name: user}, env.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc, err := rest.HTTPClientFor(u.Config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := `{"apiVersion":"audit.keymint.io/v1alpha1","kind":"APIKeyReveal","spec":{"name":"` + name + `"}}`
+	resp, err := hc.Post(strings.TrimSuffix(u.Config().Host, "/")+"/apis/audit.keymint.io/v1alpha1/namespaces/"+ns+"/apikeyreveals", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	if resp.StatusCode != http.StatusCreated {
+		raw, _ := io.ReadAll(resp.Body)
+		t.Fatalf("reveal as %s at %s: %s %s", user, resp.Request.URL, resp.Status, raw)
+	}
+	return resp.Header
 }
 
 func actors(records []audit.Record) []string {
