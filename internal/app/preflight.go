@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -37,16 +39,8 @@ func preflight(ctx context.Context, cfg *rest.Config, slotNamespace string, need
 	if err != nil {
 		return err
 	}
-	served, err := dc.ServerResourcesForGroupVersion(keymintv1alpha1.GroupVersion.String())
-	if apierrors.IsNotFound(err) {
-		return missing{"the APIKey CRD (apikeys.keymint.io) is not installed: run `make install`, or apply dist/install.yaml"}
-	} else if err != nil {
-		return fmt.Errorf("asking the API server for the APIKey CRD: %w", err)
-	}
-	for _, crd := range crds {
-		if !slices.ContainsFunc(served.APIResources, func(r metav1.APIResource) bool { return r.Name == crd }) {
-			return missing{fmt.Sprintf("the CRD %s.%s is not installed: run `make install`, or apply dist/install.yaml", crd, keymintv1alpha1.GroupVersion.Group)}
-		}
+	if err := crdsServed(ctx, dc, crds); err != nil {
+		return err
 	}
 	c, err := client.New(cfg, client.Options{Scheme: Scheme})
 	if err != nil {
@@ -82,4 +76,41 @@ func permission(a authorizationv1.ResourceAttributes) string {
 		return fmt.Sprintf("%s %s in %s", a.Verb, resource, a.Namespace)
 	}
 	return a.Verb + " " + resource
+}
+
+// crdGrace is how long keymint's CRDs have to be served: the API server
+// serves a CRD a moment after it is created (Established), and a manager
+// started right after `make install` must not call it missing.
+const crdGrace = 10 * time.Second
+
+// crdsServed says which of keymint's CRDs (the APIKey's and crds) the API
+// server does not serve, once crdGrace has passed without it.
+func crdsServed(ctx context.Context, dc discovery.DiscoveryInterface, crds []string) error {
+	var last error
+	err := wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, crdGrace, true, func(context.Context) (bool, error) {
+		last = crdsServedNow(dc, crds)
+		if _, ok := errors.AsType[missing](last); ok {
+			return false, nil
+		}
+		return last == nil, last
+	})
+	if last != nil {
+		return last
+	}
+	return err
+}
+
+func crdsServedNow(dc discovery.DiscoveryInterface, crds []string) error {
+	served, err := dc.ServerResourcesForGroupVersion(keymintv1alpha1.GroupVersion.String())
+	if apierrors.IsNotFound(err) {
+		return missing{"the APIKey CRD (apikeys.keymint.io) is not installed: run `make install`, or apply dist/install.yaml"}
+	} else if err != nil {
+		return fmt.Errorf("asking the API server for the APIKey CRD: %w", err)
+	}
+	for _, crd := range crds {
+		if !slices.ContainsFunc(served.APIResources, func(r metav1.APIResource) bool { return r.Name == crd }) {
+			return missing{fmt.Sprintf("the CRD %s.%s is not installed: run `make install`, or apply dist/install.yaml", crd, keymintv1alpha1.GroupVersion.Group)}
+		}
+	}
+	return nil
 }
